@@ -1,0 +1,406 @@
+"""The PyTorch adapter: activations and gradients of ``nn.Module`` layers via forward hooks.
+
+Gradients are taken with ``torch.autograd.grad`` with respect to the captured activations only.
+The forward pass runs with gradient tracking off until the first hooked layer fires; that layer's
+output is re-rooted as a leaf, so nothing below it is recorded and no parameter gradient is ever
+computed. The model runs in eval mode during the call; every module's training flag, the global
+grad mode and the hook dictionaries are restored afterwards, also when an exception flies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from interp_core.protocol import (
+    ACTIVATION_PATCH,
+    GRADIENTS,
+    INPUT_GRADIENTS,
+    LINEAR_WEIGHTS,
+    Capture,
+    LayerCapture,
+)
+from interp_core.scoring import target_scores
+from interp_core.targets import TargetSpec, select_output
+
+
+class TorchOps:
+    """The six tensor operations :func:`interp_core.scoring.target_scores` needs."""
+
+    channel_axis = 1
+
+    @staticmethod
+    def const(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(array))
+        if t.is_floating_point():
+            return t.to(device=like.device, dtype=like.dtype)
+        return t.to(device=like.device, dtype=torch.int64)
+
+    @staticmethod
+    def flatten(x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], -1)
+
+    @staticmethod
+    def row_sum(x: torch.Tensor) -> torch.Tensor:
+        return x.sum(dim=1)
+
+    @staticmethod
+    def argmax(x: torch.Tensor) -> torch.Tensor:
+        return x.detach().argmax(dim=1)
+
+    @staticmethod
+    def pick(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        return x.gather(1, indices[:, None])[:, 0]
+
+    @staticmethod
+    def sqrt(x: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt(x)
+
+
+OPS = TorchOps()
+
+
+def _first_tensor(out: Any) -> torch.Tensor | None:
+    if torch.is_tensor(out):
+        return out
+    if isinstance(out, tuple | list) and out and torch.is_tensor(out[0]):
+        return out[0]
+    return None
+
+
+def _replace_first(out: Any, new: torch.Tensor) -> Any:
+    if torch.is_tensor(out):
+        return new
+    return type(out)([new, *out[1:]])
+
+
+def _to_numpy(t: torch.Tensor, channels_last: bool) -> np.ndarray:
+    t = t.detach()
+    if channels_last and t.ndim >= 3:
+        t = t.movedim(1, -1)
+    return t.to(device="cpu", dtype=torch.float32).contiguous().numpy()
+
+
+@contextlib.contextmanager
+def _explaining(model: nn.Module, grad_enabled: bool = False) -> Iterator[None]:
+    """Eval mode and a chosen grad mode for the call; restore both exactly afterwards."""
+    flags = [(m, m.training) for m in model.modules()]
+    grad_mode = torch.is_grad_enabled()
+    try:
+        model.eval()
+        torch.set_grad_enabled(grad_enabled)
+        yield
+    finally:
+        torch.set_grad_enabled(grad_mode)
+        for module, flag in flags:
+            module.training = flag
+
+
+@contextlib.contextmanager
+def _hooked(modules: Sequence[tuple[str, nn.Module]],
+            make_hook: Callable[[str], Callable[..., Any]]) -> Iterator[None]:
+    handles = []
+    try:
+        for name, module in modules:
+            handles.append(module.register_forward_hook(make_hook(name)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class TorchBackend:
+    """interp-core backend for ``torch.nn.Module`` models (inputs ``(N, C, *spatial)``)."""
+
+    name = "torch"
+    capabilities = frozenset({GRADIENTS, LINEAR_WEIGHTS, ACTIVATION_PATCH, INPUT_GRADIENTS})
+
+    # -- conversions ----------------------------------------------------------------------
+    def to_numpy(self, x: Any) -> np.ndarray:
+        if torch.is_tensor(x):
+            return x.detach().cpu().numpy()
+        return np.asarray(x)
+
+    def from_numpy(self, x: np.ndarray, model: nn.Module) -> torch.Tensor:
+        return self._prepare(np.asarray(x), model)
+
+    @staticmethod
+    def _placement(model: nn.Module) -> tuple[torch.device | None, torch.dtype | None]:
+        for tensor in (*model.parameters(), *model.buffers()):
+            if tensor.is_floating_point():
+                return tensor.device, tensor.dtype
+        return None, None
+
+    def _prepare(self, inputs: Any, model: nn.Module) -> Any:
+        """Inputs as tensors on the model's device; floats take the model's dtype."""
+        if isinstance(inputs, tuple | list):
+            return type(inputs)(self._prepare(i, model) for i in inputs)
+        if isinstance(inputs, dict):
+            return {k: self._prepare(v, model) for k, v in inputs.items()}
+        device, dtype = self._placement(model)
+        t = inputs if torch.is_tensor(inputs) else torch.as_tensor(np.asarray(inputs))
+        if t.is_floating_point() and dtype is not None and t.dtype != dtype:
+            t = t.to(dtype)
+        if device is not None and t.device != device:
+            t = t.to(device)
+        return t
+
+    @staticmethod
+    def _run(model: nn.Module, x: Any) -> Any:
+        if isinstance(x, tuple | list):
+            return model(*x)
+        if isinstance(x, dict):
+            return model(**x)
+        return model(x)
+
+    @staticmethod
+    def _input_spatial(x: Any) -> tuple[int, ...]:
+        first = x[0] if isinstance(x, tuple | list) else (
+            next(iter(x.values())) if isinstance(x, dict) else x)
+        return tuple(int(d) for d in first.shape[2:])
+
+    # -- layers ---------------------------------------------------------------------------
+    def layer_names(self, model: nn.Module) -> list[str]:
+        return [name for name, _ in model.named_modules() if name]
+
+    def _resolve(self, model: nn.Module, layers: Sequence[Any]) -> list[tuple[str, nn.Module]]:
+        modules = dict(model.named_modules())
+        by_id = {id(m): n for n, m in modules.items()}
+        resolved = []
+        for layer in layers:
+            if isinstance(layer, nn.Module):
+                if id(layer) not in by_id:
+                    raise ValueError(
+                        f"layer {type(layer).__name__} is not a submodule of the model; pass a "
+                        "module of this model or its named_modules() path"
+                    )
+                resolved.append((by_id[id(layer)] or "<model>", layer))
+            elif isinstance(layer, str):
+                if layer not in modules or not layer:
+                    close = difflib.get_close_matches(layer, self.layer_names(model), n=6,
+                                                      cutoff=0.5)
+                    raise ValueError(
+                        f"unknown layer {layer!r}; closest names: {close or 'none'} "
+                        f"(the model has {len(modules) - 1} named modules; "
+                        "interp_core.get_backend('torch').layer_names(model) lists them)"
+                    )
+                resolved.append((layer, modules[layer]))
+            else:
+                raise TypeError(
+                    f"layer {layer!r} must be a named_modules() path or an nn.Module"
+                )
+        return resolved
+
+    def default_layer(self, model: nn.Module, inputs: Any) -> str:
+        order: list[str] = []
+
+        def make_hook(name: str) -> Callable[..., None]:
+            def hook(module: nn.Module, args: Any, out: Any) -> None:
+                t = _first_tensor(out)
+                if t is not None and t.ndim >= 3 and int(np.prod(t.shape[2:])) > 1:
+                    order.append(name)
+            return hook
+
+        named = [(n, m) for n, m in model.named_modules() if n]
+        with _explaining(model), _hooked(named, make_hook):
+            self._run(model, self._prepare(inputs, model))
+        if not order:
+            raise ValueError(
+                "no layer of the model produced a spatial output (N, C, *spatial) with more than "
+                "one position; pass layer= explicitly"
+            )
+        return order[-1]
+
+    # -- capture --------------------------------------------------------------------------
+    def capture(
+        self, model: nn.Module, inputs: Any, layers: Sequence[Any], target: TargetSpec, *,
+        gradients: bool = True, output: Any = None, native_layout: bool = False,
+    ) -> Capture:
+        named = self._resolve(model, layers)
+        x = self._prepare(inputs, model)
+        store: dict[str, torch.Tensor] = {}
+
+        def make_hook(name: str) -> Callable[..., Any]:
+            def hook(module: nn.Module, args: Any, out: Any) -> Any:
+                t = _first_tensor(out)
+                if t is None:
+                    raise TypeError(
+                        f"layer {name!r} returned {type(out).__name__}, not a tensor; pick a "
+                        "layer whose output is a tensor"
+                    )
+                if not gradients:
+                    store[name] = t.detach()
+                    return None
+                if not t.requires_grad:
+                    # Re-root here: nothing below this layer is recorded for backward.
+                    t = t.detach().requires_grad_(True)
+                    torch.set_grad_enabled(True)
+                store[name] = t
+                # A clone shields the captured tensor from in-place ops downstream (ReLU(inplace)).
+                return _replace_first(out, t.clone())
+            return hook
+
+        with _explaining(model), _hooked(named, make_hook):
+            model_output = select_output(self._run(model, x), output)
+            missing = [n for n, _ in named if n not in store]
+            if missing:
+                raise ValueError(
+                    f"layer(s) {missing} never ran in the forward pass; pick layers that the "
+                    "model's forward() uses"
+                )
+            scores, top1 = target_scores(model_output, target, OPS)
+            grads: Sequence[torch.Tensor | None] = [None] * len(named)
+            if gradients:
+                if not scores.requires_grad:
+                    raise ValueError(
+                        f"the target score does not depend on layer(s) {[n for n, _ in named]}"
+                    )
+                grads = torch.autograd.grad(
+                    scores.sum(), [store[n] for n, _ in named], allow_unused=True
+                )
+        channels_last = not native_layout
+        captured = {}
+        for (name, _), grad in zip(named, grads, strict=True):
+            act = store[name]
+            if gradients and grad is None:
+                grad = torch.zeros_like(act)
+            captured[name] = LayerCapture(
+                name, _to_numpy(act, channels_last),
+                None if grad is None else _to_numpy(grad, channels_last),
+            )
+        classes = target.resolved_indices(None if top1 is None else top1.cpu().numpy())
+        return Capture(
+            layers=captured, scores=_to_numpy(scores, False), targets=classes,
+            input_spatial=self._input_spatial(x),
+        )
+
+    # -- forward-only work ----------------------------------------------------------------
+    def _batches(self, x: Any, batch_size: int) -> Iterator[tuple[slice, Any]]:
+        n = int((x[0] if isinstance(x, tuple | list) else x).shape[0])
+        for start in range(0, n, batch_size):
+            sl = slice(start, min(start + batch_size, n))
+            if isinstance(x, tuple | list):
+                yield sl, type(x)(i[sl] for i in x)
+            else:
+                yield sl, x[sl]
+
+    def predict(
+        self, model: nn.Module, inputs: Any, target: TargetSpec, *, batch_size: int = 32,
+        output: Any = None,
+    ) -> np.ndarray:
+        x = self._prepare(inputs, model)
+        parts = []
+        with _explaining(model):
+            for sl, chunk in self._batches(x, batch_size):
+                out = select_output(self._run(model, chunk), output)
+                scores, _ = target_scores(out, target.take(sl), OPS)
+                parts.append(_to_numpy(scores, False))
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+    def patched_scores(
+        self, model: nn.Module, inputs: Any, layer: Any, channel_masks: np.ndarray,
+        target: TargetSpec, *, batch_size: int = 32, output: Any = None,
+    ) -> np.ndarray:
+        ((name, module),) = self._resolve(model, [layer])
+        x = self._prepare(inputs, model)
+        if isinstance(x, tuple | list | dict):
+            raise NotImplementedError("patched_scores supports single-tensor inputs")
+        n = x.shape[0]
+        masks = np.asarray(channel_masks, dtype=np.float32)
+        per_chunk = max(1, batch_size // max(n, 1))
+        current: dict[str, torch.Tensor] = {}
+
+        def make_hook(_: str) -> Callable[..., Any]:
+            def hook(mod: nn.Module, args: Any, out: Any) -> Any:
+                t = _first_tensor(out)
+                m = current["mask"].to(device=t.device, dtype=t.dtype)
+                if m.shape[1] != t.shape[1]:
+                    raise ValueError(
+                        f"channel_masks have {m.shape[1]} channels but layer {name!r} has "
+                        f"{t.shape[1]}"
+                    )
+                shape = (m.shape[0], 1, m.shape[1]) + (1,) * (t.ndim - 2)
+                patched = t.reshape(m.shape[0], n, *t.shape[1:]) * m.reshape(shape)
+                return _replace_first(out, patched.reshape(t.shape))
+            return hook
+
+        rows = []
+        with _explaining(model), _hooked([(name, module)], make_hook):
+            for start in range(0, len(masks), per_chunk):
+                chunk = torch.from_numpy(masks[start : start + per_chunk])
+                current["mask"] = chunk
+                tiled = x.repeat((len(chunk),) + (1,) * (x.ndim - 1))
+                out = select_output(self._run(model, tiled), output)
+                scores, _ = target_scores(out, _tile(target, len(chunk)), OPS)
+                rows.append(_to_numpy(scores, False).reshape(len(chunk), n))
+        return np.concatenate(rows, axis=0)
+
+    # -- dense weights and input gradients ------------------------------------------------
+    def linear_weights(self, model: nn.Module, fc: Any = None) -> np.ndarray:
+        if fc is None:
+            dense = [m for m in model.modules() if isinstance(m, nn.Linear)]
+            if not dense:
+                raise ValueError("the model has no nn.Linear layer; pass fc= explicitly")
+            module = dense[-1]
+        else:
+            ((_, module),) = self._resolve(model, [fc])
+        weight = getattr(module, "weight", None)
+        if weight is None or weight.ndim not in (2, 4):
+            raise ValueError(
+                f"fc layer {type(module).__name__} has no (outputs, inputs) weight; pass the "
+                "nn.Linear (or 1x1 convolution) after global pooling"
+            )
+        return _to_numpy(weight.reshape(weight.shape[0], -1), False)
+
+    def input_gradients(
+        self, model: nn.Module, inputs: Any, layer: Any, channels: np.ndarray, *,
+        output: Any = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        x = self._prepare(inputs, model).detach().requires_grad_(True)
+        idx = torch.as_tensor(np.asarray(channels, dtype=np.int64), device=x.device)
+        store: dict[str, torch.Tensor] = {}
+        named = [] if layer is None else self._resolve(model, [layer])
+
+        def make_hook(name: str) -> Callable[..., None]:
+            def hook(mod: nn.Module, args: Any, out: Any) -> None:
+                store[name] = _first_tensor(out)
+            return hook
+
+        with _explaining(model, grad_enabled=True), _hooked(named, make_hook):
+            out = select_output(self._run(model, x), output)
+            if layer is None:
+                target = out
+            else:
+                target = store.get(named[0][0])
+                if target is None:
+                    raise ValueError(f"layer {named[0][0]!r} never ran in the forward pass")
+            if target.ndim < 2:
+                raise ValueError(
+                    f"layer output of shape {tuple(target.shape)} has no channel axis"
+                )
+            if int(idx.max()) >= target.shape[1] or int(idx.min()) < 0:
+                raise ValueError(
+                    f"channel {int(idx.max())} is out of range: the layer has "
+                    f"{target.shape[1]} channels"
+                )
+            per_channel = target.reshape(target.shape[0], target.shape[1], -1).mean(dim=2)
+            values = per_channel.gather(1, idx[:, None])[:, 0]
+            if not values.requires_grad:
+                raise ValueError(
+                    f"the objective at layer {layer!r} does not depend on the input "
+                    "(a non-differentiable path)"
+                )
+            (grad,) = torch.autograd.grad(values.sum(), [x])
+        return _to_numpy(values, False), _to_numpy(grad, False)
+
+
+def _tile(target: TargetSpec, times: int) -> TargetSpec:
+    """A spec repeated ``times`` (mask-major), for the tiled batch of patched_scores."""
+    index = np.tile(np.arange(target.n or 0), times)
+    return target.take(index)

@@ -1,0 +1,55 @@
+"""interp-core: CAM, Grad-CAM and feature visualisation for PyTorch, TensorFlow/Keras and JAX.
+
+One NumPy core computes every method; adapters (pluggy plugins, found through the entry point
+group ``interp_core.backends``) supply activations and gradients. Importing this package imports
+no framework.
+
+>>> import interp_core as ic
+>>> cam = ic.GradCAM(model, layer="layer4")        # doctest: +SKIP
+>>> maps = cam(x, targets=[3, 7])                  # doctest: +SKIP
+"""
+
+from interp_core.api import explain, methods
+from interp_core.hookspecs import hookimpl
+from interp_core.methods import (
+    CAM,
+    CAMMethod,
+    EigenCAM,
+    EigenGradCAM,
+    Explanation,
+    GradCAM,
+    GradCAMElementWise,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    XGradCAM,
+)
+from interp_core.postprocess import normalize_minmax, resize_bilinear, tokens_to_grid
+from interp_core.protocol import Backend, Capture, LayerCapture
+from interp_core.registry import (
+    BackendRegistration,
+    backends,
+    get_backend,
+    register_backend,
+    reset_registry,
+)
+from interp_core.split import Split
+from interp_core.targets import (
+    BinaryTarget,
+    ClassTarget,
+    OutputTarget,
+    SegmentationTarget,
+    SimilarityTarget,
+)
+from interp_core.viz import overlay, save_png
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CAM", "Backend", "BackendRegistration", "BinaryTarget", "CAMMethod", "Capture",
+    "ClassTarget", "EigenCAM", "EigenGradCAM", "Explanation", "GradCAM", "GradCAMElementWise",
+    "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "LayerCapture", "OutputTarget",
+    "SegmentationTarget", "SimilarityTarget", "Split", "XGradCAM", "__version__", "backends",
+    "explain", "get_backend", "hookimpl", "methods", "normalize_minmax", "overlay",
+    "register_backend", "reset_registry", "resize_bilinear", "save_png", "tokens_to_grid",
+]

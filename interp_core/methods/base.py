@@ -1,0 +1,252 @@
+"""The shared pipeline of every CAM method: capture, per-layer map, post-processing.
+
+A method subclass says whether it needs gradients and how one layer's activations (and
+gradients) become a raw map; :class:`CAMMethod` does the rest the same way for all of them:
+
+    map = minmax(fuse_over_layers(minmax(resize(relu(raw_layer_map)))))
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from interp_core.postprocess import fuse_layers, normalize_minmax, relu, resize_bilinear
+from interp_core.protocol import Backend, Capture
+from interp_core.registry import get_backend
+from interp_core.targets import TargetSpec, resolve_targets
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Everything one explanation produced.
+
+    Attributes
+    ----------
+    maps : np.ndarray
+        float32 ``(N, *input_spatial)`` in [0, 1] (with the default options), as ``__call__``.
+    raw : dict[str, np.ndarray]
+        Per layer, the map before ReLU, resizing and normalisation, ``(N, *layer_spatial)``.
+    scores : np.ndarray
+        float32 ``(N,)`` target scores.
+    targets : np.ndarray
+        int64 ``(N,)`` class explained per sample (``-1`` for non-class targets).
+    layers : list[str]
+        The layers the maps come from.
+    method : str
+        Method name (``"gradcam"``).
+    backend : str
+        Adapter name (``"torch"``).
+    """
+
+    maps: np.ndarray
+    raw: dict[str, np.ndarray]
+    scores: np.ndarray
+    targets: np.ndarray
+    layers: list[str]
+    method: str
+    backend: str
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class LayerContext:
+    """What a method's :meth:`CAMMethod.layer_map` may use beyond the layer's arrays."""
+
+    backend: Backend
+    model: Any
+    inputs: Any
+    target: TargetSpec
+    capture: Capture
+    layer: Any
+    layer_name: str
+
+
+def batch_size_of(inputs: Any) -> int:
+    """Number of samples of a framework tensor, NumPy array, or list/dict of them."""
+    if isinstance(inputs, dict):
+        inputs = next(iter(inputs.values()))
+    if isinstance(inputs, list | tuple):
+        inputs = inputs[0]
+    shape = getattr(inputs, "shape", None)
+    if shape is None:
+        inputs = np.asarray(inputs)
+        shape = inputs.shape
+    if len(shape) == 0:
+        raise ValueError("inputs must have a batch axis, got a scalar")
+    return int(shape[0])
+
+
+class CAMMethod:
+    """Base class of the CAM family. Subclasses set ``name``, ``needs_gradients``, and
+    implement :meth:`layer_map`.
+
+    Parameters
+    ----------
+    model : framework model
+        torch ``nn.Module``, Keras 3 model, Flax NNX module or :class:`~interp_core.Split`.
+    layer : str, layer object, list of them, or None
+        Target layer(s); None picks the last layer with a spatial output (one dry run).
+    backend : str, optional
+        Force an adapter (``"torch"``); default: detected from the model's type.
+    reshape : callable, optional
+        Turns a layer's native activations into ``(N, *spatial, C)`` (token layers), e.g.
+        :func:`~interp_core.tokens_to_grid`.
+    output : None, str, int or callable
+        Which model output to explain (see :func:`~interp_core.targets.select_output`).
+    relu, normalize, upsample : bool
+        Switch off the ReLU, min-max normalisation, or resizing to the input's size.
+    fuse : str
+        How maps of several layers combine: ``"mean"``, ``"max"`` or ``"sum"``.
+    """
+
+    name: ClassVar[str] = ""
+    needs_gradients: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        model: Any,
+        layer: Any = None,
+        *,
+        backend: str | None = None,
+        reshape: Any = None,
+        output: Any = None,
+        relu: bool = True,
+        normalize: bool = True,
+        upsample: bool = True,
+        fuse: str = "mean",
+        **options: Any,
+    ) -> None:
+        if options:
+            raise TypeError(
+                f"{type(self).__name__} got unknown options {sorted(options)}; it takes "
+                "backend, reshape, output, relu, normalize, upsample, fuse"
+            )
+        self.model = model
+        self.layers_arg = layer
+        self.backend: Backend = get_backend(backend if backend is not None else model)
+        self.reshape = reshape
+        self.output = output
+        self.relu = relu
+        self.normalize = normalize
+        self.upsample = upsample
+        self.fuse = fuse
+        self._default_layer: str | None = None
+
+    # -- the pipeline -------------------------------------------------------------------
+    def __call__(self, x: Any, targets: Any = None) -> np.ndarray:
+        """Maps ``(N, *input_spatial)``, float32, in [0, 1] with the default options."""
+        return self.explain(x, targets).maps
+
+    def explain(self, x: Any, targets: Any = None) -> Explanation:
+        """Run the method on a batch ``x`` and return an :class:`Explanation`."""
+        layers = self._layers(x)
+        spec = resolve_targets(targets, batch_size_of(x))
+        capture = self.backend.capture(
+            self.model, x, layers, spec,
+            gradients=self.needs_gradients, output=self.output,
+            native_layout=self.reshape is not None,
+        )
+        raw: dict[str, np.ndarray] = {}
+        for layer, (name, layer_capture) in zip(layers, capture.layers.items(), strict=True):
+            acts, grads = self._canonical(name, layer_capture.activations, layer_capture.gradients)
+            ctx = LayerContext(self.backend, self.model, x, spec, capture, layer, name)
+            raw[name] = self._checked_map(name, acts, grads, ctx)
+        maps = self.postprocess(list(raw.values()), capture.input_spatial)
+        return Explanation(
+            maps=maps, raw=raw, scores=capture.scores, targets=capture.targets,
+            layers=list(raw), method=self.name, backend=self.backend.name,
+        )
+
+    def postprocess(self, raw_maps: Sequence[np.ndarray], size: Sequence[int]) -> np.ndarray:
+        """ReLU, resize and normalise each layer's map, fuse them, normalise again."""
+        per_layer = []
+        for m in raw_maps:
+            m = relu(m) if self.relu else m.astype(np.float32)
+            if self.upsample and tuple(m.shape[1:]) != tuple(size):
+                if m.ndim - 1 != len(size):
+                    raise ValueError(
+                        f"a map with {m.ndim - 1} spatial axes {m.shape[1:]} cannot be resized "
+                        f"to the input's {len(size)} spatial axes {tuple(size)}; for token "
+                        "layers pass reshape=tokens_to_grid(...), else upsample=False"
+                    )
+                m = resize_bilinear(m, size)
+            per_layer.append(normalize_minmax(m) if self.normalize else m)
+        if len(per_layer) == 1:
+            fused = per_layer[0]
+        else:
+            shapes = {p.shape for p in per_layer}
+            if len(shapes) > 1:
+                raise ValueError(
+                    f"layer maps of shapes {sorted(shapes)} cannot be fused; keep upsample=True"
+                )
+            fused = fuse_layers(per_layer, self.fuse)
+        return normalize_minmax(fused) if self.normalize else fused.astype(np.float32)
+
+    # -- what subclasses implement ------------------------------------------------------
+    def layer_map(
+        self, activations: np.ndarray, gradients: np.ndarray | None, ctx: LayerContext
+    ) -> np.ndarray:
+        """Raw map ``(N, *spatial)`` of one layer from ``(N, *spatial, C)`` arrays."""
+        raise NotImplementedError
+
+    # -- helpers ------------------------------------------------------------------------
+    def _layers(self, x: Any) -> list[Any]:
+        arg = self.layers_arg
+        if arg is None:
+            if self._default_layer is None:
+                self._default_layer = self.backend.default_layer(self.model, x)
+            return [self._default_layer]
+        if isinstance(arg, list | tuple):
+            if not arg:
+                raise ValueError("layer=[] names no layer; pass a name, a list of names or None")
+            return list(arg)
+        return [arg]
+
+    def _canonical(
+        self, name: str, acts: np.ndarray, grads: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.reshape is not None:
+            acts = np.asarray(self.reshape(acts), dtype=np.float32)
+            grads = None if grads is None else np.asarray(self.reshape(grads), dtype=np.float32)
+        if acts.ndim < 3:
+            raise ValueError(
+                f"layer {name!r} has output shape {acts.shape} with no spatial axes; "
+                f"{type(self).__name__} needs a layer with a spatial output (N, *spatial, C), "
+                "e.g. a convolution block, or reshape=tokens_to_grid(...) for token layers"
+            )
+        return acts, grads
+
+    def _checked_map(
+        self, name: str, acts: np.ndarray, grads: np.ndarray | None, ctx: LayerContext
+    ) -> np.ndarray:
+        bad = ~np.isfinite(acts).reshape(len(acts), -1).all(axis=1)
+        if grads is not None:
+            bad |= ~np.isfinite(grads).reshape(len(grads), -1).all(axis=1)
+        if bad.any():
+            warnings.warn(
+                f"layer {name!r}: non-finite activations or gradients for samples "
+                f"{np.flatnonzero(bad).tolist()}; their maps are set to zeros",
+                RuntimeWarning, stacklevel=3,
+            )
+            acts = np.where(bad.reshape((-1,) + (1,) * (acts.ndim - 1)), 0.0, acts)
+            if grads is not None:
+                grads = np.where(bad.reshape((-1,) + (1,) * (grads.ndim - 1)), 0.0, grads)
+        with np.errstate(all="ignore"):
+            raw = np.asarray(self.layer_map(acts, grads, ctx), dtype=np.float32)
+        raw[bad] = 0.0
+        return np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def spatial_axes(a: np.ndarray) -> tuple[int, ...]:
+    """The spatial axes of a canonical ``(N, *spatial, C)`` array."""
+    return tuple(range(1, a.ndim - 1))
+
+
+def weighted_sum(weights: np.ndarray, activations: np.ndarray) -> np.ndarray:
+    """``sum_c w[n, c] * A[n, ..., c]``: ``(N, C)`` x ``(N, *S, C)`` -> ``(N, *S)``."""
+    return np.einsum("n...c,nc->n...", activations, weights, optimize=True)

@@ -1,0 +1,184 @@
+"""The contract between the NumPy core and a framework adapter.
+
+An adapter turns a framework model into NumPy arrays: activations and gradients of chosen layers
+(:meth:`Backend.capture`), target scores without gradients (:meth:`Backend.predict`), and, where
+it declares the capability, dense-layer weights, activation patching and input gradients. The
+core never sees a framework tensor.
+
+Canonical layout: every array in a :class:`Capture` is float32 NumPy, channels last,
+``(N, *spatial, C)``. The adapter converts (torch ``(N, C, H, W)`` -> ``(N, H, W, C)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from interp_core.targets import TargetSpec
+
+#: Capability names an adapter may declare in :attr:`Backend.capabilities`.
+GRADIENTS = "gradients"  # capture(..., gradients=True)
+INPUT_GRADIENTS = "input_gradients"  # input_gradients(...): feature visualisation
+ACTIVATION_PATCH = "activation_patch"  # patched_scores(...): Ablation-CAM
+LINEAR_WEIGHTS = "linear_weights"  # linear_weights(...): CAM from the dense layer
+
+ALL_CAPABILITIES = frozenset({GRADIENTS, INPUT_GRADIENTS, ACTIVATION_PATCH, LINEAR_WEIGHTS})
+
+
+@dataclass(frozen=True)
+class LayerCapture:
+    """What one layer produced during a capture.
+
+    Attributes
+    ----------
+    name : str
+        The layer's name as the adapter spells it (``"layer4.1.conv2"``, ``"base/block5_conv3"``).
+    activations : np.ndarray
+        float32, ``(N, *spatial, C)`` (canonical) or the layer's native layout when the capture
+        was asked for ``native_layout=True`` (token layers, reshaped by the core).
+    gradients : np.ndarray or None
+        d(sum of target scores)/d(activations), same shape and layout; None without gradients.
+    """
+
+    name: str
+    activations: np.ndarray
+    gradients: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Capture:
+    """Result of one forward (and backward) pass.
+
+    Attributes
+    ----------
+    layers : dict[str, LayerCapture]
+        Per requested layer, in the order requested.
+    scores : np.ndarray
+        float32 ``(N,)``, the target score of each sample.
+    targets : np.ndarray
+        int64 ``(N,)``, the class index each score is of (``-1`` where the target is not a
+        class, e.g. :class:`~interp_core.targets.OutputTarget`).
+    input_spatial : tuple[int, ...]
+        Spatial shape of the input (``(H, W)`` for images), the size maps are resized to.
+    outputs : np.ndarray or None
+        float32 model outputs ``(N, ...)`` where the adapter had them at no extra cost.
+    """
+
+    layers: dict[str, LayerCapture]
+    scores: np.ndarray
+    targets: np.ndarray
+    input_spatial: tuple[int, ...]
+    outputs: np.ndarray | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What an adapter implements. See ``docs/adapters.md`` for a worked example.
+
+    ``layers``/``layer`` arguments are names or layer objects; ``target`` is a resolved
+    :class:`~interp_core.targets.TargetSpec`, scored with
+    :func:`interp_core.scoring.target_scores`; ``output`` selects the tensor to explain from a
+    tuple/dict/structured model output (:func:`interp_core.targets.select_output`). Inputs are
+    the model's native input (framework tensor or NumPy array in the model's layout).
+    Methods whose capability is not in :attr:`capabilities` may be absent.
+    """
+
+    name: str
+    capabilities: frozenset[str]
+
+    def layer_names(self, model: Any) -> list[str]:
+        """All addressable layer names of ``model``, in definition order."""
+        ...
+
+    def default_layer(self, model: Any, inputs: Any) -> str:
+        """Name of the last layer with a spatial output, found by one forward pass."""
+        ...
+
+    def capture(
+        self,
+        model: Any,
+        inputs: Any,
+        layers: Sequence[Any],
+        target: TargetSpec,
+        *,
+        gradients: bool = True,
+        output: Any = None,
+        native_layout: bool = False,
+    ) -> Capture:
+        """Run the model; activations (and gradients of the summed scores) of ``layers``."""
+        ...
+
+    def predict(
+        self, model: Any, inputs: Any, target: TargetSpec, *, batch_size: int = 32,
+        output: Any = None,
+    ) -> np.ndarray:
+        """Target scores ``(N,)`` float32, forward only (no gradient tracking), batched."""
+        ...
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """A framework tensor (or array-like) as a NumPy array, layout unchanged."""
+        ...
+
+    def from_numpy(self, x: np.ndarray, model: Any) -> Any:
+        """A NumPy array (native layout) as the model's input tensor (device, dtype)."""
+        ...
+
+
+class LinearWeightsBackend(Protocol):
+    """Capability ``"linear_weights"`` (CAM)."""
+
+    def linear_weights(self, model: Any, fc: Any = None) -> np.ndarray:
+        """The dense layer's weight matrix as float32 ``(outputs, inputs)``.
+
+        ``fc``: a layer name or object; None means the model's last dense layer.
+        """
+        ...
+
+
+class ActivationPatchBackend(Protocol):
+    """Capability ``"activation_patch"`` (Ablation-CAM)."""
+
+    def patched_scores(
+        self, model: Any, inputs: Any, layer: Any, channel_masks: np.ndarray,
+        target: TargetSpec, *, batch_size: int = 32, output: Any = None,
+    ) -> np.ndarray:
+        """Target scores with ``layer``'s output multiplied channel-wise by each mask.
+
+        Parameters
+        ----------
+        channel_masks : np.ndarray
+            float32 ``(M, C)``; ``C`` is the layer's channel count, 1 keeps a channel and 0
+            ablates it.
+
+        Returns
+        -------
+        np.ndarray
+            float32 ``(M, N)``: row ``m`` holds every sample's score under mask ``m``.
+            Forward only, batched so that at most ``batch_size`` samples run at once.
+        """
+        ...
+
+
+class InputGradientBackend(Protocol):
+    """Capability ``"input_gradients"`` (feature visualisation)."""
+
+    def input_gradients(
+        self, model: Any, inputs: Any, layer: Any, channels: np.ndarray, *, output: Any = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Gradient of a per-sample objective with respect to the input.
+
+        The objective of sample ``n`` is the spatial mean of channel ``channels[n]`` of
+        ``layer``'s output; with ``layer=None`` it is the model output ``[:, channels[n]]``.
+
+        Returns
+        -------
+        values : np.ndarray
+            float32 ``(N,)``, the objectives.
+        gradients : np.ndarray
+            float32, the input's shape and native layout: d(sum of objectives)/d(input).
+        """
+        ...

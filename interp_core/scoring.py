@@ -1,0 +1,134 @@
+"""Target scores from a model output, written once for every framework.
+
+Each adapter supplies a tiny :class:`TensorOps` (six one-line methods in its framework) and
+calls :func:`target_scores` on the selected model output inside its forward pass, so the
+meaning of every target kind is defined here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+from interp_core.targets import TargetSpec, check_binary_output, check_class_range
+
+
+class TensorOps(Protocol):
+    """The framework operations :func:`target_scores` needs.
+
+    ``channel_axis`` is where a dense-prediction (segmentation) output keeps its classes:
+    1 for torch, -1 for Keras/Flax.
+    """
+
+    channel_axis: int
+
+    def const(self, array: np.ndarray, like: Any) -> Any:
+        """``array`` as a constant on the device of ``like``.
+
+        Float arrays take ``like``'s dtype; integer arrays stay integer.
+        """
+        ...
+
+    def flatten(self, x: Any) -> Any:
+        """``x`` reshaped to ``(N, -1)``."""
+        ...
+
+    def row_sum(self, x: Any) -> Any:
+        """Sum of a ``(N, M)`` tensor over axis 1 -> ``(N,)``."""
+        ...
+
+    def argmax(self, x: Any) -> Any:
+        """Row-wise argmax of ``(N, M)`` without gradient -> integer ``(N,)``."""
+        ...
+
+    def pick(self, x: Any, indices: Any) -> Any:
+        """``x[arange(N), indices]`` for ``x`` ``(N, M)`` -> ``(N,)``."""
+        ...
+
+    def sqrt(self, x: Any) -> Any:
+        """Element-wise square root."""
+        ...
+
+
+def target_scores(output: Any, spec: TargetSpec, ops: TensorOps) -> tuple[Any, Any | None]:
+    """Score each sample of ``output`` as ``spec`` says.
+
+    Parameters
+    ----------
+    output : framework tensor
+        The selected model output, ``(N, K)`` for classifiers, ``(N, 1)`` or ``(N,)`` for a
+        single logit, ``(N, K, *S)``/``(N, *S, K)`` for segmentation.
+    spec : TargetSpec
+        Resolved targets of the batch.
+    ops : TensorOps
+        The adapter's framework operations.
+
+    Returns
+    -------
+    scores : tensor ``(N,)``
+        Differentiable target scores (their sum is what gradients are taken of).
+    top1 : tensor ``(N,)`` or None
+        The argmax classes when ``spec.kind == "top1"``, else None.
+    """
+    shape = tuple(int(d) for d in output.shape)
+    if spec.kind == "fn":
+        return _fn_scores(output, spec, ops), None
+    if spec.kind in ("top1", "class"):
+        if len(shape) != 2:
+            raise ValueError(
+                f"class targets need a (N, num_classes) output, got shape {shape}: use "
+                "SegmentationTarget for dense outputs or output= to pick a tensor"
+            )
+        check_class_range(spec, shape[1])
+        if spec.kind == "top1":
+            top1 = ops.argmax(output)
+            return ops.pick(output, top1), top1
+        return ops.pick(output, ops.const(spec.indices, output)), None
+    flat = ops.flatten(output)
+    if spec.kind == "binary":
+        check_binary_output(int(np.prod(shape[1:])))
+        return ops.row_sum(flat * ops.const(spec.signs[:, None], output)), None
+    if spec.kind == "segmentation":
+        return ops.row_sum(flat * ops.const(_segmentation_weights(spec, shape, ops), output)), None
+    if spec.kind == "similarity":
+        emb = spec.embeddings
+        if emb.shape[1] != int(np.prod(shape[1:])):
+            raise ValueError(
+                f"SimilarityTarget embedding has {emb.shape[1]} values but the model output "
+                f"has {int(np.prod(shape[1:]))} per sample"
+            )
+        dot = ops.row_sum(flat * ops.const(emb, output))
+        return dot / ops.sqrt(ops.row_sum(flat * flat) + 1e-12), None
+    raise ValueError(f"unknown target kind {spec.kind!r}")
+
+
+def _segmentation_weights(spec: TargetSpec, shape: tuple[int, ...], ops: TensorOps) -> np.ndarray:
+    n = shape[0]
+    axis = ops.channel_axis % len(shape)
+    num_classes = shape[axis]
+    check_class_range(spec, num_classes)
+    spatial = tuple(d for i, d in enumerate(shape) if i not in (0, axis))
+    masks = spec.masks
+    if masks.shape[1:] != spatial:
+        raise ValueError(
+            f"SegmentationTarget mask has shape {masks.shape[1:]}, but the output's spatial "
+            f"shape is {spatial}"
+        )
+    onehot = np.zeros((n, num_classes), dtype=np.float32)
+    onehot[np.arange(n), spec.indices] = 1.0
+    weights = onehot.reshape((n, num_classes) + (1,) * len(spatial)) * masks[:, None]
+    return np.moveaxis(weights, 1, axis).reshape(n, -1)
+
+
+def _fn_scores(output: Any, spec: TargetSpec, ops: TensorOps) -> Any:
+    fns = spec.fns
+    distinct = list(dict.fromkeys(fns))
+    if len(distinct) == 1:
+        return distinct[0](output)
+    total = None
+    for fn in distinct:
+        chosen = np.array([f is fn for f in fns], dtype=np.float32)
+        part = fn(output) * ops.const(chosen, output)
+        total = part if total is None else total + part
+    return total

@@ -1,0 +1,27 @@
+"""Shared test helpers: backend availability policy (DESIGN.md section 6)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+import pytest
+
+
+def require_framework(backend: str, module: str) -> ModuleType:
+    """Import ``module`` for ``backend``'s tests.
+
+    Where ``INTERP_TEST_BACKENDS`` (comma-separated) names the backend, a failed import fails
+    the run; elsewhere the tests skip.
+    """
+    wanted = {b.strip() for b in os.environ.get("INTERP_TEST_BACKENDS", "").split(",") if b}
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        if backend in wanted:
+            raise RuntimeError(
+                f"INTERP_TEST_BACKENDS names {backend!r} but {module} does not import: {exc}"
+            ) from exc
+        pytest.skip(f"{module} is not installed", allow_module_level=True)
+        raise  # unreachable
