@@ -49,12 +49,17 @@ class BackendRegistration:
         Top-level modules the backend needs (``("torch",)``), for error messages.
     install_hint : str
         What to run when the factory cannot import (``"pip install torch"``).
+    demo : str or callable, optional
+        ``"package.module:function"`` (imported lazily) or a callable ``build(weights)`` that
+        builds the bundled demo model (:mod:`interp_core.demo`) in this framework from a dict of
+        NumPy weights.
     """
 
     name: str
     factory: str | Callable[[], Any]
     frameworks: tuple[str, ...] = ()
     install_hint: str = ""
+    demo: str | Callable[[dict[str, Any]], Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
@@ -62,11 +67,12 @@ class BackendRegistration:
                 f"backend name {self.name!r} must be lower-case letters, digits, '-' or '_', "
                 "starting with a letter"
             )
-        if isinstance(self.factory, str) and ":" not in self.factory:
-            raise ValueError(
-                f"backend {self.name!r}: factory {self.factory!r} must look like "
-                "'package.module:Class'"
-            )
+        for what, value in (("factory", self.factory), ("demo", self.demo)):
+            if isinstance(value, str) and ":" not in value:
+                raise ValueError(
+                    f"backend {self.name!r}: {what} {value!r} must look like "
+                    "'package.module:attribute'"
+                )
 
 
 @lru_cache(maxsize=1024)
@@ -210,20 +216,23 @@ def reset_registry() -> None:
     _REGISTRY.reset()
 
 
-def _instantiate(reg: BackendRegistration) -> Any:
+def load_attribute(reg: BackendRegistration, target: str | Callable[..., Any]) -> Any:
+    """Import ``"module:attribute"`` for a registration; framework import errors get its hint."""
+    if not isinstance(target, str):
+        return target
+    module_name, _, attr = target.partition(":")
     try:
-        if isinstance(reg.factory, str):
-            module_name, _, attr = reg.factory.partition(":")
-            factory = getattr(importlib.import_module(module_name), attr)
-        else:
-            factory = reg.factory
-        return factory()
+        return getattr(importlib.import_module(module_name), attr)
     except ImportError as exc:
         hint = f": {reg.install_hint}" if reg.install_hint else ""
         raise ImportError(
             f"backend {reg.name!r} is installed but could not import its framework "
             f"({exc}){hint}"
         ) from exc
+
+
+def _instantiate(reg: BackendRegistration) -> Any:
+    return load_attribute(reg, reg.factory)()
 
 
 def _backend_by_name(name: str) -> Any:

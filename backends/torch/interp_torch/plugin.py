@@ -17,6 +17,7 @@ def interp_core_register_backends() -> list[BackendRegistration]:
             factory="interp_torch.backend:TorchBackend",
             frameworks=("torch",),
             install_hint="pip install torch",
+            demo="interp_torch.demo:build",
         )
     ]
 

@@ -1,0 +1,70 @@
+"""The bundled demo model: a small shapes classifier, the same weights in every framework.
+
+Architecture (layer names are the same in every adapter; channels-last shapes shown)::
+
+    input          (N, 64, 64, 3) images in [0, 1]  (torch: (N, 3, 64, 64))
+    "block1"       Conv 3x3, 3 -> 16, stride 1, padding 1 ("same"), bias, then ReLU
+    "pool1"        MaxPool 2x2, stride 2                           -> (N, 32, 32, 16)
+    "block2"       Conv 3x3, 16 -> 32, padding 1, bias, then ReLU
+    "pool2"        MaxPool 2x2, stride 2                           -> (N, 16, 16, 32)
+    "block3"       Conv 3x3, 32 -> 64, padding 1, bias, then ReLU  -> (N, 16, 16, 64)  CAM layer
+    "gap"          global average pooling                          -> (N, 64)
+    "fc"           Dense 64 -> 5, bias                             -> logits (N, 5)
+
+Weights (``interp_core/data/demo_shapes.npz``), float32, channels-last conventions:
+``block{i}/kernel`` ``(3, 3, C_in, C_out)``, ``block{i}/bias`` ``(C_out,)``,
+``fc/kernel`` ``(64, 5)`` (inputs, outputs), ``fc/bias`` ``(5,)``. A torch builder transposes
+kernels to ``(C_out, C_in, 3, 3)`` and ``fc/kernel`` to ``(5, 64)``.
+
+Each adapter names a ``demo`` builder in its :class:`~interp_core.registry.BackendRegistration`
+(``build(weights: dict[str, np.ndarray]) -> native model``); :func:`demo_model` reaches it
+through the plugin registry, so the core never imports an adapter.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from interp_core.registry import backends, load_attribute, registrations
+
+#: Class names of the demo model's outputs, in order.
+CLASSES = ("circle", "square", "triangle", "cross", "ring")
+LAYER = "block3"
+FC = "fc"
+IMAGE_SIZE = 64
+WEIGHTS_FILE = "demo_shapes.npz"
+
+
+def demo_weights() -> dict[str, np.ndarray]:
+    """The bundled weights as a dict of float32 arrays (see the module docstring)."""
+    ref = resources.files("interp_core") / "data" / WEIGHTS_FILE
+    if not ref.is_file():
+        raise FileNotFoundError(
+            f"{WEIGHTS_FILE} is missing from the package; run scripts/train_demo_model.py"
+        )
+    with resources.as_file(ref) as path, np.load(path) as data:
+        return {k: data[k].astype(np.float32) for k in data.files}
+
+
+def demo_model(backend: str | None = None, weights: dict[str, np.ndarray] | None = None) -> Any:
+    """The demo model in ``backend``'s framework (default: the first installed backend that
+    provides one), built from the bundled weights or ``weights``."""
+    regs = registrations()
+    if backend is None:
+        with_demo = [name for name in backends() if regs[name].demo is not None]
+        if not with_demo:
+            raise ValueError(
+                f"no installed backend provides the demo model (installed: {backends()}); "
+                "pip install interp-torch, interp-tensorflow or interp-jax"
+            )
+        backend = with_demo[0]
+    if backend not in regs:
+        raise ValueError(f"backend {backend!r} is not installed; installed: {backends()}")
+    reg = regs[backend]
+    if reg.demo is None:
+        raise ValueError(f"backend {backend!r} does not provide the demo model")
+    build = load_attribute(reg, reg.demo)
+    return build(demo_weights() if weights is None else weights)

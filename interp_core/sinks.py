@@ -1,0 +1,164 @@
+"""Where training-time loggers send images: a folder with an HTML page, TensorBoard, W&B.
+
+A sink takes named uint8 RGB images for one step (epoch)::
+
+    sink.log_images("gradcam/layer4", {"sample_000": img0, "sample_001": img1}, step=3)
+    sink.close()
+
+Every sink imports its backend lazily, so the core still needs only NumPy and pluggy.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from interp_core.viz import save_png, to_uint8_image
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """What a logger writes to."""
+
+    def log_images(self, tag: str, images: Mapping[str, np.ndarray], step: int) -> None:
+        """Record ``images`` (name -> uint8 ``(H, W, 3)``) under ``tag`` at ``step``."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release resources."""
+        ...
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+class FolderSink:
+    """PNG files ``root/<tag>/<name>/step_0003.png`` plus ``root/index.html``.
+
+    The page has one row per (tag, image name) and one column per step, so the evolution of
+    each sample's explanation over training reads left to right. ``root/log.json`` lists what
+    was written.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._log_path = self.root / "log.json"
+        self.entries: list[dict[str, Any]] = (
+            json.loads(self._log_path.read_text()) if self._log_path.exists() else []
+        )
+
+    def log_images(self, tag: str, images: Mapping[str, np.ndarray], step: int) -> None:
+        for name, image in images.items():
+            rel = Path(_safe(tag)) / _safe(name) / f"step_{int(step):04d}.png"
+            save_png(self.root / rel, image)
+            self.entries = [e for e in self.entries
+                            if (e["tag"], e["name"], e["step"]) != (tag, name, int(step))]
+            self.entries.append({"tag": tag, "name": name, "step": int(step), "path": str(rel)})
+        self._write_index()
+
+    def _write_index(self) -> None:
+        self._log_path.write_text(json.dumps(self.entries, indent=1))
+        steps = sorted({e["step"] for e in self.entries})
+        rows: dict[tuple[str, str], dict[int, str]] = {}
+        for e in self.entries:
+            rows.setdefault((e["tag"], e["name"]), {})[e["step"]] = e["path"]
+        head = "".join(f"<th>step {s}</th>" for s in steps)
+        body = []
+        for (tag, name), by_step in sorted(rows.items()):
+            cells = "".join(
+                f'<td><img src="{html.escape(by_step[s])}" width="128"></td>' if s in by_step
+                else "<td></td>" for s in steps
+            )
+            body.append(f"<tr><th>{html.escape(tag)}<br>{html.escape(name)}</th>{cells}</tr>")
+        page = (
+            "<!doctype html><meta charset='utf-8'><title>interp-core training log</title>"
+            "<style>body{font-family:sans-serif}td,th{padding:4px;text-align:center}"
+            "img{image-rendering:pixelated}</style><h1>Explanations during training</h1>"
+            f"<table><tr><th></th>{head}</tr>{''.join(body)}</table>"
+        )
+        (self.root / "index.html").write_text(page)
+
+    def close(self) -> None:
+        self._write_index()
+
+
+class TensorBoardSink:
+    """Images into TensorBoard event files under ``logdir``.
+
+    Uses ``tf.summary`` when TensorFlow is importable, else ``torch.utils.tensorboard``
+    (needs the ``tensorboard`` package).
+    """
+
+    def __init__(self, logdir: str | os.PathLike[str]) -> None:
+        self.logdir = os.fspath(logdir)
+        self._tf_writer: Any = None
+        self._torch_writer: Any = None
+        if "tensorflow" in sys.modules or _importable("tensorflow"):
+            import tensorflow as tf
+
+            self._tf = tf
+            self._tf_writer = tf.summary.create_file_writer(self.logdir)
+        elif _importable("tensorboard"):
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._torch_writer = SummaryWriter(self.logdir)
+        else:
+            raise ImportError(
+                "TensorBoardSink needs tensorflow or tensorboard: pip install tensorboard"
+            )
+
+    def log_images(self, tag: str, images: Mapping[str, np.ndarray], step: int) -> None:
+        for name, image in images.items():
+            img = to_uint8_image(image)
+            if self._tf_writer is not None:
+                with self._tf_writer.as_default():
+                    self._tf.summary.image(f"{tag}/{name}", img[None], step=int(step))
+            else:
+                self._torch_writer.add_image(f"{tag}/{name}", img, int(step), dataformats="HWC")
+        self.flush()
+
+    def flush(self) -> None:
+        (self._tf_writer or self._torch_writer).flush()
+
+    def close(self) -> None:
+        self.flush()
+        (self._tf_writer or self._torch_writer).close()
+
+
+class WandbSink:
+    """Images logged to Weights & Biases (``wandb.Image``), one run per sink.
+
+    ``mode="offline"`` (or ``WANDB_MODE=offline``) writes locally without a network.
+    Extra keyword arguments go to ``wandb.init``.
+    """
+
+    def __init__(self, project: str = "interp-core", **init_kwargs: Any) -> None:
+        try:
+            import wandb
+        except ImportError:
+            raise ImportError("WandbSink needs wandb: pip install wandb") from None
+        self._wandb = wandb
+        self.run = wandb.init(project=project, reinit="create_new", **init_kwargs)
+
+    def log_images(self, tag: str, images: Mapping[str, np.ndarray], step: int) -> None:
+        payload = {f"{tag}/{name}": self._wandb.Image(to_uint8_image(img))
+                   for name, img in images.items()}
+        self.run.log(payload, step=int(step))
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
