@@ -119,6 +119,7 @@ class TorchBackend:
     """interp-core backend for ``torch.nn.Module`` models (inputs ``(N, C, *spatial)``)."""
 
     name = "torch"
+    input_layout = "channels_first"
     capabilities = frozenset({GRADIENTS, LINEAR_WEIGHTS, ACTIVATION_PATCH, INPUT_GRADIENTS})
 
     # -- conversions ----------------------------------------------------------------------

@@ -1,0 +1,124 @@
+"""The `interp` command: demo gallery, explain on files, listings and error handling."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from interp_core import cli
+from tests.conftest import require_framework
+
+torch = require_framework("torch", "torch")
+
+MODELS = Path(__file__).resolve().parent / "torch_models.py"
+
+
+def run(*argv: str) -> int:
+    return cli.main(list(argv))
+
+
+def _write_images(folder: Path, n: int = 3) -> list[Path]:
+    from PIL import Image
+
+    from interp_core.datasets import make_shapes
+
+    folder.mkdir(parents=True, exist_ok=True)
+    data = make_shapes(n, seed=3)
+    paths = []
+    for i, img in enumerate(data.images):
+        path = folder / f"img{i}.png"
+        Image.fromarray((img * 255).astype(np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_listings(capsys):
+    assert run("backends") == 0
+    assert "torch" in capsys.readouterr().out.split()
+    assert run("methods") == 0
+    assert "gradcam" in capsys.readouterr().out.split()
+    assert run("layers", "interp_torch.demo:DemoNet") == 0
+    out = capsys.readouterr().out.split()
+    assert "block3" in out and "fc" in out
+
+
+def test_demo_writes_gallery(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert run("demo", "--backend", "torch", "--out", str(out)) == 0
+    printed = capsys.readouterr().out
+    assert str((out / "index.html").resolve()) in printed
+    page = (out / "index.html").read_text()
+    assert "gradcam" in page and "predicted" in page
+    assert len(list(out.glob("image_00_*.png"))) >= 7
+    # a second run refuses to overwrite, unless asked
+    assert run("demo", "--backend", "torch", "--out", str(out)) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert run("demo", "--backend", "torch", "--out", str(out), "--overwrite") == 0
+
+
+def test_explain_files_and_folders(tmp_path, capsys):
+    images = _write_images(tmp_path / "in")
+    (tmp_path / "in" / "broken.png").write_bytes(b"not a png at all")
+    out = tmp_path / "out"
+    code = run("explain", "interp_torch.demo:DemoNet", str(tmp_path / "in"), "--layer",
+               "block3", "--size", "64", "--out", str(out), "--method", "gradcam++")
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "broken.png" in captured.err and "1 skipped" in captured.out
+    lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(lines) == len(images)
+    assert {"file", "target", "score", "method", "layer", "backend"} <= set(lines[0])
+    assert lines[0]["method"] == "gradcam++" and lines[0]["backend"] == "torch"
+    assert (out / "img0_gradcampp.png").exists()
+    # existing outputs are kept without --overwrite
+    assert run("explain", "interp_torch.demo:DemoNet", str(images[0]), "--layer", "block3",
+               "--size", "64", "--out", str(out), "--method", "gradcam++") == 2
+
+
+def test_explain_saved_torch_module_and_target(tmp_path):
+    from interp_torch.demo import DemoNet
+
+    path = tmp_path / "model.pt"
+    torch.save(DemoNet(), path)
+    images = _write_images(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    assert run("explain", str(path), *map(str, images), "--layer", "block3", "--size", "64",
+               "--target", "2", "--out", str(out), "--mean", "0.5", "--std", "0.25") == 0
+    lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["target"] for r in lines] == [2, 2]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["explain", "interp_torch.demo:DemoNet", "missing.png"], "no such file"),
+    (["explain", "interp_torch.demo:DemoNet", "{empty}"], "no image files"),
+    (["explain", "interp_torch.demo:DemoNet", "{img}", "--layer", "block9"], "block3"),
+    (["explain", "interp_torch.demo:DemoNet", "{img}", "--backend", "nope"], "not installed"),
+    (["explain", "interp_torch.demo:DemoNet", "{img}", "--method", "magic"], "known methods"),
+    (["explain", "interp_torch.demo:DemoNet", "{broken}"], "none of the 1 files"),
+    (["explain", "nomodel.py:thing", "{img}"], "no such file"),
+    (["demo", "--backend", "nope"], "not installed"),
+])
+def test_errors_are_one_line_with_status_2(tmp_path, capsys, argv, message):
+    (tmp_path / "empty").mkdir()
+    img = _write_images(tmp_path / "in", 1)[0]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"junk")
+    subst = {"{empty}": str(tmp_path / "empty"), "{img}": str(img), "{broken}": str(broken)}
+    argv = [subst.get(a, a) for a in argv]
+    extra = ["--out", str(tmp_path / "o")]
+    assert run(*argv, *extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) >= 1 and err[-1].startswith("interp: error:")
+    assert message in err[-1]
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_console_script_runs_as_a_module():
+    result = subprocess.run([sys.executable, "-m", "interp_core.cli", "methods"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "gradcam" in result.stdout
