@@ -94,27 +94,35 @@ class FolderSink:
 class TensorBoardSink:
     """Images into TensorBoard event files under ``logdir``.
 
-    Uses ``tf.summary`` when TensorFlow is importable, else ``torch.utils.tensorboard``
-    (needs the ``tensorboard`` package).
+    Writes with ``tf.summary`` where TensorFlow is loaded (or only TensorFlow is installed),
+    else with ``torch.utils.tensorboard``, so a torch training run never imports TensorFlow.
+    Both need the ``tensorboard`` package (TensorFlow >= 2.20 no longer installs it, and
+    ``tf.summary.image`` fails without it), checked here rather than after the first epoch.
     """
 
     def __init__(self, logdir: str | os.PathLike[str]) -> None:
         self.logdir = os.fspath(logdir)
         self._tf_writer: Any = None
         self._torch_writer: Any = None
-        if "tensorflow" in sys.modules or _importable("tensorflow"):
+        if not _importable("tensorboard"):
+            raise ImportError("TensorBoardSink needs the tensorboard package: pip install "
+                              "tensorboard")
+        use_tf = "tensorflow" in sys.modules or (
+            "torch" not in sys.modules and _importable("tensorflow"))
+        if not use_tf and not ("torch" in sys.modules or _importable("torch")):
+            raise ImportError(
+                "TensorBoardSink writes with tensorflow (tf.summary) or torch "
+                "(torch.utils.tensorboard); neither is installed"
+            )
+        if use_tf:
             import tensorflow as tf
 
             self._tf = tf
             self._tf_writer = tf.summary.create_file_writer(self.logdir)
-        elif _importable("tensorboard"):
+        else:
             from torch.utils.tensorboard import SummaryWriter
 
             self._torch_writer = SummaryWriter(self.logdir)
-        else:
-            raise ImportError(
-                "TensorBoardSink needs tensorflow or tensorboard: pip install tensorboard"
-            )
 
     def log_images(self, tag: str, images: Mapping[str, np.ndarray], step: int) -> None:
         for name, image in images.items():
@@ -138,8 +146,13 @@ class WandbSink:
     """Images logged to Weights & Biases (``wandb.Image``), one run per sink.
 
     ``mode="offline"`` (or ``WANDB_MODE=offline``) writes locally without a network.
-    Extra keyword arguments go to ``wandb.init``.
+    Extra keyword arguments go to ``wandb.init``. Each tag is plotted against its own step
+    metric (``interp/step``, declared with ``define_metric``) rather than W&B's global step, so
+    images are not dropped when another logger (e.g. ``WandbMetricsLogger``) has already
+    advanced the global step past the epoch number.
     """
+
+    STEP_METRIC = "interp/step"
 
     def __init__(self, project: str = "interp-core", **init_kwargs: Any) -> None:
         try:
@@ -147,15 +160,34 @@ class WandbSink:
         except ImportError:
             raise ImportError("WandbSink needs wandb: pip install wandb") from None
         self._wandb = wandb
-        self.run = wandb.init(project=project, reinit="create_new", **init_kwargs)
+        init_kwargs.setdefault("reinit", _wandb_reinit_value(wandb))
+        self.run = wandb.init(project=project, **init_kwargs)
+        self.run.define_metric(self.STEP_METRIC)
+        self._tags: set[str] = set()
 
     def log_images(self, tag: str, images: Mapping[str, np.ndarray], step: int) -> None:
-        payload = {f"{tag}/{name}": self._wandb.Image(to_uint8_image(img))
-                   for name, img in images.items()}
-        self.run.log(payload, step=int(step))
+        if tag not in self._tags:
+            self.run.define_metric(f"{tag}/*", step_metric=self.STEP_METRIC)
+            self._tags.add(tag)
+        payload: dict[str, Any] = {f"{tag}/{name}": self._wandb.Image(to_uint8_image(img))
+                                   for name, img in images.items()}
+        payload[self.STEP_METRIC] = int(step)
+        self.run.log(payload)
 
     def close(self) -> None:
         self.run.finish()
+
+
+def _wandb_reinit_value(wandb: Any) -> Any:
+    """``"create_new"`` where this wandb accepts it (0.19.10+), else ``True`` (older versions
+    take a bool), so that each sink gets a run of its own."""
+    import inspect
+
+    try:
+        annotation = str(inspect.signature(wandb.init).parameters["reinit"].annotation)
+    except (KeyError, TypeError, ValueError):
+        return True
+    return "create_new" if "create_new" in annotation else True
 
 
 def _importable(module: str) -> bool:

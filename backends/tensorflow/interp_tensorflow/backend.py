@@ -1,0 +1,389 @@
+"""The TensorFlow / Keras 3 adapter: activations and gradients of Keras layers.
+
+Works for Sequential, Functional, subclassed and nested Keras 3 models on the TensorFlow
+backend, single- or multi-input, channels-last or channels-first. Layers are read by wrapping
+their ``call`` while the compiled pass traces (:mod:`interp_tensorflow.layers`), gradients come
+from a ``GradientTape`` that watches the captured outputs only, and every pass is a cached
+``tf.function`` (:mod:`interp_tensorflow.compiled`). The model always runs with
+``training=False``; no weight, trainable flag or layer attribute is changed (temporary call
+wrappers are removed in ``finally``).
+
+Canonical layout: activations and gradients come back channels-last ``(N, *spatial, C)``; the
+outputs of ``data_format="channels_first"`` layers are transposed inside the compiled pass.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from interp_core.protocol import (
+    ACTIVATION_PATCH,
+    GRADIENTS,
+    INPUT_GRADIENTS,
+    LINEAR_WEIGHTS,
+    Capture,
+    LayerCapture,
+)
+from interp_core.targets import TargetSpec, select_output
+from interp_tensorflow.compiled import Program, forward, is_keras_model
+from interp_tensorflow.layers import (
+    intercepted,
+    layer_data_format,
+    layer_paths,
+    model_data_format,
+    resolve,
+    spatial_shape,
+    walk,
+)
+from interp_tensorflow.ops import target_constants
+
+#: Programs kept per model (oldest dropped first); each holds its traced concrete functions.
+MAX_PROGRAMS_PER_MODEL = 32
+
+
+class TensorFlowBackend:
+    """interp-core backend for Keras 3 models on TensorFlow (inputs in the model's own layout).
+
+    Attributes
+    ----------
+    trace_count : int
+        How many times a compiled pass has been traced in this process (tests check that a
+        second call on the same shapes adds none).
+    """
+
+    name = "tensorflow"
+    capabilities = frozenset({GRADIENTS, LINEAR_WEIGHTS, ACTIVATION_PATCH, INPUT_GRADIENTS})
+
+    def __init__(self) -> None:
+        self.trace_count = 0
+        self._lock = threading.RLock()
+        self._programs: weakref.WeakKeyDictionary[Any, OrderedDict[tuple, Program]] = (
+            weakref.WeakKeyDictionary())
+        self._output_shapes: weakref.WeakKeyDictionary[Any, dict[tuple, tuple[int, ...]]] = (
+            weakref.WeakKeyDictionary())
+        self._data_formats: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+    # -- conversions ----------------------------------------------------------------------
+    def to_numpy(self, x: Any) -> np.ndarray:
+        if tf.is_tensor(x) or isinstance(x, tf.Variable):
+            return x.numpy()
+        return np.asarray(x)
+
+    def from_numpy(self, x: np.ndarray, model: Any) -> Any:
+        return self._prepare(x, model)
+
+    def _prepare(self, inputs: Any, model: Any) -> Any:
+        """Inputs as tensors; floats take the dtype the model's inputs declare (else floatx)."""
+        declared = _declared_input_dtypes(model)
+        if isinstance(inputs, dict):
+            return {k: self._tensor(v, declared.get(k)) for k, v in inputs.items()}
+        if isinstance(inputs, tuple | list):
+            return [self._tensor(v, declared.get(i)) for i, v in enumerate(inputs)]
+        return self._tensor(inputs, declared.get(0))
+
+    @staticmethod
+    def _tensor(value: Any, dtype: str | None) -> tf.Tensor:
+        if isinstance(value, keras.KerasTensor):
+            raise TypeError("inputs must be concrete tensors or arrays, not symbolic KerasTensors")
+        t = value if tf.is_tensor(value) else tf.convert_to_tensor(np.asarray(value))
+        if t.dtype.is_floating:
+            want = tf.as_dtype(dtype) if dtype and tf.as_dtype(dtype).is_floating else (
+                tf.as_dtype(keras.config.floatx()))
+            if t.dtype != want:
+                t = tf.cast(t, want)
+        return t
+
+    # -- layers ---------------------------------------------------------------------------
+    def layer_names(self, model: Any) -> list[str]:
+        return layer_paths(model)
+
+    def default_layer(self, model: Any, inputs: Any) -> str:
+        _check_model(model)
+        x = _first_samples(self._prepare(inputs, model), 1)
+        fmt = model_data_format(model)
+        order: list[str] = []
+        hooks = []
+        seen: set[int] = set()
+        for path, layer in walk(model):
+            if id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            layer_fmt = layer_data_format(layer, fmt)
+
+            def hook(t: tf.Tensor, path: str = path, layer_fmt: str = layer_fmt) -> tf.Tensor:
+                shape = tuple(t.shape)
+                if len(shape) >= 3 and int(np.prod(spatial_shape(shape, layer_fmt))) > 1:
+                    order.append(path)
+                return t
+
+            hooks.append((path, layer, hook))
+        with intercepted(hooks):
+            model(x, training=False)
+        if not order:
+            raise ValueError(
+                "no layer of the model produced a spatial output (N, *spatial, C) with more "
+                "than one position; pass layer= explicitly"
+            )
+        return order[-1]
+
+    # -- compiled passes ------------------------------------------------------------------
+    def _count_trace(self) -> None:
+        self.trace_count += 1
+
+    def _program(self, model: Any, mode: str, paths: tuple[str, ...], *, kind: str = "",
+                 fns: Any = None, output: Any = None, **options: Any) -> Program:
+        key = (mode, paths, kind, fns, output, tuple(sorted(options.items())))
+        with self._lock:
+            programs = self._programs.setdefault(model, OrderedDict())
+            program = programs.get(key)
+            if program is None:
+                program = Program(mode, paths, kind=kind, output=output,
+                                  on_trace=self._count_trace, **options)
+                programs[key] = program
+                while len(programs) > MAX_PROGRAMS_PER_MODEL:
+                    programs.popitem(last=False)
+            else:
+                programs.move_to_end(key)
+            return program
+
+    def _constants(self, model: Any, x: Any, spec: TargetSpec, output: Any) -> list[tf.Tensor]:
+        """The target constants, validated against the selected output's shape."""
+        if spec.kind in ("fn", "top1"):
+            return []  # top-1 needs none; callables are part of the program key
+        shape = self._output_shape(model, x, output)
+        return [tf.convert_to_tensor(c) for c in target_constants(spec, shape)]
+
+    def _output_shape(self, model: Any, x: Any, output: Any) -> tuple[int, ...]:
+        leaves = tf.nest.flatten(x)
+        n = int(leaves[0].shape[0])
+        signature = tuple((tuple(t.shape[1:]), t.dtype.name) for t in leaves)
+        with self._lock:
+            cache = self._output_shapes.setdefault(model, {})
+            key = (signature, output)
+            if key not in cache:
+                if len(cache) >= 64:  # new output callables each call must not pile up
+                    cache.clear()
+                static = _static_output_shape(model, leaves, output)
+                if static is None:  # no graph to read: one eager sample
+                    static = tuple(forward(model, _first_samples(x, 1), [], output).shape[1:])
+                cache[key] = tuple(int(d) for d in static)
+            return (n, *cache[key])
+
+    def _run(self, program: Program, model: Any, spec: TargetSpec | None, *args: Any) -> Any:
+        with self._lock:
+            return program(model, spec, *args)
+
+    # -- capture --------------------------------------------------------------------------
+    def capture(
+        self, model: Any, inputs: Any, layers: Sequence[Any], target: TargetSpec, *,
+        gradients: bool = True, output: Any = None, native_layout: bool = False,
+    ) -> Capture:
+        _check_model(model)
+        x = self._prepare(inputs, model)
+        paths = tuple(p for p, _ in resolve(model, layers))
+        consts = self._constants(model, x, target, output)
+        program = self._program(model, "capture", paths, kind=target.kind, fns=_fns(target),
+                                output=output, gradients=gradients, native_layout=native_layout)
+        result = self._run(program, model, target, x, consts)
+        acts = [t.numpy() for t in result["acts"]]
+        grads = ([t.numpy() for t in result["grads"]] if result["grads"] is not None
+                 else [None] * len(paths))
+        top1 = result["top1"]
+        return Capture(
+            layers={p: LayerCapture(p, a, g) for p, a, g in zip(paths, acts, grads, strict=True)},
+            scores=result["scores"].numpy(),
+            targets=target.resolved_indices(None if top1 is None else top1.numpy()),
+            input_spatial=self._input_spatial(model, x),
+            outputs=result["outputs"].numpy(),
+        )
+
+    def _input_spatial(self, model: Any, x: Any) -> tuple[int, ...]:
+        leaves = tf.nest.flatten(x)
+        image = next((t for t in leaves if t.shape.rank >= 3), None)
+        if image is None:
+            return tuple(int(d) for d in leaves[0].shape[1:])
+        with self._lock:
+            fmt = self._data_formats.get(model)
+            if fmt is None:
+                fmt = self._data_formats[model] = model_data_format(model)
+        return tuple(int(d) for d in spatial_shape(image.shape, fmt))
+
+    # -- forward-only work ----------------------------------------------------------------
+    def predict(
+        self, model: Any, inputs: Any, target: TargetSpec, *, batch_size: int = 32,
+        output: Any = None,
+    ) -> np.ndarray:
+        _check_model(model)
+        x = self._prepare(inputs, model)
+        n = int(tf.nest.flatten(x)[0].shape[0])
+        parts = []
+        for start in range(0, n, batch_size):
+            sl = slice(start, min(start + batch_size, n))
+            chunk = tf.nest.map_structure(lambda t, sl=sl: t[sl], x)
+            spec = target.take(sl)
+            # per chunk: "fn" targets key on the chunk's own callables (baked into the trace)
+            program = self._program(model, "predict", (), kind=spec.kind, fns=_fns(spec),
+                                    output=output)
+            consts = self._constants(model, chunk, spec, output)
+            parts.append(self._run(program, model, spec, chunk, consts).numpy())
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+    def patched_scores(
+        self, model: Any, inputs: Any, layer: Any, channel_masks: np.ndarray,
+        target: TargetSpec, *, batch_size: int = 32, output: Any = None,
+    ) -> np.ndarray:
+        _check_model(model)
+        x = self._prepare(inputs, model)
+        if not tf.is_tensor(x):
+            raise NotImplementedError("patched_scores supports single-tensor inputs")
+        ((path, _),) = resolve(model, [layer])
+        masks = np.asarray(channel_masks, dtype=np.float32)
+        if masks.ndim != 2:
+            raise ValueError(f"channel_masks must be (M, C), got shape {masks.shape}")
+        n = int(x.shape[0])
+        per_chunk = max(1, batch_size // max(n, 1))
+        program = self._program(model, "patch", (path,), kind=target.kind, fns=_fns(target),
+                                output=output)
+        rows = []
+        for start in range(0, len(masks), per_chunk):
+            chunk = masks[start : start + per_chunk]
+            tiled = tf.tile(x, [len(chunk)] + [1] * (x.shape.rank - 1))
+            spec = target.take(np.tile(np.arange(n), len(chunk)))
+            consts = self._constants(model, tiled, spec, output)
+            scores = self._run(program, model, spec, tiled, consts, tf.constant(chunk))
+            rows.append(scores.numpy().reshape(len(chunk), n))
+        return np.concatenate(rows, axis=0) if rows else np.zeros((0, n), np.float32)
+
+    # -- dense weights and input gradients ------------------------------------------------
+    def linear_weights(self, model: Any, fc: Any = None) -> np.ndarray:
+        _check_model(model)
+        if fc is None:
+            dense = [(p, layer) for p, layer in walk(model)
+                     if isinstance(layer, keras.layers.Dense)]
+            if not dense:
+                raise ValueError("the model has no Dense layer; pass fc= (a layer name or "
+                                 "object) explicitly")
+            path, layer = dense[-1]
+        else:
+            ((path, layer),) = resolve(model, [fc])
+        kernel = getattr(layer, "kernel", None)
+        if kernel is None or len(kernel.shape) not in (2, 3, 4, 5) or (
+            len(kernel.shape) > 2 and any(int(d) != 1 for d in kernel.shape[:-2])
+        ):
+            raise ValueError(
+                f"fc layer {path!r} ({type(layer).__name__}) has no (inputs, outputs) kernel; "
+                "pass the Dense layer (or 1x1 convolution) after global average pooling"
+            )
+        k = np.asarray(keras.ops.convert_to_numpy(kernel), dtype=np.float32)
+        return np.ascontiguousarray(k.reshape(-1, k.shape[-1]).T)
+
+    def input_gradients(
+        self, model: Any, inputs: Any, layer: Any, channels: np.ndarray, *,
+        output: Any = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        _check_model(model)
+        x = self._prepare(inputs, model)
+        if not tf.is_tensor(x) or not x.dtype.is_floating:
+            raise NotImplementedError("input_gradients supports one floating-point input tensor")
+        paths = () if layer is None else tuple(p for p, _ in resolve(model, [layer]))
+        idx = np.asarray(channels, dtype=np.int64).reshape(-1)
+        if len(idx) != int(x.shape[0]):
+            raise ValueError(f"channels has {len(idx)} entries but the batch has "
+                             f"{int(x.shape[0])} samples")
+        program = self._program(model, "input_gradients", paths, output=output)
+        result = self._run(program, model, None, x, tf.constant(idx))
+        count = int(result["channels"])
+        bad = idx[(idx < 0) | (idx >= count)]
+        if bad.size:
+            raise ValueError(
+                f"channel {int(bad[0])} is out of range: the layer has {count} channels "
+                f"(valid: 0..{count - 1})"
+            )
+        return result["values"].numpy(), result["grads"].numpy()
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def _check_model(model: Any) -> None:
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            f"Keras runs on the {keras.backend.backend()!r} backend; interp-tensorflow explains "
+            "Keras models on TensorFlow (set KERAS_BACKEND=tensorflow before importing keras)"
+        )
+    if not is_keras_model(model):
+        raise TypeError(
+            f"interp-tensorflow explains Keras 3 models (keras.Model / keras.layers.Layer), got "
+            f"{type(model).__module__}.{type(model).__qualname__}"
+        )
+    if not model.built:
+        raise ValueError(
+            f"model {model.name!r} has not been built, so its weights do not exist yet: build it "
+            "first, by calling it once on a batch (model(x)) or with model.build(input_shape), "
+            "or give it a keras.Input"
+        )
+
+
+def _fns(spec: TargetSpec) -> Any:
+    return spec.fns if spec.kind == "fn" else None
+
+
+def _first_samples(x: Any, n: int) -> Any:
+    return tf.nest.map_structure(lambda t: t[:n], x)
+
+
+def _declared_input_dtypes(model: Any) -> dict[Any, str]:
+    """Input position/name -> dtype the model declares (graph models only)."""
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return {}
+    if not inputs:
+        return {}
+    found: dict[Any, str] = {}
+    for i, t in enumerate(inputs):
+        found[i] = t.dtype
+        name = getattr(t, "name", None)
+        if name:
+            found[name] = t.dtype
+    return found
+
+
+def _static_output_shape(model: Any, leaves: Sequence[tf.Tensor], output: Any
+                         ) -> tuple[int, ...] | None:
+    """The selected output's per-sample shape from the model's graph, if it has one and the
+    inputs match the graph's declared shapes; None where only running the model can tell."""
+    if callable(output):
+        return None
+    try:
+        declared = model.inputs
+        structure = model.output
+    except (AttributeError, ValueError):
+        return None
+    if not declared or len(declared) != len(leaves):
+        return None
+    for spec, t in zip(declared, leaves, strict=True):
+        want, got = tuple(spec.shape[1:]), tuple(t.shape[1:])
+        if len(want) != len(got) or any(w is not None and w != g for w, g in zip(want, got,
+                                                                                 strict=True)):
+            return None
+    if output == "logits" and isinstance(structure, keras.KerasTensor):
+        selected = structure
+    else:
+        try:
+            selected = select_output(structure, output)
+        except (KeyError, IndexError, TypeError):
+            return None
+    if not isinstance(selected, keras.KerasTensor):
+        return None
+    shape = tuple(selected.shape[1:])
+    if any(d is None for d in shape):
+        return None
+    return tuple(int(d) for d in shape)
+

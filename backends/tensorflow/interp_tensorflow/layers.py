@@ -1,0 +1,279 @@
+"""Keras layer addressing and call interception.
+
+Names: a layer of the model is addressed by its name; a layer inside a nested model (a
+pretrained-style base inside a Functional model) or inside a layer that holds sublayers by the
+path of names, ``"base/block5_conv3"``. Keras 3 forbids ``/`` in layer names, so paths are
+unambiguous.
+
+Interception: to read (or patch) a layer's output, the layer's ``call`` is wrapped for the
+duration of one forward pass (an instance attribute that shadows the class method, removed in
+``finally``). This works the same for Sequential, Functional, subclassed and nested models:
+Keras reaches every layer through ``Layer.__call__`` -> ``self.call``, and a nested base model is
+just another layer whose own ``call`` runs its inner layers on the outer graph's tensors, so
+there is never a "Graph disconnected" error and no model is cloned or rebuilt. Inside a
+``tf.function`` the wrapper runs only while tracing; later calls of the compiled function never
+touch the model object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+#: A hook gets the layer's (first) output tensor and returns the tensor to pass on.
+Hook = Callable[[tf.Tensor], tf.Tensor]
+
+_MISSING = object()
+_SQUASHING = ("softmax", "sigmoid")
+
+
+# -- structure ----------------------------------------------------------------------------------
+def children(layer: Any) -> list[Any]:
+    """Direct sublayers of ``layer`` (model layers, or a custom layer's tracked sublayers)."""
+    subs = getattr(layer, "layers", None)
+    if not isinstance(subs, list | tuple):
+        flatten = getattr(layer, "_flatten_layers", None)
+        subs = list(flatten(include_self=False, recursive=False)) if flatten else []
+    return [s for s in subs if isinstance(s, keras.layers.Layer)
+            and not isinstance(s, keras.layers.InputLayer)]
+
+
+def walk(model: Any) -> list[tuple[str, Any]]:
+    """Every addressable layer as ``(path, layer)``, depth first, in definition order."""
+    found: list[tuple[str, Any]] = []
+    seen: set[int] = set()
+
+    def visit(layer: Any, prefix: str) -> None:
+        for child in children(layer):
+            path = prefix + child.name
+            found.append((path, child))
+            if id(child) not in seen:  # a shared layer is listed under each path, walked once
+                seen.add(id(child))
+                visit(child, path + "/")
+
+    visit(model, "")
+    return found
+
+
+def layer_paths(model: Any) -> list[str]:
+    """All addressable layer paths of ``model``."""
+    return [path for path, _ in walk(model)]
+
+
+def resolve(model: Any, layers: Sequence[Any]) -> list[tuple[str, Any]]:
+    """Turn names, paths or layer objects into ``(path, layer)`` pairs.
+
+    A bare name that is not a top-level layer but names exactly one nested layer is accepted
+    (``"block5_conv3"`` for ``"vgg16/block5_conv3"``).
+
+    Raises
+    ------
+    ValueError
+        Unknown name (the message lists the closest paths, nested ones with their prefix), a
+        layer object that is not part of the model, or a duplicate.
+    """
+    pairs = walk(model)
+    by_path = dict(pairs)
+    by_id: dict[int, str] = {}
+    for path, layer in pairs:
+        by_id.setdefault(id(layer), path)
+    resolved: list[tuple[str, Any]] = []
+    for item in layers:
+        if isinstance(item, keras.layers.Layer):
+            if id(item) not in by_id:
+                raise ValueError(
+                    f"layer {item.name!r} ({type(item).__name__}) is not part of the model; pass "
+                    "one of its layers or a name from layer_names(model)"
+                )
+            path = by_id[id(item)]
+        elif isinstance(item, str):
+            path = _lookup(item, by_path)
+        else:
+            raise TypeError(
+                f"layer {item!r} must be a layer name (nested: 'base/block5_conv3') or a Keras "
+                "layer object"
+            )
+        if any(path == p for p, _ in resolved):
+            raise ValueError(f"layer {path!r} is listed twice")
+        resolved.append((path, by_path[path]))
+    return resolved
+
+
+def _lookup(name: str, by_path: dict[str, Any]) -> str:
+    if name in by_path:
+        return name
+    leaf_matches = [p for p in by_path if p.rsplit("/", 1)[-1] == name]
+    if len(leaf_matches) == 1:
+        return leaf_matches[0]
+    if len(leaf_matches) > 1:
+        raise ValueError(f"layer name {name!r} is ambiguous: it matches {leaf_matches}; "
+                         "pass the full path")
+    paths = list(by_path)
+    close = difflib.get_close_matches(name, paths, n=6, cutoff=0.5)
+    leaves = {p.rsplit("/", 1)[-1]: p for p in paths}
+    for leaf in difflib.get_close_matches(name.rsplit("/", 1)[-1], list(leaves), n=6, cutoff=0.6):
+        if leaves[leaf] not in close:
+            close.append(leaves[leaf])
+    raise ValueError(
+        f"unknown layer {name!r}; closest names: {close[:8] or 'none'} (the model has "
+        f"{len(paths)} addressable layers, nested ones as 'outer/inner'; "
+        "interp_core.get_backend('tensorflow').layer_names(model) lists them)"
+    )
+
+
+# -- layouts ------------------------------------------------------------------------------------
+def model_data_format(model: Any) -> str:
+    """The data format of the first layer that declares one, else Keras's global setting."""
+    for _, layer in walk(model):
+        fmt = getattr(layer, "data_format", None)
+        if fmt in ("channels_first", "channels_last"):
+            return fmt
+    return keras.config.image_data_format()
+
+
+def layer_data_format(layer: Any, default: str) -> str:
+    """``layer.data_format``; for a nested model its last spatial sublayer's; else ``default``."""
+    fmt = getattr(layer, "data_format", None)
+    if fmt in ("channels_first", "channels_last"):
+        return fmt
+    for _, sub in reversed(walk(layer)):
+        fmt = getattr(sub, "data_format", None)
+        if fmt in ("channels_first", "channels_last"):
+            return fmt
+    return default
+
+
+def spatial_shape(shape: Sequence[Any], data_format: str) -> tuple[int, ...]:
+    """Spatial axes of a ``(N, *spatial, C)`` or ``(N, C, *spatial)`` shape (rank >= 3)."""
+    dims = tuple(shape)
+    return tuple(dims[2:]) if data_format == "channels_first" else tuple(dims[1:-1])
+
+
+# -- the logit behind a final softmax / sigmoid -------------------------------------------------
+def output_layer(model: Any) -> Any:
+    """The layer that produces the model's (first) output, descending into nested models."""
+    layer = None
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        outputs = None
+    if outputs:
+        history = getattr(outputs[0], "_keras_history", None)
+        layer = getattr(history, "operation", None) if history is not None else None
+    if layer is None:
+        subs = children(model)
+        layer = subs[-1] if subs else None
+    if layer is not None and children(layer) and isinstance(layer, keras.Model):
+        return output_layer(layer)
+    return layer
+
+
+def squashing(layer: Any) -> str | None:
+    """``"softmax"``/``"sigmoid"`` when ``layer`` ends in that activation, else None."""
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    name = getattr(getattr(layer, "activation", None), "__name__", None)
+    return name if name in _SQUASHING else None
+
+
+# -- interception -------------------------------------------------------------------------------
+def first_tensor(out: Any) -> tf.Tensor | None:
+    """The layer output itself, or the first element of a tuple/list/dict output."""
+    if isinstance(out, dict):
+        out = next(iter(out.values()), None)
+    if isinstance(out, tuple | list):
+        out = out[0] if out else None
+    return out if tf.is_tensor(out) else None
+
+
+def _replace_first(out: Any, new: tf.Tensor) -> Any:
+    if tf.is_tensor(out):
+        return new
+    if isinstance(out, dict):
+        key = next(iter(out))
+        return {**out, key: new}
+    return type(out)([new, *out[1:]])
+
+
+def _set(obj: Any, attr: str, value: Any) -> Any:
+    """Set an instance attribute without Keras tracking; return what restores it."""
+    previous = obj.__dict__.get(attr, _MISSING)
+    object.__setattr__(obj, attr, value)
+    return previous
+
+
+def _restore(obj: Any, attr: str, previous: Any) -> None:
+    if previous is _MISSING:
+        object.__delattr__(obj, attr)
+    else:
+        object.__setattr__(obj, attr, previous)
+
+
+@contextlib.contextmanager
+def intercepted(hooks: Sequence[tuple[str, Any, Hook]],
+                logits_of: Any = None, logits_store: dict[str, Any] | None = None
+                ) -> Iterator[None]:
+    """Wrap each layer's ``call`` so that ``hook(output)`` sees (and may replace) its output.
+
+    Parameters
+    ----------
+    hooks : sequence of (path, layer, hook)
+        The hook gets the first output tensor; what it returns is passed on downstream.
+    logits_of : layer, optional
+        A final softmax/sigmoid layer whose pre-activation input is recorded in
+        ``logits_store["logits"]`` (its ``activation`` is wrapped by a recorder that returns
+        exactly what the activation returns; a ``Softmax`` layer's input is recorded).
+
+    Every wrapper is removed in ``finally``, so the model is as before even after an error.
+    """
+    undo: list[tuple[Any, str, Any]] = []
+    try:
+        for path, layer, hook in hooks:
+            # A quantized layer runs ``quantized_call`` instead of ``call``.
+            attr = "quantized_call" if getattr(layer, "quantization_mode", None) else "call"
+            wrapped = _wrap_call(path, getattr(layer, attr), hook)
+            undo.append((layer, attr, _set(layer, attr, wrapped)))
+        if logits_of is not None and logits_store is not None:
+            if isinstance(logits_of, keras.layers.Softmax):
+                undo.append((logits_of, "call", _set(
+                    logits_of, "call", _record_input(logits_of.call, logits_store))))
+            else:
+                activation = logits_of.activation
+
+                def recorder(x: tf.Tensor, *args: Any, **kwargs: Any) -> tf.Tensor:
+                    logits_store["logits"] = x
+                    return activation(x, *args, **kwargs)
+
+                undo.append((logits_of, "activation", _set(logits_of, "activation", recorder)))
+        yield
+    finally:
+        for obj, attr, previous in reversed(undo):
+            _restore(obj, attr, previous)
+
+
+def _wrap_call(path: str, call: Callable[..., Any], hook: Hook) -> Callable[..., Any]:
+    def call_and_hook(*args: Any, **kwargs: Any) -> Any:
+        out = call(*args, **kwargs)
+        t = first_tensor(out)
+        if t is None:
+            raise TypeError(
+                f"layer {path!r} returned {type(out).__name__}, not a tensor; pick a layer "
+                "whose output is a tensor"
+            )
+        new = hook(t)
+        return out if new is t else _replace_first(out, new)
+
+    return call_and_hook
+
+
+def _record_input(call: Callable[..., Any], store: dict[str, Any]) -> Callable[..., Any]:
+    def call_and_record(inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        store["logits"] = inputs
+        return call(inputs, *args, **kwargs)
+
+    return call_and_record
