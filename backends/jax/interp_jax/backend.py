@@ -1,0 +1,479 @@
+"""The JAX adapter: Flax NNX modules and ``interp_core.Split`` models, jit-compiled.
+
+Every request (capture, predict, patched scores, input gradients) runs as one ``jax.jit``
+function of ``(model arrays, inputs, target constants)``. Compiled functions are cached per
+(model structure, layers, target kind and shapes, output selector); jax adds the input
+shape/dtype, so a second call on the same shapes does not trace again (:attr:`trace_count`).
+
+Gradients: the target layer's output gets a zero perturbation ``delta`` inside the forward pass;
+the gradient of the *sum* of per-sample target scores with respect to ``delta`` is each sample's
+activation gradient. Only the part of the network above the layer is differentiated; no
+parameter gradient is formed. For a Split this is ``jax.vjp`` of ``head`` at ``features(x)``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from interp_core.protocol import (
+    ACTIVATION_PATCH,
+    GRADIENTS,
+    INPUT_GRADIENTS,
+    LINEAR_WEIGHTS,
+    Capture,
+    LayerCapture,
+)
+from interp_core.split import Split
+from interp_core.targets import TargetSpec
+from interp_jax import nnx_model, split_model
+from interp_jax.calls import AdapterError, check_ran, first_array, recorder
+from interp_jax.ops import TargetPlan, needs_output_shape, plan_targets
+
+try:
+    from flax import nnx
+except ImportError:  # pragma: no cover - flax is a declared dependency
+    nnx = None
+
+_LAYOUTS = {
+    "channels_last": -1, "nhwc": -1, "nwc": -1, "ndhwc": -1,
+    "channels_first": 1, "nchw": 1, "ncw": 1, "ncdhw": 1,
+}
+
+
+class _LRU(OrderedDict):
+    def __init__(self, maxsize: int) -> None:
+        super().__init__()
+        self.maxsize = maxsize
+
+    def get_or_make(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        value = self[key] = make()
+        if len(self) > self.maxsize:
+            self.popitem(last=False)
+        return value
+
+
+def _signature(x: Any) -> tuple[Any, ...]:
+    leaves, treedef = jax.tree_util.tree_flatten(x)
+    return treedef, tuple((tuple(a.shape), str(a.dtype)) for a in leaves)
+
+
+def _batch_size(x: Any) -> int:
+    return int(jax.tree_util.tree_leaves(x)[0].shape[0])
+
+
+def _take(x: Any, index: np.ndarray) -> Any:
+    return jax.tree_util.tree_map(lambda a: a[index], x)
+
+
+def _as_numpy(a: Any) -> np.ndarray:
+    return np.asarray(a).astype(np.float32, copy=False)
+
+
+class JaxBackend:
+    """interp-core backend for Flax NNX modules and :class:`~interp_core.Split` models.
+
+    Parameters
+    ----------
+    layout : str
+        Where the model keeps channels: ``"channels_last"`` (``"NHWC"``, Flax's default) or
+        ``"channels_first"`` (``"NCHW"``). Activations are returned channels-last either way.
+    cache_size : int
+        Compiled functions kept (least recently used ones are dropped).
+
+    Attributes
+    ----------
+    trace_count : int
+        How many times a jitted function of this backend was traced (compiled).
+    """
+
+    name = "jax"
+    capabilities = frozenset({GRADIENTS, LINEAR_WEIGHTS, ACTIVATION_PATCH, INPUT_GRADIENTS})
+
+    def __init__(self, layout: str = "channels_last", cache_size: int = 64) -> None:
+        if layout.lower() not in _LAYOUTS:
+            raise ValueError(
+                f"layout {layout!r} is not known; use 'channels_last' (NHWC) or "
+                "'channels_first' (NCHW)"
+            )
+        self.layout = layout
+        self.channel_axis = _LAYOUTS[layout.lower()]
+        #: The input layout, as :func:`interp_core.features.input_layout` reads it.
+        self.input_layout = "channels_last" if self.channel_axis == -1 else "channels_first"
+        self.trace_count = 0
+        self._compiled = _LRU(cache_size)
+        self._output_shapes = _LRU(4 * cache_size)
+
+    # -- models -----------------------------------------------------------------------------
+    @staticmethod
+    def _program(model: Any) -> tuple[Any, Any]:
+        """``(structure, arrays)``: the static part (cache key) and the model's arrays."""
+        if isinstance(model, Split):
+            return split_model.split_model(model)
+        if nnx is not None and isinstance(model, nnx.Module):
+            return nnx_model.split_model(model)
+        raise TypeError(
+            f"interp-jax explains Flax NNX modules and interp_core.Split(features, head), not "
+            f"{type(model).__module__}.{type(model).__qualname__}; wrap plain functions, "
+            "Equinox modules or Linen modules bound to their parameters as "
+            "ic.Split(features_fn, head_fn)"
+        )
+
+    @staticmethod
+    def _resolve(model: Any, structure: Any, layers: Sequence[Any]) -> list[str]:
+        if isinstance(model, Split):
+            return split_model.resolve_layers(model, layers)
+        return nnx_model.resolve_layers(model, layers, structure.paths)
+
+    def layer_names(self, model: Any) -> list[str]:
+        if isinstance(model, Split):
+            return [split_model.LAYER]
+        structure, _ = self._program(model)
+        return structure.layer_names()
+
+    # -- conversions ------------------------------------------------------------------------
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return np.asarray(x)
+
+    def from_numpy(self, x: np.ndarray, model: Any) -> Any:
+        structure, arrays = self._program(model)
+        return self._inputs(structure, arrays, np.asarray(x))
+
+    def _inputs(self, structure: Any, arrays: Any, inputs: Any) -> Any:
+        """The model's inputs as jax arrays (floats in the dtype of an NNX model's state)."""
+        dtype = nnx_model.float_dtype(arrays) if structure.kind == "nnx" else None
+        return self._prepare(inputs, dtype)
+
+    def _prepare(self, inputs: Any, dtype: Any) -> Any:
+        """Inputs as jax arrays; floats take the model's dtype (float32 without x64)."""
+        if isinstance(inputs, tuple | list | dict):
+            return jax.tree_util.tree_map(lambda a: self._prepare(a, dtype), inputs)
+        a = inputs if isinstance(inputs, jax.Array) else np.asarray(inputs)
+        if jnp.issubdtype(a.dtype, jnp.floating):
+            want = dtype
+            if want is None and a.dtype == np.float64 and not jax.config.jax_enable_x64:
+                want = jnp.float32
+            if want is not None and a.dtype != want:
+                a = a.astype(want)
+        return jnp.asarray(a)
+
+    def _spatial(self, shape: Sequence[int]) -> tuple[int, ...]:
+        return tuple(int(d) for d in (shape[1:-1] if self.channel_axis == -1 else shape[2:]))
+
+    def _canonical(self, a: Any, native_layout: bool) -> np.ndarray:
+        out = _as_numpy(a)
+        if not native_layout and self.channel_axis == 1 and out.ndim >= 3:
+            out = np.moveaxis(out, 1, -1)
+        return np.ascontiguousarray(out)
+
+    # -- targets ----------------------------------------------------------------------------
+    def _output_shape(self, structure: Any, arrays: Any, x: Any, output: Any) -> tuple[int, ...]:
+        key = (structure.key, _signature(x), split_model.Static(output))
+
+        def make() -> tuple[int, ...]:
+            out = jax.eval_shape(
+                lambda a, xx: structure.forward(a, xx, {}, output=output), arrays, x)
+            if not hasattr(out, "shape"):
+                raise ValueError(
+                    f"the selected model output is a {type(out).__name__}, not an array; pass "
+                    "output= (a key, an index or a callable) to pick the tensor to explain"
+                )
+            return tuple(int(d) for d in out.shape)
+
+        return self._output_shapes.get_or_make(key, make)
+
+    def _plan(self, structure: Any, arrays: Any, x: Any, target: TargetSpec,
+              output: Any) -> TargetPlan:
+        shape = None
+        if needs_output_shape(target):
+            shape = self._output_shape(structure, arrays, x, output)
+        return plan_targets(target, shape, self.channel_axis)
+
+    def _jitted(self, key: tuple[Any, ...], make: Callable[[], Callable[..., Any]]) -> Any:
+        return self._compiled.get_or_make(key, lambda: jax.jit(make()))
+
+    # -- layers -----------------------------------------------------------------------------
+    def default_layer(self, model: Any, inputs: Any) -> str:
+        if isinstance(model, Split):
+            return split_model.LAYER
+        structure, arrays = self._program(model)
+        x = self._inputs(structure, arrays, inputs)
+        order: list[str] = []
+
+        def probe(name: str) -> Callable[[Any], Any]:
+            def handle(out: Any) -> Any:
+                a = first_array(out)
+                if a is not None and self._is_spatial(a.shape):
+                    order.append(name)
+                return out
+            return handle
+
+        handlers = {name: probe(name) for name in structure.layer_names()}
+        jax.eval_shape(lambda a, xx: structure.forward(a, xx, handlers, probe=True), arrays, x)
+        if not order:
+            raise ValueError(
+                "no submodule of the model produced a spatial output (N, *spatial, C) with more "
+                "than one position; pass layer= explicitly"
+            )
+        return order[-1]
+
+    def _is_spatial(self, shape: Sequence[int]) -> bool:
+        return len(shape) >= 3 and int(np.prod(self._spatial(shape))) > 1
+
+    # -- capture ----------------------------------------------------------------------------
+    def capture(
+        self, model: Any, inputs: Any, layers: Sequence[Any], target: TargetSpec, *,
+        gradients: bool = True, output: Any = None, native_layout: bool = False,
+    ) -> Capture:
+        structure, arrays = self._program(model)
+        names = self._resolve(model, structure, layers)
+        x = self._inputs(structure, arrays, inputs)
+        plan = self._plan(structure, arrays, x, target, output)
+        gradients = gradients and bool(names)  # no layer (e.g. top-1 classes only): no grads
+        key = ("capture", structure.key, tuple(names), plan.key, gradients,
+               split_model.Static(output))
+        fn = self._jitted(key, lambda: self._capture_fn(structure, names, plan, gradients,
+                                                        output))
+        result = jax.device_get(fn(arrays, x, plan.consts))
+        grads = result["grads"] if gradients else (None,) * len(names)
+        captured = {
+            name: LayerCapture(
+                name, self._canonical(act, native_layout),
+                None if grad is None else self._canonical(grad, native_layout),
+            )
+            for name, act, grad in zip(names, result["acts"], grads, strict=True)
+        }
+        top1 = result["top1"]
+        return Capture(
+            layers=captured, scores=_as_numpy(result["scores"]),
+            targets=target.resolved_indices(None if top1 is None else np.asarray(top1)),
+            input_spatial=self._spatial(jax.tree_util.tree_leaves(x)[0].shape),
+            outputs=_as_numpy(result["outputs"]),
+        )
+
+    def _capture_fn(self, structure: Any, names: list[str], plan: TargetPlan,
+                    gradients: bool, output: Any) -> Callable[..., Any]:
+        axis = self.channel_axis
+
+        def scored(arrays: Any, x: Any, consts: Any, deltas: Any) -> tuple[Any, ...]:
+            store: dict[str, Any] = {}
+            handlers = {
+                n: recorder(n, store, None if deltas is None else deltas[i])
+                for i, n in enumerate(names)
+            }
+            out = structure.forward(arrays, x, handlers, output=output)
+            check_ran(store, names)
+            scores, top1 = plan.score(out, consts, axis)
+            return scores, top1, tuple(store[n] for n in names), out
+
+        def activations(arrays: Any, x: Any) -> tuple[Any, ...]:
+            store: dict[str, Any] = {}
+            structure.forward(arrays, x, {n: recorder(n, store) for n in names})
+            check_ran(store, names)
+            return tuple(store[n] for n in names)
+
+        def run(arrays: Any, x: Any, consts: Any) -> dict[str, Any]:
+            self.trace_count += 1
+            if not gradients:
+                scores, top1, acts, out = scored(arrays, x, consts, None)
+                return {"scores": scores, "top1": top1, "acts": acts, "outputs": out}
+            shapes = jax.eval_shape(activations, arrays, x)
+            zeros = tuple(jnp.zeros(s.shape, s.dtype) for s in shapes)
+
+            def objective(deltas: Any) -> tuple[Any, Any]:
+                scores, top1, acts, out = scored(arrays, x, consts, deltas)
+                return scores.sum(), (scores, top1, acts, out)
+
+            (_, (scores, top1, acts, out)), grads = jax.value_and_grad(
+                objective, has_aux=True)(zeros)
+            return {"scores": scores, "top1": top1, "acts": acts, "grads": grads,
+                    "outputs": out}
+
+        return run
+
+    # -- forward-only work ------------------------------------------------------------------
+    def predict(
+        self, model: Any, inputs: Any, target: TargetSpec, *, batch_size: int = 32,
+        output: Any = None,
+    ) -> np.ndarray:
+        structure, arrays = self._program(model)
+        x = self._inputs(structure, arrays, inputs)
+        n = _batch_size(x)
+        size = max(1, min(batch_size, n))
+        parts = []
+        for start in range(0, n, size):
+            # The last chunk repeats its final sample so every chunk has one shape.
+            index = np.minimum(np.arange(start, start + size), n - 1)
+            chunk = _take(x, index)
+            plan = self._plan(structure, arrays, chunk, target.take(index), output)
+            key = ("predict", structure.key, plan.key, split_model.Static(output))
+            fn = self._jitted(key, lambda plan=plan: self._predict_fn(structure, plan, output))
+            parts.append(_as_numpy(fn(arrays, chunk, plan.consts))[: n - start])
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+    def _predict_fn(self, structure: Any, plan: TargetPlan, output: Any) -> Callable[..., Any]:
+        def run(arrays: Any, x: Any, consts: Any) -> Any:
+            self.trace_count += 1
+            out = structure.forward(arrays, x, {}, output=output)
+            return plan.score(out, consts, self.channel_axis)[0]
+        return run
+
+    def patched_scores(
+        self, model: Any, inputs: Any, layer: Any, channel_masks: np.ndarray,
+        target: TargetSpec, *, batch_size: int = 32, output: Any = None,
+    ) -> np.ndarray:
+        structure, arrays = self._program(model)
+        (name,) = self._resolve(model, structure, [layer])
+        x = self._inputs(structure, arrays, inputs)
+        n = _batch_size(x)
+        masks = np.asarray(channel_masks, dtype=np.float32)
+        if masks.ndim != 2:
+            raise ValueError(f"channel_masks must be (M, C), got shape {masks.shape}")
+        per_chunk = max(1, min(batch_size // max(n, 1), len(masks)))
+        tiled = target.take(np.tile(np.arange(n), per_chunk))  # mask-major
+        tiled_x = jax.eval_shape(lambda a: jax.tree_util.tree_map(
+            lambda v: jnp.concatenate([v] * per_chunk), a), x)
+        plan = self._plan(structure, arrays, tiled_x, tiled, output)
+        key = ("patched", structure.key, name, plan.key, split_model.Static(output))
+        fn = self._jitted(key, lambda: self._patched_fn(structure, name, plan, output))
+        rows = []
+        for start in range(0, len(masks), per_chunk):
+            chunk = masks[start : start + per_chunk]
+            count = len(chunk)
+            if count < per_chunk:  # pad with all-ones masks: one compiled shape
+                chunk = np.concatenate([chunk, np.ones((per_chunk - count, masks.shape[1]),
+                                                       np.float32)])
+            scores = _as_numpy(fn(arrays, x, plan.consts, chunk))
+            rows.append(scores.reshape(per_chunk, n)[:count])
+        return np.concatenate(rows, axis=0) if rows else np.zeros((0, n), np.float32)
+
+    def _patched_fn(self, structure: Any, name: str, plan: TargetPlan,
+                    output: Any) -> Callable[..., Any]:
+        axis = self.channel_axis
+
+        def run(arrays: Any, x: Any, consts: Any, masks: Any) -> Any:
+            self.trace_count += 1
+            m = masks.shape[0]
+            n = _batch_size(x)
+            tiled = jax.tree_util.tree_map(lambda v: jnp.concatenate([v] * m), x)
+            seen: dict[str, Any] = {}
+
+            def patch(a: Any) -> Any:
+                seen[name] = a
+                channels = a.shape[axis]
+                if masks.shape[1] != channels:
+                    raise AdapterError(
+                        f"channel_masks have {masks.shape[1]} channels but layer {name!r} has "
+                        f"{channels} (output shape {tuple(a.shape)})"
+                    )
+                spatial = (1,) * (a.ndim - 2)
+                shape = (m, 1, *spatial, channels) if axis == -1 else (m, 1, channels, *spatial)
+                grouped = a.reshape((m, n, *a.shape[1:]))
+                return (grouped * masks.reshape(shape).astype(a.dtype)).reshape(a.shape)
+
+            out = structure.forward(arrays, tiled, {name: patch}, output=output)
+            check_ran(seen, [name])
+            return plan.score(out, consts, axis)[0]
+
+        return run
+
+    # -- dense weights and input gradients --------------------------------------------------
+    def linear_weights(self, model: Any, fc: Any = None) -> np.ndarray:
+        if isinstance(model, Split):
+            raise ValueError(
+                "a Split hides its dense layer inside head, so CAM cannot read its weights; use "
+                "GradCAM, which equals CAM on global-average-pooling + dense heads"
+            )
+        structure, _ = self._program(model)
+        if fc is None:
+            dense = nnx_model.dense_modules(model)
+            if not dense:
+                raise ValueError("the model has no nnx.Linear layer; pass fc= explicitly")
+            name, module = dense[-1]
+        else:
+            (name,) = self._resolve(model, structure, [fc])
+            module = nnx_model.navigate(model, structure.paths[name])
+        kernel = getattr(module, "kernel", None)
+        shape = () if kernel is None else tuple(nnx_model.variable_value(kernel).shape)
+        if len(shape) < 2 or int(np.prod(shape[:-2])) != 1:
+            raise ValueError(
+                f"fc layer {name!r} ({type(module).__name__}) has no (inputs, outputs) kernel, "
+                f"got kernel shape {shape}; pass the nnx.Linear (or 1x1 convolution) after the "
+                "global pooling"
+            )
+        w = _as_numpy(nnx_model.variable_value(kernel)).reshape(shape[-2], shape[-1])
+        return np.ascontiguousarray(w.T)
+
+    def input_gradients(
+        self, model: Any, inputs: Any, layer: Any, channels: np.ndarray, *,
+        output: Any = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        structure, arrays = self._program(model)
+        names = [] if layer is None else self._resolve(model, structure, [layer])
+        x = self._inputs(structure, arrays, inputs)
+        if not isinstance(x, jax.Array):
+            raise ValueError("input_gradients needs a single input array, not a tuple or dict")
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            x = x.astype(jnp.float32)
+        idx = np.asarray(channels, dtype=np.int64).reshape(-1)
+        if idx.shape != (x.shape[0],):
+            raise ValueError(
+                f"channels has {idx.size} entries but the batch has {x.shape[0]} samples"
+            )
+        if (idx < 0).any():
+            raise ValueError(f"channel {int(idx.min())} is out of range: channels are >= 0")
+        key = ("input_gradients", structure.key, tuple(names), split_model.Static(output))
+        fn = self._jitted(key, lambda: self._input_gradients_fn(structure, names, output))
+        values, grads, count = jax.device_get(fn(arrays, x, idx.astype(np.int32)))
+        if int(idx.max()) >= int(count):
+            where = f"layer {names[0]!r}" if names else "the model output"
+            raise ValueError(
+                f"channel {int(idx.max())} is out of range: {where} has {int(count)} channels"
+            )
+        values, grads = _as_numpy(values), _as_numpy(grads)
+        bad = ~(np.isfinite(values) & np.isfinite(grads).reshape(len(grads), -1).all(axis=1))
+        if bad.any():
+            warnings.warn(
+                f"input_gradients: non-finite objectives or gradients for samples "
+                f"{np.flatnonzero(bad).tolist()}", RuntimeWarning, stacklevel=2,
+            )
+        return values, grads
+
+    def _input_gradients_fn(self, structure: Any, names: list[str],
+                            output: Any) -> Callable[..., Any]:
+        axis = self.channel_axis
+
+        def run(arrays: Any, x: Any, idx: Any) -> tuple[Any, Any, Any]:
+            self.trace_count += 1
+            counts: list[int] = []
+
+            def objective(xx: Any) -> tuple[Any, Any]:
+                store: dict[str, Any] = {}
+                out = structure.forward(arrays, xx, {n: recorder(n, store) for n in names},
+                                        output=output)
+                check_ran(store, names)
+                act = store[names[0]] if names else out
+                if act.ndim < 2:
+                    raise AdapterError(
+                        f"output of shape {tuple(act.shape)} has no channel axis"
+                    )
+                ch_axis = act.ndim - 1 if axis == -1 else 1
+                moved = jnp.moveaxis(act, ch_axis, -1)
+                per_channel = moved.reshape(moved.shape[0], -1, moved.shape[-1]).mean(axis=1)
+                counts.append(per_channel.shape[1])
+                values = jnp.take_along_axis(per_channel, idx[:, None], axis=1)[:, 0]
+                return values.sum(), values
+
+            (_, values), grads = jax.value_and_grad(objective, has_aux=True)(x)
+            return values, grads, jnp.int32(counts[0])
+
+        return run

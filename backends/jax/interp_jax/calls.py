@@ -1,0 +1,125 @@
+"""Calling user code under ``jax.jit``: calling conventions, layer handlers, clear errors.
+
+A *handler* is what the adapter does to a layer's output inside the traced forward pass:
+record it, add the zero perturbation whose gradient is the activation gradient, or multiply it
+by channel masks. Model structures (:mod:`interp_jax.nnx_model`, :mod:`interp_jax.split_model`)
+apply handlers; this module holds what both share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+#: ``handler(activation) -> activation``, applied to a layer's output in the forward pass.
+Handler = Callable[[jax.Array], jax.Array]
+
+_TRACER_ERRORS = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.NonConcreteBooleanIndexError,
+    jax.errors.TracerArrayConversionError,
+    jax.errors.TracerBoolConversionError,
+    jax.errors.TracerIntegerConversionError,
+)
+
+
+class ModelTraceError(RuntimeError):
+    """The model raised while ``jax.jit`` traced it; the message names the layers and input."""
+
+
+class AdapterError(ValueError):
+    """A bad request found inside the traced forward pass (passes through unchanged)."""
+
+
+def describe(tree: Any) -> str:
+    """Shapes and dtypes of the arrays of ``tree``: ``"(4, 10, 10, 3) float32"``."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    parts = [f"{tuple(np.shape(a))} {getattr(a, 'dtype', type(a).__name__)}" for a in leaves]
+    return parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
+
+
+def run_callable(fn: Callable[..., Any], inputs: Any) -> Any:
+    """``fn(*inputs)`` for a tuple/list, ``fn(**inputs)`` for a dict, else ``fn(inputs)``."""
+    if isinstance(inputs, tuple | list):
+        return fn(*inputs)
+    if isinstance(inputs, dict):
+        return fn(**inputs)
+    return fn(inputs)
+
+
+def trace_error(exc: Exception, what: str, layers: Sequence[str], inputs: Any) -> ModelTraceError:
+    """A :class:`ModelTraceError` for ``exc`` raised by ``what`` while traced."""
+    hint = ""
+    if isinstance(exc, _TRACER_ERRORS):
+        hint = (
+            " (interp-jax compiles the model with jax.jit, so Python control flow on array "
+            "values fails: use jnp.where / jax.lax.cond, or make the value static)"
+        )
+    purpose = f" to explain layer(s) {list(layers)}" if layers else ""
+    return ModelTraceError(
+        f"{what} raised while jax traced it{purpose} on input {describe(inputs)}{hint}: "
+        f"{type(exc).__name__}: {exc}"
+    )
+
+
+def call_traced(fn: Callable[..., Any], inputs: Any, *, what: str,
+                layers: Sequence[str]) -> Any:
+    """Call user code on ``inputs``; its exceptions come back as :class:`ModelTraceError`."""
+    try:
+        return run_callable(fn, inputs)
+    except AdapterError:
+        raise
+    except Exception as exc:
+        raise trace_error(exc, what, layers, inputs) from exc
+
+
+def first_array(out: Any) -> jax.Array | None:
+    """``out`` if it is an array, else the first element of a tuple/list output, else None."""
+    if isinstance(out, jax.Array):
+        return out
+    if isinstance(out, tuple | list) and out and isinstance(out[0], jax.Array):
+        return out[0]
+    return None
+
+
+def apply_handler(out: Any, handler: Handler, name: str) -> Any:
+    """``out`` with ``handler`` applied to its array (the first one of a tuple/list)."""
+    if isinstance(out, jax.Array):
+        return handler(out)
+    if first_array(out) is not None:
+        return type(out)([handler(out[0]), *out[1:]])
+    raise AdapterError(
+        f"layer {name!r} returned {type(out).__name__}, not an array; pick a layer whose output "
+        "is an array (or a tuple whose first element is one)"
+    )
+
+
+def check_ran(seen: Mapping[str, Any], names: Sequence[str]) -> None:
+    """Raise when a requested layer never produced an output in the forward pass."""
+    missing = [n for n in names if n not in seen]
+    if missing:
+        raise AdapterError(
+            f"layer(s) {missing} never ran in the forward pass; pick layers that the model "
+            "calls (interp-jax intercepts a submodule's __call__)"
+        )
+
+
+def recorder(name: str, store: dict[str, jax.Array],
+             delta: jax.Array | None = None) -> Handler:
+    """A handler that stores the layer's output in ``store[name]`` and adds ``delta``.
+
+    ``delta`` is a zero array whose gradient is d(sum of scores)/d(activation); a layer that
+    runs twice in one pass (a shared module) is refused, as its gradient would be ambiguous.
+    """
+    def handle(a: jax.Array) -> jax.Array:
+        if name in store:
+            raise AdapterError(
+                f"layer {name!r} ran more than once in one forward pass (a shared module); pick "
+                "a layer that runs once"
+            )
+        store[name] = a
+        return a if delta is None else a + delta
+    return handle

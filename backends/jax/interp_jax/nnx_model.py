@@ -1,0 +1,289 @@
+"""Flax NNX modules: layer paths, eval-mode copies, and interception of a submodule's call.
+
+The adapter never touches the user's module. It splits it into a static structure (a pytree
+treedef, or an ``nnx.split`` graph definition: the compile-cache key) and its arrays (passed to
+the jitted function as an argument, so new weights never recompile). Inside the traced function
+:meth:`NNXStructure.forward` rebuilds a fresh copy, switches the copy to eval mode
+(``deterministic=True``, ``use_running_average=True``) and intercepts the requested submodules
+by giving the copy's instances a subclass whose ``__call__`` passes the output through a
+handler. Whatever the copy mutates (batch statistics, RNG counters) is discarded with it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+from flax import nnx
+
+from interp_core.targets import select_output
+from interp_jax.calls import Handler, apply_handler, call_traced
+
+PathParts = tuple[str | int, ...]
+
+_HANDLER_ATTR = "_interp_jax_handler"
+_INTERCEPTING: dict[type, type] = {}
+
+
+# -- layer paths ---------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1024)
+def _kind(cls: type) -> str:
+    """How the walker treats instances of ``cls``: module, sequence, mapping or leaf."""
+    if issubclass(cls, str | bytes):
+        return "leaf"
+    if issubclass(cls, Sequence):
+        return "sequence"
+    if issubclass(cls, Mapping):
+        return "mapping"
+    if issubclass(cls, nnx.Module):
+        return "module"
+    return "leaf"
+
+
+def _walk(model: Any) -> list[tuple[PathParts, Any]]:
+    """``(path, submodule)`` in definition order, depth first; a shared module once."""
+    found: list[tuple[PathParts, Any]] = []
+    seen = {id(model)}
+
+    def visit(node: Any, prefix: PathParts, kind: str) -> None:
+        if kind == "sequence":
+            items: Any = enumerate(node)
+        elif kind == "mapping":
+            items = node.items()
+        else:
+            items = vars(node).items()
+        for key, child in items:
+            child_kind = _kind(type(child))
+            if child_kind == "leaf" or (kind == "module" and key.startswith("_pytree__")):
+                continue
+            path = (*prefix, key)
+            if isinstance(child, nnx.Module):
+                if id(child) in seen:
+                    continue
+                seen.add(id(child))
+                found.append((path, child))
+            visit(child, path, child_kind)
+
+    visit(model, (), _kind(type(model)))
+    return found
+
+
+def path_name(parts: PathParts) -> str:
+    """``("blocks", 2, "conv")`` -> ``"blocks.2.conv"``."""
+    return ".".join(str(p) for p in parts)
+
+
+def module_paths(model: nnx.Module) -> dict[str, PathParts]:
+    """Name -> attribute path of every submodule, in definition order (shared ones once)."""
+    return {path_name(p): p for p, _ in _walk(model)}
+
+
+def navigate(model: Any, parts: PathParts) -> Any:
+    """The submodule of ``model`` at ``parts``."""
+    node = model
+    for part in parts:
+        if isinstance(node, Sequence | Mapping) and not isinstance(node, str):
+            node = node[part]
+        else:
+            node = getattr(node, str(part))
+    return node
+
+
+def resolve_layers(model: nnx.Module, layers: Sequence[Any],
+                   paths: Mapping[str, PathParts]) -> list[str]:
+    """Layer names (attribute paths) for names or submodule objects.
+
+    Raises
+    ------
+    ValueError
+        An unknown path (the message lists the closest submodule paths) or a module that is
+        not a submodule of ``model``.
+    TypeError
+        Neither a string nor an ``nnx.Module``.
+    """
+    names: list[str] = []
+    by_id: dict[int, str] | None = None
+    for layer in layers:
+        if isinstance(layer, nnx.Module):
+            if by_id is None:
+                by_id = {id(m): path_name(p) for p, m in _walk(model)}
+            if id(layer) not in by_id:
+                raise ValueError(
+                    f"layer {type(layer).__name__} is not a submodule of the model; pass a "
+                    "submodule of this model or its attribute path such as 'blocks.2.conv'"
+                )
+            name = by_id[id(layer)]
+        elif isinstance(layer, str):
+            if layer not in paths:
+                close = difflib.get_close_matches(layer, list(paths), n=6, cutoff=0.5)
+                raise ValueError(
+                    f"unknown layer {layer!r}; closest submodule paths: {close or 'none'} "
+                    f"(the model has {len(paths)} submodules; "
+                    "interp_core.get_backend('jax').layer_names(model) lists them)"
+                )
+            name = layer
+        else:
+            raise TypeError(
+                f"layer {layer!r} must be an attribute path such as 'blocks.2.conv' or an "
+                "nnx.Module of the model"
+            )
+        if name in names:
+            raise ValueError(f"layer {name!r} is listed twice")
+        names.append(name)
+    return names
+
+
+# -- eval mode and interception --------------------------------------------------------------
+def set_eval_mode(module: nnx.Module) -> None:
+    """Dropout off, BatchNorm on running averages, on ``module`` (a copy) and its children."""
+    module.set_attributes(
+        deterministic=True, use_running_average=True, raise_if_not_found=False
+    )
+
+
+def _intercepting_class(cls: type) -> type:
+    sub = _INTERCEPTING.get(cls)
+    if sub is None:
+        def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N807
+            out = cls.__call__(self, *args, **kwargs)
+            handler = self.__dict__.get(_HANDLER_ATTR)
+            return out if handler is None else handler(out)
+
+        namespace = {"__call__": __call__, "__module__": cls.__module__,
+                     "__qualname__": cls.__qualname__}
+        sub = type(cls.__name__, (cls,), namespace)
+        _INTERCEPTING[cls] = sub
+    return sub
+
+
+def intercept(module: nnx.Module, name: str, handler: Handler) -> None:
+    """Route ``module``'s outputs through ``handler`` (``module`` is a throw-away copy)."""
+    if not callable(module):
+        raise ValueError(
+            f"layer {name!r} is a {type(module).__name__}, which is never called; pick a "
+            "submodule that computes an output"
+        )
+    object.__setattr__(module, "__class__", _intercepting_class(type(module)))
+    object.__setattr__(module, _HANDLER_ATTR, lambda out: apply_handler(out, handler, name))
+
+
+def intercept_probe(module: nnx.Module, handler: Handler) -> None:
+    """Route outputs through ``handler`` without checks (the default-layer dry run)."""
+    if callable(module):
+        object.__setattr__(module, "__class__", _intercepting_class(type(module)))
+        object.__setattr__(module, _HANDLER_ATTR, handler)
+
+
+# -- the structure a jitted function closes over ---------------------------------------------
+class HashedKey:
+    """A cache key that computes the (costly) hash of an NNX graph definition once."""
+
+    __slots__ = ("_hash", "value")
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self._hash = hash(value)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, HashedKey) and self._hash == other._hash and (
+            self.value == other.value)
+
+
+class NNXStructure:
+    """The static part of an NNX module: how to rebuild it from its arrays, and its paths.
+
+    Current Flax modules are pytrees: ``jax.tree_util.tree_flatten`` splits them in a few
+    milliseconds and the treedef hashes in microseconds, so that is the fast path. Modules
+    that are not pytrees (``pytree=False``, older Flax) go through ``nnx.split``/``nnx.merge``.
+
+    Parameters
+    ----------
+    treedef : PyTreeDef or None
+        The module's pytree structure (fast path).
+    graphdef : nnx.GraphDef or None
+        From ``nnx.split`` (fallback).
+    paths : dict[str, tuple]
+        :func:`module_paths` of the model.
+    """
+
+    kind = "nnx"
+
+    def __init__(self, treedef: Any, graphdef: Any, paths: Mapping[str, PathParts]) -> None:
+        self.treedef = treedef
+        self.graphdef = graphdef
+        self.paths = paths
+        self.key = ("nnx-tree", treedef) if treedef is not None else (
+            "nnx-graph", HashedKey(graphdef))
+
+    def layer_names(self) -> list[str]:
+        return list(self.paths)
+
+    def rebuild(self, arrays: Any) -> nnx.Module:
+        """A new module from (traced) ``arrays``, the user's module untouched."""
+        if self.treedef is not None:
+            return jax.tree_util.tree_unflatten(self.treedef, arrays)
+        return nnx.merge(self.graphdef, arrays)
+
+    def forward(self, arrays: Any, inputs: Any, handlers: Mapping[str, Handler], *,
+                probe: bool = False, output: Any = None) -> Any:
+        """Run an eval-mode copy of the model with ``handlers`` on the named submodules.
+
+        Traced only (inside ``jax.jit`` or ``jax.eval_shape``). ``probe`` installs the handlers
+        without checks; ``output`` selects the output to return.
+        """
+        model = self.rebuild(arrays)
+        set_eval_mode(model)
+        for name, handler in handlers.items():
+            module = navigate(model, self.paths[name])
+            if probe:
+                intercept_probe(module, handler)
+            else:
+                intercept(module, name, handler)
+        raw = call_traced(model, inputs, what=f"the model {type(model).__name__}",
+                          layers=[] if probe else list(handlers))
+        return select_output(raw, output)
+
+
+def structure_of(model: nnx.Module, paths: bool = False) -> tuple[NNXStructure, Any]:
+    """``(structure, arrays)`` of ``model``; the module itself is left as it is.
+
+    ``paths``: also walk the submodule paths (layer addressing).
+    """
+    found = module_paths(model) if paths else {}
+    leaves, treedef = jax.tree_util.tree_flatten(model)
+    if not (len(leaves) == 1 and leaves[0] is model):
+        return NNXStructure(treedef, None, found), leaves
+    graphdef, state = nnx.split(model)
+    return NNXStructure(None, graphdef, found), state
+
+
+def split_model(model: nnx.Module) -> tuple[NNXStructure, Any]:
+    """``(structure, arrays)`` of a model to explain, with its submodule paths."""
+    return structure_of(model, paths=True)
+
+
+def float_dtype(state: Any) -> Any:
+    """The dtype of the first floating-point array of ``state`` (None if there is none)."""
+    for leaf in jax.tree_util.tree_leaves(state):
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is not None and jax.numpy.issubdtype(dtype, jax.numpy.floating):
+            return dtype
+    return None
+
+
+def variable_value(variable: Any) -> Any:
+    """A Variable's array (``get_value`` on current Flax, ``.value`` on older)."""
+    getter = getattr(variable, "get_value", None)
+    return getter() if getter is not None else variable.value
+
+
+def dense_modules(model: nnx.Module) -> list[tuple[str, nnx.Module]]:
+    """``(name, module)`` of every ``nnx.Linear`` of ``model``, in definition order."""
+    return [(path_name(p), m) for p, m in _walk(model)
+            if isinstance(m, nnx.Linear)]
