@@ -111,19 +111,21 @@ def normalize_minmax(maps: np.ndarray, spatial_ndim: int | None = None) -> np.nd
     np.ndarray
         float32, same shape, values in [0, 1]. Non-finite entries become 0.
     """
-    maps = np.nan_to_num(np.asarray(maps, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    k = maps.ndim - 1 if spatial_ndim is None else spatial_ndim
-    axes = tuple(range(maps.ndim - k, maps.ndim))
-    if maps.size == 0:
-        return maps
-    lo = maps.min(axis=axes, keepdims=True)
-    hi = maps.max(axis=axes, keepdims=True)
+    out = np.array(maps, dtype=np.float32)  # a copy: the caller's array is left alone
+    if out.size == 0:
+        return out
+    if not np.isfinite(out).all():
+        np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    k = out.ndim - 1 if spatial_ndim is None else spatial_ndim
+    axes = tuple(range(out.ndim - k, out.ndim))
+    lo = out.min(axis=axes, keepdims=True)
+    hi = out.max(axis=axes, keepdims=True)
     span = hi - lo
-    scale = np.maximum(np.abs(hi), np.abs(lo))
-    flat = span <= RELATIVE_EPS * scale
-    safe = np.where(flat | (span == 0), 1.0, span)
-    out = np.where(flat | (span == 0), 0.0, (maps - lo) / safe)
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+    flat = (span == 0) | (span <= RELATIVE_EPS * np.maximum(np.abs(hi), np.abs(lo)))
+    out -= lo
+    out /= np.where(flat, np.float32(1.0), span)  # (x - lo) <= span: no overflow, even denormal
+    out *= ~flat
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def fuse_layers(maps: Sequence[np.ndarray], how: str = "mean") -> np.ndarray:

@@ -177,7 +177,7 @@ class CAMMethod:
                 m = resize_bilinear(m, size)
             per_layer.append(normalize_minmax(m) if self.normalize else m)
         if len(per_layer) == 1:
-            fused = per_layer[0]
+            return per_layer[0]  # already normalised (or raw, as asked): fusing is a no-op
         else:
             shapes = {p.shape for p in per_layer}
             if len(shapes) > 1:
