@@ -35,8 +35,15 @@ def first_component(X: np.ndarray, reference: np.ndarray) -> np.ndarray:
     n, spatial, c = X.shape[0], X.shape[1:-1], X.shape[-1]
     flat = X.reshape(n, -1, c).astype(np.float64)
     flat = flat - flat.mean(axis=1, keepdims=True)
-    _, _, vt = np.linalg.svd(flat, full_matrices=False)
-    proj = np.einsum("nsc,nc->ns", flat, vt[:, 0, :])
+    # The projection on the first right-singular vector v1 is X v1 = s1 u1. Both come from the
+    # eigen-decomposition of the smaller Gram matrix (positions or channels), batched: several
+    # times faster than a full SVD and identical up to the sign, which is fixed below.
+    if flat.shape[1] <= c:
+        values, vectors = np.linalg.eigh(flat @ flat.transpose(0, 2, 1))
+        proj = vectors[:, :, -1] * np.sqrt(np.maximum(values[:, -1:], 0.0))
+    else:
+        _, vectors = np.linalg.eigh(flat.transpose(0, 2, 1) @ flat)
+        proj = (flat @ vectors[:, :, -1:])[..., 0]
     ref = reference.reshape(n, -1).astype(np.float64)
     corr = ((proj - proj.mean(1, keepdims=True)) * (ref - ref.mean(1, keepdims=True))).sum(1)
     proj *= np.where(corr < 0, -1.0, 1.0)[:, None]
