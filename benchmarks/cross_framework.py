@@ -10,6 +10,7 @@ difference of target scores between each pair of backends.
 from __future__ import annotations
 
 import argparse
+import os
 import itertools
 
 import interp_core as ic
@@ -17,6 +18,7 @@ from interp_core.testing.agreement import AGREEMENT_METHODS, explain_everywhere
 
 
 def main() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=32)
     args = parser.parse_args()

@@ -10,6 +10,7 @@ true class. Prints one table per backend.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -47,6 +48,7 @@ def evaluate(backend: str, methods: list[str], n: int, batch: int) -> dict[str, 
 
 
 def main() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--batch", type=int, default=50)

@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import inspect
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -284,6 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``interp`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) is noise on a terminal.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
