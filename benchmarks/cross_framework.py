@@ -10,8 +10,8 @@ difference of target scores between each pair of backends.
 from __future__ import annotations
 
 import argparse
-import os
 import itertools
+import os
 
 import interp_core as ic
 from interp_core.testing.agreement import AGREEMENT_METHODS, explain_everywhere

@@ -32,7 +32,9 @@ def find_images(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
             images = sorted(p for p in path.rglob("*")
                             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not images:
-                raise ValueError(f"folder {str(path)!r} has no image files ({', '.join(IMAGE_SUFFIXES)})")
+                raise ValueError(
+                    f"folder {str(path)!r} has no image files ({', '.join(IMAGE_SUFFIXES)})"
+                )
             found.extend(images)
         elif path.is_file():
             found.append(path)
@@ -87,7 +89,9 @@ def parse_triple(text: str, name: str) -> tuple[float, float, float]:
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
-        raise ValueError(f"--{name} {text!r} must be one number or three, comma-separated") from None
+        raise ValueError(
+            f"--{name} {text!r} must be one number or three, comma-separated"
+        ) from None
     if len(values) == 1:
         values *= 3
     if len(values) != 3:

@@ -115,9 +115,9 @@ def test_plugin_raising_in_a_hook_only_warns():
 
     registry.register_backend(Bad())
     try:
-        with pytest.warns(RuntimeWarning, match="boom"):
-            with pytest.raises(ValueError, match="no installed backend"):
-                ic.get_backend(object())
+        with (pytest.warns(RuntimeWarning, match="boom"),
+              pytest.raises(ValueError, match="no installed backend")):
+            ic.get_backend(object())
     finally:
         ic.reset_registry()
 
@@ -150,7 +150,7 @@ def test_registration_names_are_validated(name):
 
 
 def test_factory_must_be_a_path():
-    with pytest.raises(ValueError, match="package.module:attribute"):
+    with pytest.raises(ValueError, match=r"package\.module:attribute"):
         ic.BackendRegistration("ok", factory="no_colon_here")
 
 
@@ -166,8 +166,8 @@ def test_install_hint_for_a_framework_without_adapter(monkeypatch):
     ic.reset_registry()
     try:
         fake_torch_model = type("Module", (), {"__module__": "torch.nn.modules.module"})()
-        with pytest.raises(ValueError, match="looks like a torch model but interp-torch is not "
-                                             "installed: pip install interp-torch"):
+        with pytest.raises(ValueError, match=r"looks like a torch model but interp-torch is not "
+                                             r"installed: pip install interp-torch"):
             ic.get_backend(fake_torch_model)
         with pytest.raises(ValueError, match="pip install interp-jax"):
             ic.get_backend(ic.Split(lambda x: x, lambda x: x))
