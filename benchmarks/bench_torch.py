@@ -12,6 +12,7 @@ Prints three ratios:
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
@@ -39,11 +40,24 @@ def baseline_gradcam(model: torch.nn.Module, x: torch.Tensor, targets: torch.Ten
     return torch.relu((weights * store["a"]).sum(1)).detach().numpy()
 
 
+def peak_memory_in_fresh_process(name: str, args: argparse.Namespace) -> float:
+    """Peak extra MB of one call of ``name``, measured as the first call in a new process.
+
+    In one long process the allocator reuses memory freed by earlier calls, so a later call
+    shows no new peak; a fresh process per variant measures each on equal terms.
+    """
+    out = subprocess.run(
+        [sys.executable, __file__, "--memory-child", name, "--batch", str(args.batch),
+         "--size", str(args.size)], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -65,12 +79,16 @@ def main() -> None:
         their_targets = [ClassifierOutputTarget(t) for t in target_list]
         fns["pytorch-grad-cam"] = lambda: theirs(input_tensor=x, targets=their_targets)
     except ImportError as exc:
-        print(f"pytorch-grad-cam not importable here ({exc}); peer comparison skipped")
+        if args.memory_child is None:
+            print(f"pytorch-grad-cam not importable here ({exc}); peer comparison skipped")
+    if args.memory_child is not None:
+        print(peak_extra_mb(fns[args.memory_child]))
+        return
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"batch {args.batch}, {args.size}x{args.size}, layer4, {args.repeats} repeats")
     times = interleaved_medians(fns, repeats=args.repeats)
-    memory = {name: peak_extra_mb(fn) for name, fn in fns.items()}
+    memory = {name: peak_memory_in_fresh_process(name, args) for name in fns}
     for name in fns:
         print(f"  {name:18s} median {times[name] * 1000:8.1f} ms   "
               f"peak extra {memory[name]:7.1f} MB")
