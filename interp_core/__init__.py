@@ -10,9 +10,12 @@ no framework.
 """
 
 from interp_core.api import explain, methods
+from interp_core.features import feature_maps, filter_patterns
+from interp_core.grids import feature_grid
 from interp_core.hookspecs import hookimpl
 from interp_core.methods import (
     CAM,
+    AblationCAM,
     CAMMethod,
     EigenCAM,
     EigenGradCAM,
@@ -22,6 +25,7 @@ from interp_core.methods import (
     GradCAMPlusPlus,
     HiResCAM,
     LayerCAM,
+    ScoreCAM,
     XGradCAM,
 )
 from interp_core.postprocess import normalize_minmax, resize_bilinear, tokens_to_grid
@@ -46,10 +50,11 @@ from interp_core.viz import overlay, save_png
 __version__ = "0.1.0"
 
 __all__ = [
-    "CAM", "Backend", "BackendRegistration", "BinaryTarget", "CAMMethod", "Capture",
+    "CAM", "AblationCAM", "Backend", "BackendRegistration", "BinaryTarget", "CAMMethod", "Capture",
     "ClassTarget", "EigenCAM", "EigenGradCAM", "Explanation", "GradCAM", "GradCAMElementWise",
-    "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "LayerCapture", "OutputTarget",
+    "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "LayerCapture", "OutputTarget", "ScoreCAM",
     "SegmentationTarget", "SimilarityTarget", "Split", "XGradCAM", "__version__", "backends",
-    "explain", "get_backend", "hookimpl", "methods", "normalize_minmax", "overlay",
-    "register_backend", "reset_registry", "resize_bilinear", "save_png", "tokens_to_grid",
+    "explain", "feature_grid", "feature_maps", "filter_patterns", "get_backend", "hookimpl",
+    "methods", "normalize_minmax", "overlay", "register_backend", "reset_registry",
+    "resize_bilinear", "save_png", "tokens_to_grid",
 ]

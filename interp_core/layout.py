@@ -10,29 +10,48 @@ CHANNELS_FIRST = "channels_first"
 CHANNELS_LAST = "channels_last"
 
 
-def input_layout(backend: Any) -> str:
-    """``"channels_first"`` (torch, ``(N, C, *S)``) or ``"channels_last"`` (Keras, Flax).
+LAYOUTS = (CHANNELS_FIRST, CHANNELS_LAST)
 
-    Read from the backend's optional ``input_layout`` attribute; without it, torch is
-    channels-first and every other backend channels-last.
+
+def declared_layout(backend: Any, model: Any = None) -> str | None:
+    """What the backend declares, or None.
+
+    A backend may have an ``input_layout`` attribute: a string, or a method
+    ``input_layout(model) -> str`` where it depends on the model (Keras ``data_format``).
     """
-    layout = getattr(backend, "input_layout", None)
-    if layout is None:
-        layout = CHANNELS_FIRST if getattr(backend, "name", "") == "torch" else CHANNELS_LAST
-    if layout not in (CHANNELS_FIRST, CHANNELS_LAST):
-        raise ValueError(f"input_layout {layout!r} is not {CHANNELS_FIRST!r} or {CHANNELS_LAST!r}")
-    return layout
+    declared = getattr(backend, "input_layout", None)
+    if callable(declared):
+        declared = declared(model)
+    if declared is not None and declared not in LAYOUTS:
+        raise ValueError(
+            f"backend {getattr(backend, 'name', backend)!r} declares input_layout="
+            f"{declared!r}; expected {CHANNELS_FIRST!r} or {CHANNELS_LAST!r}"
+        )
+    return declared
 
 
-def to_backend_layout(images: np.ndarray, backend: Any) -> np.ndarray:
+def input_layout(backend: Any, model: Any = None, layout: str | None = None) -> str:
+    """``"channels_first"`` (``(N, C, *S)``) or ``"channels_last"`` (``(N, *S, C)``).
+
+    ``layout`` when given; else what the backend declares (:func:`declared_layout`); else
+    channels-first for torch and channels-last for every other backend.
+    """
+    chosen = layout or declared_layout(backend, model) or (
+        CHANNELS_FIRST if getattr(backend, "name", "") == "torch" else CHANNELS_LAST)
+    if chosen not in LAYOUTS:
+        raise ValueError(f"layout {chosen!r} must be one of {LAYOUTS}")
+    return chosen
+
+
+def to_backend_layout(images: np.ndarray, backend: Any, model: Any = None) -> np.ndarray:
     """Channels-last images ``(N, *S, C)`` in the backend's input layout (a NumPy array)."""
-    if input_layout(backend) == CHANNELS_FIRST:
+    if input_layout(backend, model) == CHANNELS_FIRST:
         return np.ascontiguousarray(np.moveaxis(images, -1, 1))
     return np.ascontiguousarray(images)
 
 
-def from_backend_layout(images: np.ndarray, backend: Any) -> np.ndarray:
+def from_backend_layout(images: np.ndarray, backend: Any, model: Any = None) -> np.ndarray:
     """Images in the backend's input layout as channels-last ``(N, *S, C)``."""
-    if input_layout(backend) == CHANNELS_FIRST:
+    if input_layout(backend, model) == CHANNELS_FIRST:
         return np.ascontiguousarray(np.moveaxis(images, 1, -1))
     return np.ascontiguousarray(images)

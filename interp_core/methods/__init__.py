@@ -12,13 +12,14 @@ from interp_core.methods.gradient import (
     LayerCAM,
     XGradCAM,
 )
+from interp_core.methods.perturbation import AblationCAM, ScoreCAM
 
 #: Method name -> class; ``ic.methods()`` lists the keys.
 METHODS: dict[str, type[CAMMethod]] = {
     cls.name: cls
     for cls in (
-        CAM, EigenCAM, EigenGradCAM, GradCAM, GradCAMElementWise, GradCAMPlusPlus, HiResCAM,
-        LayerCAM, XGradCAM,
+        CAM, AblationCAM, EigenCAM, EigenGradCAM, GradCAM, GradCAMElementWise, GradCAMPlusPlus,
+        HiResCAM, LayerCAM, ScoreCAM, XGradCAM,
     )
 }
 
@@ -33,6 +34,7 @@ def method_class(name: str) -> type[CAMMethod]:
 
 
 __all__ = [
-    "CAM", "METHODS", "CAMMethod", "EigenCAM", "EigenGradCAM", "Explanation", "GradCAM",
-    "GradCAMElementWise", "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "XGradCAM", "method_class",
+    "CAM", "METHODS", "AblationCAM", "CAMMethod", "EigenCAM", "EigenGradCAM", "Explanation",
+    "GradCAM", "GradCAMElementWise", "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "ScoreCAM",
+    "XGradCAM", "method_class",
 ]

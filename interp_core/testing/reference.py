@@ -21,7 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from interp_core.protocol import GRADIENTS, LINEAR_WEIGHTS, Capture, LayerCapture
+from interp_core.protocol import (
+    ACTIVATION_PATCH,
+    GRADIENTS,
+    LINEAR_WEIGHTS,
+    Capture,
+    LayerCapture,
+)
 from interp_core.targets import TargetSpec, check_class_range
 
 INPUT_SHAPE = (10, 10, 3)  # (H, W, C_in), channels last
@@ -110,7 +116,7 @@ class ReferenceBackend:
     """
 
     name = "reference"
-    capabilities = frozenset({GRADIENTS, LINEAR_WEIGHTS})
+    capabilities = frozenset({GRADIENTS, LINEAR_WEIGHTS, ACTIVATION_PATCH})
 
     def layer_names(self, model: ReferenceModel) -> list[str]:
         return [LAYER, FC]
@@ -158,6 +164,25 @@ class ReferenceBackend:
                 batch_size: int = 32, output: Any = None) -> np.ndarray:
         logits = model(np.asarray(inputs, dtype=np.float32))
         return logits[np.arange(len(logits)), self._classes(target, logits)].astype(np.float32)
+
+    def patched_scores(self, model: ReferenceModel, inputs: Any, layer: Any,
+                       channel_masks: np.ndarray, target: TargetSpec, *, batch_size: int = 32,
+                       output: Any = None) -> np.ndarray:
+        """Closed form: the head is linear in the pooled activations, so a channel mask
+        multiplies the pooled vector: ``logits[m, n] = (pooled[n] * mask[m]) @ W.T + b``."""
+        self._check_layers([layer])
+        masks = np.asarray(channel_masks, dtype=np.float32)
+        if masks.ndim != 2 or masks.shape[1] != CHANNELS:
+            raise ValueError(
+                f"channel_masks must be (M, {CHANNELS}) for layer {LAYER!r}, got {masks.shape}"
+            )
+        pooled = model.features(np.asarray(inputs, dtype=np.float32)).mean(axis=(1, 2))
+        w = model.weights
+        logits = (masks[:, None, :] * pooled[None]) @ w.fc_weight.T + w.fc_bias  # (M, N, K)
+        n = pooled.shape[0]
+        rows = [logits[m, np.arange(n), self._classes(target, logits[m])]
+                for m in range(len(masks))]
+        return np.asarray(rows, dtype=np.float32).reshape(len(masks), n)
 
     def linear_weights(self, model: ReferenceModel, fc: Any = None) -> np.ndarray:
         return model.weights.fc_weight

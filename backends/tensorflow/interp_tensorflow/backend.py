@@ -71,6 +71,16 @@ class TensorFlowBackend:
             weakref.WeakKeyDictionary())
         self._data_formats: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
+    def input_layout(self, model: Any) -> str:
+        """The model's image layout (its ``data_format``), as :mod:`interp_core.layout` reads it."""
+        if model is None:
+            return "channels_last"
+        with self._lock:
+            fmt = self._data_formats.get(model)
+            if fmt is None:
+                fmt = self._data_formats[model] = model_data_format(model)
+        return fmt
+
     # -- conversions ----------------------------------------------------------------------
     def to_numpy(self, x: Any) -> np.ndarray:
         if tf.is_tensor(x) or isinstance(x, tf.Variable):
@@ -210,11 +220,7 @@ class TensorFlowBackend:
         image = next((t for t in leaves if t.shape.rank >= 3), None)
         if image is None:
             return tuple(int(d) for d in leaves[0].shape[1:])
-        with self._lock:
-            fmt = self._data_formats.get(model)
-            if fmt is None:
-                fmt = self._data_formats[model] = model_data_format(model)
-        return tuple(int(d) for d in spatial_shape(image.shape, fmt))
+        return tuple(int(d) for d in spatial_shape(image.shape, self.input_layout(model)))
 
     # -- forward-only work ----------------------------------------------------------------
     def predict(
