@@ -23,7 +23,6 @@ torch's random-number state are left exactly as they were.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,52 +30,29 @@ import numpy as np
 import torch
 from torch import nn
 
-import interp_core as ic
-from interp_core.methods import method_class
-from interp_core.methods.base import CAMMethod, batch_size_of
-from interp_core.sinks import FolderSink, Sink
-from interp_core.viz import overlay
+from interp_core import training_log
+from interp_core.layout import CHANNELS_FIRST
+from interp_core.methods.base import CAMMethod
+from interp_core.sinks import Sink
+from interp_core.training_log import CAMLog, FeatureMapLog, TrainingLog
 
 
-def _frozen(samples: Any) -> Any:
-    """A private copy of the samples, so that later changes by the caller do not leak in."""
-    if torch.is_tensor(samples):
-        return samples.detach().clone()
-    if isinstance(samples, dict):
-        return {k: _frozen(v) for k, v in samples.items()}
-    if isinstance(samples, list | tuple):
-        return type(samples)(_frozen(v) for v in samples)
-    return np.array(samples, copy=True)
+def _copy_leaf(sample: Any) -> Any:
+    """A private copy of one input, so that later changes by the caller do not leak in."""
+    if torch.is_tensor(sample):
+        return sample.detach().clone()
+    return np.array(sample, copy=True)
 
 
-class _EpochLogger:
-    """Shared plumbing: when to run, where images go, who closes the sink."""
+def _numpy(x: Any) -> np.ndarray:
+    if not torch.is_tensor(x):
+        return np.asarray(x)
+    x = x.detach().cpu()
+    return (x.float() if x.is_floating_point() else x).numpy()
 
-    default_folder = "interp_logs"
 
-    def __init__(self, samples: Any, layer: Any, *, every_n_epochs: int = 1,
-                 sink: Sink | None = None, tag: str | None = None) -> None:
-        if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs={every_n_epochs!r} must be an int >= 1")
-        if not isinstance(sink, Sink | type(None)):
-            raise TypeError(
-                f"sink {sink!r} has no log_images(tag, images, step) and close(); use "
-                "interp_core.sinks.FolderSink, TensorBoardSink or WandbSink"
-            )
-        self.samples = _frozen(samples)
-        self.layer = layer
-        self.every_n_epochs = every_n_epochs
-        self.tag = tag
-        self.n = batch_size_of(self.samples)
-        self._owns_sink = sink is None
-        self._sink = sink
-
-    @property
-    def sink(self) -> Sink:
-        """The sink; the default folder is created on first use, not at construction."""
-        if self._sink is None:
-            self._sink = FolderSink(self.default_folder)
-        return self._sink
+class _EpochLogger(TrainingLog):
+    """The torch side of :class:`~interp_core.training_log.TrainingLog`: a plain object."""
 
     def on_epoch_end(self, model: nn.Module, epoch: int) -> dict[str, np.ndarray] | None:
         """Log after epoch ``epoch`` (0-based) if it is due; returns the images logged.
@@ -86,49 +62,18 @@ class _EpochLogger:
         """
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if (int(epoch) + 1) % self.every_n_epochs:
-            return None
-        images = self.render(model)
-        self.sink.log_images(self._tag(), images, step=int(epoch))
-        return images
+        return self.log(model, epoch)
 
-    def close(self) -> None:
+    def on_train_end(self) -> None:
         """End of training: close the default sink, flush one that was passed in."""
-        if self._sink is None:
-            return
-        if self._owns_sink:
-            self._sink.close()
-        elif hasattr(self._sink, "flush"):
-            self._sink.flush()
-
-    on_train_end = close
-
-    def __enter__(self) -> _EpochLogger:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def render(self, model: nn.Module) -> dict[str, np.ndarray]:
         """Name -> uint8 ``(H, W, 3)`` image per sample, with the model's current weights."""
-        raise NotImplementedError
-
-    def _tag(self) -> str:
-        raise NotImplementedError
-
-    def _layer_label(self) -> str:
-        layer = self.layer
-        if isinstance(layer, list | tuple):
-            return "+".join(self._one_label(item) for item in layer)
-        return self._one_label(layer)
-
-    @staticmethod
-    def _one_label(layer: Any) -> str:
-        return "auto" if layer is None else layer if isinstance(layer, str) else type(
-            layer).__name__
+        return self._render(model)
 
 
-class CAMLogger(_EpochLogger):
+class CAMLogger(_EpochLogger, CAMLog):
     """Log CAM overlays of fixed samples after every ``every_n_epochs`` epochs.
 
     Parameters
@@ -162,40 +107,19 @@ class CAMLogger(_EpochLogger):
                  every_n_epochs: int = 1, sink: Sink | None = None, *, targets: Any = None,
                  images: np.ndarray | None = None, alpha: float = 0.5, colormap: str = "jet",
                  tag: str | None = None, **method_options: Any) -> None:
-        super().__init__(samples, layer, every_n_epochs=every_n_epochs, sink=sink, tag=tag)
-        self.method_cls = method if isinstance(method, type) else method_class(method)
-        self.targets = targets
-        self.images = None if images is None else np.asarray(images)
-        if self.images is not None and len(self.images) != self.n:
-            raise ValueError(f"images has {len(self.images)} entries but samples has {self.n}")
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha={alpha} must be in [0, 1]")
-        self.alpha = alpha
-        self.colormap = colormap
-        self.method_options = method_options
-        self._explainer: CAMMethod | None = None
+        CAMLog.__init__(self, samples, layer, method, every_n_epochs, sink, targets=targets,
+                        images=images, alpha=alpha, colormap=colormap, tag=tag,
+                        backend="torch", copy_leaf=_copy_leaf, **method_options)
 
     def explainer(self, model: nn.Module) -> CAMMethod:
         """The method object for ``model``, built once and rebuilt for another model."""
-        if self._explainer is None or self._explainer.model is not model:
-            self._explainer = self.method_cls(model, self.layer, **self.method_options)
-        return self._explainer
+        return self.explainer_for(model)
 
-    def render(self, model: nn.Module) -> dict[str, np.ndarray]:
-        maps = self.explainer(model)(self.samples, self.targets)
-        if maps.ndim != 3:
-            raise ValueError(
-                f"CAMLogger draws 2-D maps on images, but the maps have shape {maps.shape}"
-            )
-        display = self.images if self.images is not None else display_images(self.samples)
-        return {f"sample_{i:03d}": overlay(display[i], maps[i], self.alpha, self.colormap)
-                for i in range(len(maps))}
-
-    def _tag(self) -> str:
-        return self.tag or f"{self.method_cls.name}/{self._layer_label()}"
+    def to_numpy(self, x: Any, model: Any) -> np.ndarray:
+        return _numpy(x)
 
 
-class FeatureMapLogger(_EpochLogger):
+class FeatureMapLogger(_EpochLogger, FeatureMapLog):
     """Log a grid of one layer's feature maps per sample after every ``every_n_epochs`` epochs.
 
     Parameters
@@ -219,36 +143,9 @@ class FeatureMapLogger(_EpochLogger):
                  sink: Sink | None = None, *, channels: Sequence[int] | None = None,
                  max_channels: int = 16, colormap: str = "viridis", tag: str | None = None
                  ) -> None:
-        super().__init__(samples, layer, every_n_epochs=every_n_epochs, sink=sink, tag=tag)
-        if max_channels < 1:
-            raise ValueError(f"max_channels={max_channels} must be >= 1")
-        self.channels = None if channels is None else [int(c) for c in channels]
-        self.max_channels = max_channels
-        self.colormap = colormap
-
-    def render(self, model: nn.Module) -> dict[str, np.ndarray]:
-        maps = ic.feature_maps(model, self.samples, self.layer, backend="torch")
-        if maps.ndim != 4:
-            raise ValueError(
-                f"FeatureMapLogger shows 2-D feature maps, but layer {self._layer_label()!r} "
-                f"has output shape {maps.shape} (as (N, C, *spatial))"
-            )
-        count = maps.shape[1]
-        chosen = self.channels if self.channels is not None else list(
-            range(min(count, self.max_channels)))
-        bad = [c for c in chosen if not 0 <= c < count]
-        if bad:
-            raise ValueError(f"channels {bad} are out of range: layer {self._layer_label()!r} "
-                             f"has {count} channels")
-        h, w = maps.shape[2:]
-        scale = max(1, math.ceil(32 / max(h, w)))  # tiles of at least 32 pixels
-        ncols = math.ceil(math.sqrt(len(chosen)))
-        return {f"sample_{i:03d}": ic.feature_grid(maps[i][chosen], ncols=ncols,
-                                                   colormap=self.colormap, scale=scale)
-                for i in range(len(maps))}
-
-    def _tag(self) -> str:
-        return self.tag or f"features/{self._layer_label()}"
+        FeatureMapLog.__init__(self, samples, layer, every_n_epochs, sink, channels=channels,
+                               max_channels=max_channels, colormap=colormap, tag=tag,
+                               backend="torch", copy_leaf=_copy_leaf)
 
 
 def display_images(samples: Any) -> np.ndarray:
@@ -257,32 +154,7 @@ def display_images(samples: Any) -> np.ndarray:
     Takes the first 4-D ``(N, C, H, W)`` input of a multi-input batch, moves channels last, and
     min-max scales float images per sample unless they already lie in [0, 1].
     """
-    leaves = list(samples.values()) if isinstance(samples, dict) else (
-        list(samples) if isinstance(samples, list | tuple) else [samples])
-    arrays = [_numpy(leaf) for leaf in leaves]
-    images = next((a for a in arrays if a.ndim == 4), None)
-    if images is None:
-        raise ValueError(
-            "CAMLogger needs images to draw on: the samples have no 4-D (N, C, H, W) input; "
-            "pass images=..."
-        )
-    images = np.moveaxis(images, 1, -1)
-    if images.dtype == np.uint8:
-        return images
-    images = images.astype(np.float32)
-    flat = images.reshape(len(images), -1)
-    lo, hi = flat.min(axis=1), flat.max(axis=1)
-    if lo.min() >= 0.0 and hi.max() <= 1.0:
-        return images
-    span = np.where(hi - lo > 1e-12, hi - lo, 1.0)
-    return (images - lo[:, None, None, None]) / span[:, None, None, None]
-
-
-def _numpy(x: Any) -> np.ndarray:
-    if not torch.is_tensor(x):
-        return np.asarray(x)
-    x = x.detach().cpu()
-    return (x.float() if x.is_floating_point() else x).numpy()
+    return training_log.display_images(samples, _numpy, CHANNELS_FIRST)
 
 
 def _lightning_base() -> type | None:
