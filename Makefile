@@ -13,7 +13,7 @@ $(BIN)/python:
 
 demo: $(BIN)/python
 	$(BIN)/pip install -q -r requirements.txt
-	$(BIN)/interp demo
+	$(BIN)/interp demo --overwrite
 
 test: $(BIN)/python
 	$(BIN)/pip install -q -r requirements-dev.txt
