@@ -122,3 +122,14 @@ def test_console_script_runs_as_a_module():
     result = subprocess.run([sys.executable, "-m", "interp_core.cli", "methods"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "gradcam" in result.stdout
+
+
+def test_torchscript_file_gets_a_clear_error(tmp_path, capsys):
+    from interp_torch.demo import DemoNet
+
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(DemoNet()), path)
+    img = _write_images(tmp_path / "in", 1)[0]
+    assert run("explain", str(path), str(img), "--out", str(tmp_path / "o")) == 2
+    err = capsys.readouterr().err
+    assert "TorchScript" in err and "torch.save(model, path)" in err
