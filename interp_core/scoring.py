@@ -103,6 +103,61 @@ def target_scores(output: Any, spec: TargetSpec, ops: TensorOps) -> tuple[Any, A
     raise ValueError(f"unknown target kind {spec.kind!r}")
 
 
+class _RecordingOps:
+    """NumPy ops that record every constant :func:`target_scores` asks for."""
+
+    def __init__(self, channel_axis: int, int_dtype: type) -> None:
+        self.channel_axis = channel_axis
+        self.int_dtype = int_dtype
+        self.recorded: list[np.ndarray] = []
+
+    def const(self, array: np.ndarray, like: Any) -> np.ndarray:
+        array = np.asarray(array)
+        integer = np.issubdtype(array.dtype, np.integer)
+        stored = array.astype(self.int_dtype if integer else np.float32)
+        self.recorded.append(np.ascontiguousarray(stored))
+        return array
+
+    @staticmethod
+    def flatten(x: np.ndarray) -> np.ndarray:
+        return x.reshape(x.shape[0], -1)
+
+    @staticmethod
+    def row_sum(x: np.ndarray) -> np.ndarray:
+        return x.sum(axis=1)
+
+    @staticmethod
+    def argmax(x: np.ndarray) -> np.ndarray:
+        return x.argmax(axis=1)
+
+    @staticmethod
+    def pick(x: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        return x[np.arange(len(x)), indices]
+
+    @staticmethod
+    def sqrt(x: np.ndarray) -> np.ndarray:
+        return np.sqrt(x)
+
+
+def target_constants(spec: TargetSpec, output_shape: tuple[int, ...], channel_axis: int = -1,
+                     int_dtype: type = np.int64) -> list[np.ndarray]:
+    """Validate ``spec`` against an output shape; return the constants scoring will use.
+
+    For compiled adapters (``tf.function``, ``jax.jit``): scoring a zero output in NumPy runs
+    every check of :func:`target_scores` with its messages and records, in order, each array it
+    passes to ``ops.const``. Feeding those as arguments to the compiled function (whose ops hand
+    them back in the same order) means new targets of the same shapes never retrace.
+
+    Returns
+    -------
+    list of np.ndarray
+        float32 arrays, and integer arrays as ``int_dtype``.
+    """
+    ops = _RecordingOps(channel_axis, int_dtype)
+    target_scores(np.zeros(tuple(output_shape), dtype=np.float32), spec, ops)
+    return ops.recorded
+
+
 def _segmentation_weights(spec: TargetSpec, shape: tuple[int, ...], ops: TensorOps) -> np.ndarray:
     n = shape[0]
     axis = ops.channel_axis % len(shape)

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from interp_core.scoring import target_scores
+from interp_core.scoring import target_constants, target_scores
 from interp_core.targets import TargetSpec
 
 
@@ -89,40 +89,6 @@ class ReplayOps(JaxOps):
         value = self._consts[self._next]
         self._next += 1
         return value.astype(like.dtype) if _is_float(value.dtype) else value
-
-
-class _RecordingOps:
-    """NumPy ops that record every constant :func:`target_scores` asks for."""
-
-    def __init__(self, channel_axis: int) -> None:
-        self.channel_axis = channel_axis
-        self.recorded: list[np.ndarray] = []
-
-    def const(self, array: np.ndarray, like: np.ndarray) -> np.ndarray:
-        array = np.asarray(array)
-        stored = array.astype(np.int32 if np.issubdtype(array.dtype, np.integer) else np.float32)
-        self.recorded.append(np.ascontiguousarray(stored))
-        return array
-
-    @staticmethod
-    def flatten(x: np.ndarray) -> np.ndarray:
-        return x.reshape(x.shape[0], -1)
-
-    @staticmethod
-    def row_sum(x: np.ndarray) -> np.ndarray:
-        return x.sum(axis=1)
-
-    @staticmethod
-    def argmax(x: np.ndarray) -> np.ndarray:
-        return x.argmax(axis=1)
-
-    @staticmethod
-    def pick(x: np.ndarray, indices: np.ndarray) -> np.ndarray:
-        return x[np.arange(len(x)), indices]
-
-    @staticmethod
-    def sqrt(x: np.ndarray) -> np.ndarray:
-        return np.sqrt(x)
 
 
 @dataclass(frozen=True, eq=False)
@@ -189,8 +155,6 @@ def plan_targets(spec: TargetSpec, output_shape: tuple[int, ...] | None,
         return TargetPlan(("fn", spec.n, spec.fns), (), spec, replay=False)
     if output_shape is None:
         raise ValueError(f"targets of kind {spec.kind!r} need the model's output shape")
-    recorder = _RecordingOps(channel_axis)
-    target_scores(np.zeros(output_shape, np.float32), spec, recorder)
-    consts = tuple(recorder.recorded)
+    consts = tuple(target_constants(spec, tuple(output_shape), channel_axis, np.int32))
     key = (spec.kind, spec.n, tuple((c.shape, c.dtype.str) for c in consts))
     return TargetPlan(key, consts, spec, replay=True)

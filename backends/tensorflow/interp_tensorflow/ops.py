@@ -3,9 +3,10 @@
 The compiled path must not bake target values (class indices, masks, embeddings) into the
 graph, or every new batch of targets would retrace. So the constants that ``target_scores``
 asks for are computed first by a NumPy dry run on a zero output of the right shape
-(:class:`RecordingOps`, which also validates the targets with the core's own error messages),
-and then fed to the compiled function as arguments, where :class:`FedOps` hands them out in the
-same order. The meaning of every target kind stays defined once, in the core.
+(:func:`interp_core.scoring.target_constants`, which also validates the targets with the
+core's own error messages), and then fed to the compiled function as arguments, where
+:class:`FedOps` hands them out in the same order. The meaning of every target kind stays
+defined once, in the core.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from interp_core.scoring import target_scores
+from interp_core.scoring import target_constants as core_target_constants
 from interp_core.targets import TargetSpec
 
 
@@ -71,41 +72,6 @@ class FedOps(TFOps):
         return value
 
 
-class RecordingOps:
-    """NumPy ops that record every constant ``target_scores`` asks for (the dry run)."""
-
-    channel_axis = -1
-
-    def __init__(self) -> None:
-        self.recorded: list[np.ndarray] = []
-
-    def const(self, array: np.ndarray, like: np.ndarray) -> np.ndarray:
-        array = np.asarray(array)
-        array = array.astype(np.float32 if np.issubdtype(array.dtype, np.floating) else np.int64)
-        self.recorded.append(np.ascontiguousarray(array))
-        return array
-
-    @staticmethod
-    def flatten(x: np.ndarray) -> np.ndarray:
-        return x.reshape(x.shape[0], -1)
-
-    @staticmethod
-    def row_sum(x: np.ndarray) -> np.ndarray:
-        return x.sum(axis=1)
-
-    @staticmethod
-    def argmax(x: np.ndarray) -> np.ndarray:
-        return x.argmax(axis=1)
-
-    @staticmethod
-    def pick(x: np.ndarray, indices: np.ndarray) -> np.ndarray:
-        return np.take_along_axis(x, np.asarray(indices)[:, None], axis=1)[:, 0]
-
-    @staticmethod
-    def sqrt(x: np.ndarray) -> np.ndarray:
-        return np.sqrt(x)
-
-
 def target_constants(spec: TargetSpec, output_shape: Sequence[int]) -> list[np.ndarray]:
     """Validate ``spec`` against an output of ``output_shape`` and return its constants.
 
@@ -126,6 +92,4 @@ def target_constants(spec: TargetSpec, output_shape: Sequence[int]) -> list[np.n
     ValueError
         The core's messages: a class out of range, a mask of the wrong shape, ...
     """
-    ops = RecordingOps()
-    target_scores(np.zeros(tuple(output_shape), dtype=np.float32), spec, ops)
-    return ops.recorded
+    return core_target_constants(spec, tuple(output_shape), channel_axis=-1, int_dtype=np.int64)
