@@ -34,7 +34,7 @@ import pytest
 
 import interp_core as ic
 from interp_core.methods import METHODS
-from interp_core.protocol import GRADIENTS, LINEAR_WEIGHTS
+from interp_core.protocol import ACTIVATION_PATCH, GRADIENTS, LINEAR_WEIGHTS
 from interp_core.targets import resolve_targets
 from interp_core.testing import reference as ref
 
@@ -140,6 +140,8 @@ class BackendConformance:
         cls = METHODS[method]
         if method == "cam" and LINEAR_WEIGHTS not in impl.capabilities:
             pytest.skip(f"{impl.name} cannot read dense weights")
+        if method == "ablationcam" and ACTIVATION_PATCH not in impl.capabilities:
+            pytest.skip(f"{impl.name} cannot patch activations")
         targets = [0, 3, 1, 4]
         got = cls(reference_model, ref.LAYER, backend=impl).explain(to_input(x_np), targets)
         want = cls(oracle[1], ref.LAYER, backend=oracle[0]).explain(x_np, targets)
