@@ -32,8 +32,8 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import interp_core as ic
-from interp_core.demo import demo_model, demo_weights
-from interp_core.features import input_layout
+from interp_core.backend.layout import input_layout
+from interp_core.datasets.demo import demo_model, demo_weights
 
 LAYER = "block3"
 

@@ -204,7 +204,7 @@ def memory_section(args: argparse.Namespace) -> None:
 
 
 def shapes_section(args: argparse.Namespace) -> None:
-    from interp_core import demo
+    from interp_core.datasets import demo
     from interp_core.datasets.shapes import make_shapes
 
     try:
@@ -218,7 +218,7 @@ def shapes_section(args: argparse.Namespace) -> None:
     with torch.no_grad():
         accuracy = float((model(x).argmax(1).numpy() == batch.labels).mean())
     channels = ic.get_backend(model).capture(
-        model, x[:1], [demo.LAYER], ic.targets.resolve_targets(None, 1), gradients=False
+        model, x[:1], [demo.LAYER], ic.backend.resolve_targets(None, 1), gradients=False
     ).layers[demo.LAYER].activations.shape[-1]
     k = max(1, channels // 8)
     bs = args.batch_size

@@ -16,9 +16,9 @@ import time
 import numpy as np
 
 import interp_core as ic
+from interp_core.backend.layout import to_backend_layout
 from interp_core.datasets import make_shapes
-from interp_core.demo import FC, LAYER, demo_model
-from interp_core.layout import to_backend_layout
+from interp_core.datasets.demo import FC, LAYER, demo_model
 from interp_core.methods import method_class
 from interp_core.metrics import energy_pointing_game, pointing_game
 

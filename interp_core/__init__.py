@@ -2,7 +2,9 @@
 
 One NumPy core computes every method; adapters (pluggy plugins, found through the entry point
 group ``interp_core.backends``) supply activations and gradients. Importing this package imports
-no framework.
+no framework. This namespace is the user API; what adapter authors need lives in
+:mod:`interp_core.backend` (``Backend``, ``Capture``, ``BackendRegistration`` and ``hookimpl``
+stay importable from here for compatibility).
 
 >>> import interp_core as ic
 >>> cam = ic.GradCAM(model, layer="layer4")        # doctest: +SKIP
@@ -10,9 +12,17 @@ no framework.
 """
 
 from interp_core.api import explain, methods
+from interp_core.backend.hookspecs import hookimpl
+from interp_core.backend.protocol import Backend, Capture, LayerCapture
+from interp_core.backend.registry import (
+    BackendRegistration,
+    backends,
+    get_backend,
+    register_backend,
+    reset_registry,
+)
 from interp_core.features import feature_maps, filter_patterns
-from interp_core.grids import feature_grid
-from interp_core.hookspecs import hookimpl
+from interp_core.features.grids import feature_grid
 from interp_core.methods import (
     CAM,
     AblationCAM,
@@ -28,15 +38,7 @@ from interp_core.methods import (
     ScoreCAM,
     XGradCAM,
 )
-from interp_core.postprocess import normalize_minmax, resize_bilinear, tokens_to_grid
-from interp_core.protocol import Backend, Capture, LayerCapture
-from interp_core.registry import (
-    BackendRegistration,
-    backends,
-    get_backend,
-    register_backend,
-    reset_registry,
-)
+from interp_core.methods.postprocess import normalize_minmax, resize_bilinear, tokens_to_grid
 from interp_core.split import Split
 from interp_core.targets import (
     BinaryTarget,

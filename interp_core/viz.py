@@ -116,7 +116,7 @@ def overlay(
     if heat.ndim != 2:
         raise ValueError(f"heatmap must be 2-D (H, W), got shape {heat.shape}")
     if heat.shape != base.shape[:2]:
-        from interp_core.postprocess import resize_bilinear
+        from interp_core.methods.postprocess import resize_bilinear
 
         heat = resize_bilinear(heat, base.shape[:2])
     colored = apply_colormap(heat, colormap).astype(np.float32)

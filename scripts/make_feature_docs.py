@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 import interp_core as ic
+from interp_core.backend.layout import input_layout
+from interp_core.datasets.demo import CLASSES, LAYER, demo_model
 from interp_core.datasets.shapes import make_shapes
-from interp_core.demo import CLASSES, LAYER, demo_model
-from interp_core.features import input_layout
 
 
 def native(images: np.ndarray, layout: str) -> np.ndarray:

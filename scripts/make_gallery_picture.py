@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from interp_core import cli
+from interp_core.cli import command as cli
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "images" / "demo_gallery.png"
 TILE = 128

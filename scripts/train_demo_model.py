@@ -4,8 +4,8 @@
 
 Trains with BatchNorm after each convolution (plain conv + ReLU stacks of this depth barely
 learn from scratch), then folds each BatchNorm into its convolution, so the shipped model is the
-plain architecture of :mod:`interp_core.demo` that every framework builds identically. Prints
-the held-out accuracy and writes the weights (channels-last convention, a few hundred KB).
+plain architecture of :mod:`interp_core.datasets.demo` that every framework builds identically.
+Prints the held-out accuracy and writes the weights (channels-last convention, a few hundred KB).
 Takes several minutes on 2 CPU cores.
 """
 
@@ -21,7 +21,7 @@ from interp_torch.demo import DemoNet
 from torch import nn
 
 from interp_core.datasets import make_shapes
-from interp_core.demo import CLASSES
+from interp_core.datasets.demo import CLASSES
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "interp_core" / "data" / "demo_shapes.npz"
 

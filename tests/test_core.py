@@ -9,14 +9,14 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import interp_core as ic
+from interp_core.backend.targets import resolve_targets, select_output
 from interp_core.methods.activation import first_component
 from interp_core.methods.gradient import (
     gradcam_plus_plus_weights,
     gradcam_weights,
     xgradcam_weights,
 )
-from interp_core.postprocess import interpolation_matrix, resize_linear
-from interp_core.targets import resolve_targets, select_output
+from interp_core.methods.postprocess import interpolation_matrix, resize_linear
 from interp_core.testing.reference import ReferenceBackend, ReferenceModel, reference_inputs
 
 finite = st.floats(-1e4, 1e4, allow_nan=False, width=32)

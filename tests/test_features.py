@@ -25,14 +25,11 @@ import numpy as np
 import pytest
 
 import interp_core as ic
-from interp_core import features
-from interp_core.image_params import (
-    DecorrelatedImage,
-    _adjoint_weights,
-    _blur_matrix,
-    gaussian_blur,
-)
-from interp_core.protocol import INPUT_GRADIENTS
+from interp_core.backend.layout import input_layout
+from interp_core.backend.protocol import INPUT_GRADIENTS
+from interp_core.features.grids import most_active
+from interp_core.features.params import DecorrelatedImage, _adjoint_weights
+from interp_core.imaging import gaussian_blur, gaussian_matrix
 from interp_core.testing import reference as ref
 
 TOL_REFERENCE = 1e-5  # max abs pixel difference from the float64 oracle, reference model
@@ -163,9 +160,10 @@ def test_blur_matrix_is_reflecting_gaussian():
                                                                             strict=True))
     want = sum(k * rows[:, :, radius + o : radius + o + 7] for o, k in zip(offsets, kernel,
                                                                              strict=True))
-    np.testing.assert_allclose(gaussian_blur(x, sigma), want, atol=1e-6)
-    np.testing.assert_allclose(_blur_matrix(5, 2.0).sum(axis=1), 1.0, atol=1e-6)
-    np.testing.assert_allclose(gaussian_blur(np.full((1, 4, 4, 3), 0.3), 1.0), 0.3, atol=1e-6)
+    np.testing.assert_allclose(gaussian_blur(x, sigma, (1, 2), "reflect"), want, atol=1e-6)
+    np.testing.assert_allclose(gaussian_matrix(5, 2.0, "reflect").sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(gaussian_blur(np.full((1, 4, 4, 3), 0.3), 1.0, (1, 2), "reflect"),
+                               0.3, atol=1e-6)
 
 
 def test_decorrelated_spectrum_gradient_is_exact():
@@ -238,13 +236,14 @@ def test_nan_stops_warns_and_returns_what_was_reached(ref_model):
 
 
 def test_input_layout_choice(oracle):
-    assert features.input_layout(oracle) == "channels_last"
-    assert features.input_layout(type("B", (), {"name": "torch"})()) == "channels_first"
+    assert input_layout(oracle) == "channels_last"
+    # The core never guesses from a backend's name: an undeclared layout is channels-last.
+    assert input_layout(type("B", (), {"name": "torch"})()) == "channels_last"
     declared = type("B", (), {"name": "torch", "input_layout": "channels_last"})()
-    assert features.input_layout(declared) == "channels_last"
+    assert input_layout(declared) == "channels_last"
     per_model = type("B", (), {"name": "x", "input_layout": lambda self, m: m})()
-    assert features.input_layout(per_model, "channels_first") == "channels_first"
-    assert features.input_layout(oracle, layout="channels_first") == "channels_first"
+    assert input_layout(per_model, "channels_first") == "channels_first"
+    assert input_layout(oracle, layout="channels_first") == "channels_first"
 
 
 # -- feature_grid --------------------------------------------------------------------------
@@ -274,7 +273,7 @@ def test_feature_grid_normalisation_colormap_and_top():
     assert not np.array_equal(coloured[..., 0], coloured[..., 1])
     top = ic.feature_grid(maps, top=2, normalize="global", pad=0)
     assert top.shape == (3, 6, 3) and (top[:, :3] == 255).all()  # map 0 (mean 5) first
-    np.testing.assert_array_equal(ic.grids.most_active(maps, 3), [0, 2, 1])
+    np.testing.assert_array_equal(most_active(maps, 3), [0, 2, 1])
 
 
 def test_feature_grid_rgb_tiles_1d_maps_and_labels():
@@ -433,7 +432,7 @@ def _demo_weights(seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def _demo_in(backend: str) -> Any:
-    from interp_core.demo import demo_model
+    from interp_core.datasets.demo import demo_model
 
     _require(backend)
     return demo_model(backend, weights=_demo_weights())

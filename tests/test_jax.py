@@ -19,8 +19,8 @@ from interp_jax.backend import JaxBackend  # noqa: E402
 from interp_jax.calls import ModelTraceError  # noqa: E402
 
 import interp_core as ic  # noqa: E402
+from interp_core.backend.targets import resolve_targets  # noqa: E402
 from interp_core.methods import METHODS  # noqa: E402
-from interp_core.targets import resolve_targets  # noqa: E402
 from interp_core.testing import reference as ref  # noqa: E402
 from interp_core.testing.conformance import BackendConformance  # noqa: E402
 
@@ -557,7 +557,7 @@ def _demo_weights() -> dict[str, np.ndarray]:
 
 
 def test_demo_model_matches_torch():
-    from interp_core.registry import load_attribute, registrations
+    from interp_core.backend.registry import load_attribute, registrations
 
     reg = registrations()["jax"]
     model = load_attribute(reg, reg.demo)(_demo_weights())

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from interp_core import metrics
-from interp_core.protocol import Capture
+from interp_core.backend.protocol import Capture
+from interp_core.metrics.remove_debias import ROAD_NEIGHBOURS
 from interp_core.testing import reference as ref
 
 H = W = 4
@@ -161,7 +162,7 @@ def dense_imputation(image, removed):
     a = np.zeros((len(unknown), len(unknown)))
     b = np.zeros((len(unknown), c))
     for k, (i, j) in enumerate(unknown):
-        for (dy, dx), weight in metrics.ROAD_NEIGHBOURS:
+        for (dy, dx), weight in ROAD_NEIGHBOURS:
             y, x = i + dy, j + dx
             if not (0 <= y < h and 0 <= x < w):
                 continue

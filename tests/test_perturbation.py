@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 import interp_core as ic
+from interp_core.backend.layout import infer_layout as input_layout
+from interp_core.backend.protocol import ACTIVATION_PATCH
+from interp_core.imaging import blend
 from interp_core.methods import METHODS
-from interp_core.methods.perturbation import blend, input_layout, scorecam_masks
-from interp_core.protocol import ACTIVATION_PATCH
+from interp_core.methods.perturbation import scorecam_masks
 from interp_core.testing import reference as ref
 
 TARGETS = [0, 3, 1, 4]
@@ -198,8 +200,8 @@ def test_scorecam_top_k(oracle, x):
 
 
 def _ctx(cam, backend, model, x):
+    from interp_core.backend.targets import resolve_targets
     from interp_core.methods.base import LayerContext
-    from interp_core.targets import resolve_targets
 
     spec = resolve_targets(TARGETS, len(x))
     cap = backend.capture(model, x, [ref.LAYER], spec, gradients=False)
@@ -243,7 +245,7 @@ def test_ablationcam_needs_activation_patch(oracle):
 
 def test_reference_patched_scores_closed_form(oracle, x):
     backend, model = oracle
-    spec = ic.targets.resolve_targets(TARGETS, 4)
+    spec = ic.backend.resolve_targets(TARGETS, 4)
     masks = np.ones((3, ref.CHANNELS), np.float32)
     masks[1, 2] = 0
     masks[2] = 0

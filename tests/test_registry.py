@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import interp_core as ic
-from interp_core import registry
+from interp_core.backend import registry
 from interp_core.testing.conformance import BackendConformance
 from interp_core.testing.reference import ReferenceModel, reference_weights
 

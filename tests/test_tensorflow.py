@@ -17,9 +17,9 @@ keras = require_framework("tensorflow", "keras")
 from interp_tensorflow.callbacks import CAMLogger, FeatureMapLogger  # noqa: E402
 
 import interp_core as ic  # noqa: E402
+from interp_core.backend.targets import resolve_targets  # noqa: E402
+from interp_core.logging.sinks import FolderSink, TensorBoardSink  # noqa: E402
 from interp_core.methods import METHODS  # noqa: E402
-from interp_core.sinks import FolderSink, TensorBoardSink  # noqa: E402
-from interp_core.targets import resolve_targets  # noqa: E402
 from interp_core.testing.conformance import BackendConformance  # noqa: E402
 from interp_core.testing.reference import reference_inputs, reference_weights  # noqa: E402
 from tests import keras_models as km  # noqa: E402
@@ -86,7 +86,7 @@ def test_demo_builder_matches_torch():
     torch = pytest.importorskip("torch")
     from interp_torch.demo import DemoNet
 
-    from interp_core.demo import demo_model
+    from interp_core.datasets.demo import demo_model
 
     torch.manual_seed(0)
     weights = DemoNet().export_weights()
@@ -468,7 +468,7 @@ def test_input_gradients(backend, convnet, x16):
 def test_registered_and_detected(convnet):
     assert "tensorflow" in ic.backends()
     assert ic.get_backend(convnet).name == "tensorflow"
-    from interp_core.registry import registrations
+    from interp_core.backend.registry import registrations
 
     assert registrations()["tensorflow"].demo == "interp_tensorflow.demo:build"
 
@@ -567,7 +567,7 @@ def test_tensorboard_sink(tmp_path):
 
 def test_wandb_sink_offline(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
-    from interp_core.sinks import WandbSink
+    from interp_core.logging.sinks import WandbSink
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")

@@ -99,7 +99,7 @@ def test_gradients_equal_full_autograd(resnet, x):
     scores = out[torch.arange(3), torch.tensor([1, 4, 7])]
     (g,) = torch.autograd.grad(scores.sum(), [store["a"]])
     cap = ic.get_backend("torch").capture(
-        resnet, x, ["layer1"], ic.targets.resolve_targets([1, 4, 7], 3))
+        resnet, x, ["layer1"], ic.backend.resolve_targets([1, 4, 7], 3))
     np.testing.assert_allclose(cap.layers["layer1"].gradients,
                                g.permute(0, 2, 3, 1).numpy(), atol=1e-6)
     np.testing.assert_allclose(cap.layers["layer1"].activations,
@@ -285,7 +285,7 @@ def test_resize_matches_torch_interpolate():
 def test_linear_weights_and_patched_scores(resnet, x):
     backend = ic.get_backend("torch")
     np.testing.assert_array_equal(backend.linear_weights(resnet), resnet.fc.weight.detach().numpy())
-    spec = ic.targets.resolve_targets([0, 1, 2], 3)
+    spec = ic.backend.resolve_targets([0, 1, 2], 3)
     masks = np.ones((3, 16), np.float32)
     masks[1, :8] = 0
     masks[2] = 0

@@ -15,7 +15,7 @@ from interp_torch import logger as torch_logger  # noqa: E402
 from interp_torch.logger import CAMLogger, FeatureMapLogger, display_images  # noqa: E402
 from torch import nn  # noqa: E402
 
-from interp_core.sinks import FolderSink  # noqa: E402
+from interp_core.logging.sinks import FolderSink  # noqa: E402
 
 
 class TinyNet(nn.Module):
@@ -201,7 +201,7 @@ def test_bad_arguments(samples):
 
 def test_tensorboard_sink(samples, tmp_path):
     pytest.importorskip("tensorboard")
-    from interp_core.sinks import TensorBoardSink
+    from interp_core.logging.sinks import TensorBoardSink
 
     model, _ = _train([], epochs=1)
     with CAMLogger(samples, "features", sink=TensorBoardSink(tmp_path / "tb")) as cam:
@@ -212,7 +212,7 @@ def test_tensorboard_sink(samples, tmp_path):
 
 def test_wandb_offline_sink(samples, tmp_path, monkeypatch):
     pytest.importorskip("wandb")
-    from interp_core.sinks import WandbSink
+    from interp_core.logging.sinks import WandbSink
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from interp_core.backend.protocol import LINEAR_WEIGHTS
 from interp_core.methods.base import CAMMethod, LayerContext, weighted_sum
-from interp_core.protocol import LINEAR_WEIGHTS
 
 
 def first_component(X: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -15,10 +15,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from interp_core.postprocess import fuse_layers, normalize_minmax, relu, resize_bilinear
-from interp_core.protocol import Backend, Capture
-from interp_core.registry import get_backend
-from interp_core.targets import TargetSpec, resolve_targets
+from interp_core.backend.inputs import batch_size_of
+from interp_core.backend.protocol import Backend, Capture
+from interp_core.backend.registry import get_backend
+from interp_core.backend.targets import TargetSpec, resolve_targets
+from interp_core.methods.postprocess import fuse_layers, normalize_minmax, relu, resize_bilinear
 
 
 @dataclass(frozen=True)
@@ -66,21 +67,6 @@ class LayerContext:
     layer_name: str
 
 
-def batch_size_of(inputs: Any) -> int:
-    """Number of samples of a framework tensor, NumPy array, or list/dict of them."""
-    if isinstance(inputs, dict):
-        inputs = next(iter(inputs.values()))
-    if isinstance(inputs, list | tuple):
-        inputs = inputs[0]
-    shape = getattr(inputs, "shape", None)
-    if shape is None:
-        inputs = np.asarray(inputs)
-        shape = inputs.shape
-    if len(shape) == 0:
-        raise ValueError("inputs must have a batch axis, got a scalar")
-    return int(shape[0])
-
-
 class CAMMethod:
     """Base class of the CAM family. Subclasses set ``name``, ``needs_gradients``, and
     implement :meth:`layer_map`.
@@ -97,7 +83,7 @@ class CAMMethod:
         Turns a layer's native activations into ``(N, *spatial, C)`` (token layers), e.g.
         :func:`~interp_core.tokens_to_grid`.
     output : None, str, int or callable
-        Which model output to explain (see :func:`~interp_core.targets.select_output`).
+        Which model output to explain (see :func:`~interp_core.backend.targets.select_output`).
     relu, normalize, upsample : bool
         Switch off the ReLU, min-max normalisation, or resizing to the input's size.
     fuse : str

@@ -10,8 +10,8 @@ Both agree with pytorch-grad-cam's ``ScoreCAM`` and ``AblationCAM`` by default. 
 the backend's batched ``predict`` (Score-CAM) and ``patched_scores`` (Ablation-CAM, the
 ``"activation_patch"`` capability), so they work through every adapter that has them.
 
-The helpers :func:`input_layout` and :func:`blend` (where is the input's channel axis; mask an
-input along its spatial axes) are shared with :mod:`interp_core.metrics`.
+Where the input's channel axis is comes from :func:`interp_core.backend.layout.infer_layout`,
+the masking from :func:`interp_core.imaging.blend`; both are shared with the metrics.
 """
 
 from __future__ import annotations
@@ -22,126 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from interp_core.layout import declared_layout
+from interp_core.backend.inputs import check_batch_size
+from interp_core.backend.layout import infer_layout
+from interp_core.backend.protocol import ACTIVATION_PATCH
+from interp_core.backend.targets import fixed_targets
+from interp_core.imaging import blend
 from interp_core.methods.base import CAMMethod, LayerContext, weighted_sum
-from interp_core.postprocess import resize_linear
-from interp_core.protocol import ACTIVATION_PATCH
-from interp_core.targets import TargetSpec
-
-LAYOUTS = ("channels_first", "channels_last", "none")
+from interp_core.methods.postprocess import resize_linear
 
 #: Added to the range of each Score-CAM mask before dividing (pytorch-grad-cam's constant).
 MASK_EPS = 1e-8
-
-
-# -- helpers shared with interp_core.metrics -------------------------------------------------
-def input_layout(x: np.ndarray, spatial: Sequence[int], backend: Any = None,
-                 model: Any = None) -> str:
-    """Where the channel axis of a batch of native inputs is.
-
-    A backend may declare ``input_layout = "channels_first"`` (torch) or ``"channels_last"``
-    (Keras, Flax); otherwise the layout is found by matching ``x.shape`` against ``spatial``.
-
-    Parameters
-    ----------
-    x : np.ndarray
-        The native input as NumPy, ``(N, C, *spatial)``, ``(N, *spatial, C)`` or ``(N, *spatial)``.
-    spatial : sequence of int
-        The input's spatial shape (``Capture.input_spatial``, or a map's shape).
-    backend : Backend, optional
-        Read for a declared layout (:func:`interp_core.layout.declared_layout`).
-    model : optional
-        Passed to a backend whose ``input_layout`` is a method of the model.
-
-    Returns
-    -------
-    str
-        ``"channels_first"``, ``"channels_last"`` or ``"none"`` (no channel axis).
-
-    Raises
-    ------
-    ValueError
-        The shape matches no layout, or matches both channel layouts (e.g. ``(N, 8, 8, 8)``)
-        and the backend declares none.
-    """
-    spatial = tuple(int(s) for s in spatial)
-    k = len(spatial)
-    shape = tuple(x.shape)
-    fits = {
-        "channels_first": len(shape) == k + 2 and shape[2:] == spatial,
-        "channels_last": len(shape) == k + 2 and shape[1:-1] == spatial,
-        "none": len(shape) == k + 1 and shape[1:] == spatial,
-    }
-    declared = None if backend is None else declared_layout(backend, model)
-    if declared is not None and (fits[declared] or fits["none"]):
-        return "none" if fits["none"] else declared
-    matches = [name for name, ok in fits.items() if ok]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise ValueError(
-            f"input of shape {shape} does not have the spatial shape {spatial} as "
-            "(N, C, *spatial), (N, *spatial, C) or (N, *spatial); perturbation methods and "
-            "metrics need a single array input whose spatial axes the maps cover"
-        )
-    raise ValueError(
-        f"input of shape {shape} is ambiguous: both (N, C, *spatial) and (N, *spatial, C) fit "
-        f"spatial shape {spatial}; give the backend an attribute input_layout = "
-        "'channels_first' or 'channels_last'"
-    )
-
-
-def blend(x: np.ndarray, masks: np.ndarray, layout: str,
-          baseline: np.ndarray | None = None) -> np.ndarray:
-    """``x * masks + baseline * (1 - masks)``, the masks applied along the spatial axes.
-
-    Parameters
-    ----------
-    x : np.ndarray
-        Native-layout inputs ``(K, ...)`` or one sample ``(1, ...)`` (broadcast over masks).
-    masks : np.ndarray
-        ``(K, *spatial)``, typically in [0, 1].
-    layout : str
-        From :func:`input_layout`.
-    baseline : np.ndarray, optional
-        Same shape as ``x`` (or broadcastable); None means zeros.
-
-    Returns
-    -------
-    np.ndarray
-        ``(K, ...)`` in the native layout. Channels-first results are built channels-last in
-        memory (the mask broadcasts along the contiguous last axis) and returned as a
-        transposed view: same values and logical shape; torch receives a channels-last tensor,
-        which its oneDNN convolutions also run faster on.
-    """
-    masks = np.asarray(masks, dtype=np.float32)
-    if layout == "channels_first":
-        x = np.moveaxis(x, 1, -1)
-        baseline = None if baseline is None else np.moveaxis(baseline, 1, -1)
-    m = masks if layout == "none" else masks[..., None]
-    shape = np.broadcast_shapes(np.shape(x), m.shape)
-    out = np.empty(shape, dtype=np.result_type(x, m))  # C order: channels last in memory
-    np.multiply(x, m, out=out)
-    if baseline is not None:
-        out += baseline * (1.0 - m)
-    return np.moveaxis(out, -1, 1) if layout == "channels_first" else out
-
-
-def fixed_targets(spec: TargetSpec, classes: np.ndarray) -> TargetSpec:
-    """``spec`` with top-1 targets pinned to ``classes`` (the unperturbed input's argmax).
-
-    A perturbed input must be scored for the class explained, not for its own top-1.
-    """
-    if spec.kind != "top1":
-        return spec
-    return TargetSpec("class", len(classes), indices=np.asarray(classes, dtype=np.int64))
-
-
-def _check_batch_size(batch_size: Any) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) \
-            or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    return int(batch_size)
 
 
 def softmax_rows(scores: np.ndarray) -> np.ndarray:
@@ -214,7 +104,7 @@ class ScoreCAM(CAMMethod):
     def __init__(self, model: Any, layer: Any = None, *, batch_size: int = 16,
                  top_k: int | None = None, **kwargs: Any) -> None:
         super().__init__(model, layer, **kwargs)
-        self.batch_size = _check_batch_size(batch_size)
+        self.batch_size = check_batch_size(batch_size)
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int | np.integer)
                                   or top_k < 1):
             raise ValueError(f"top_k must be None or a positive int, got {top_k!r}")
@@ -229,7 +119,7 @@ class ScoreCAM(CAMMethod):
         backend, model = ctx.backend, ctx.model
         x = np.asarray(backend.to_numpy(ctx.inputs))
         size = tuple(int(s) for s in ctx.capture.input_spatial)
-        layout = input_layout(x, size, backend, ctx.model)
+        layout = infer_layout(x, size, backend, ctx.model)
         if activations.ndim - 2 != len(size):
             raise ValueError(
                 f"layer {ctx.layer_name!r} has {activations.ndim - 2} spatial axes but the "
@@ -323,7 +213,7 @@ class AblationCAM(CAMMethod):
                 f"the model with a layer's output replaced), which backend "
                 f"{self.backend.name!r} does not declare; use ScoreCAM or a gradient method"
             )
-        self.batch_size = _check_batch_size(batch_size)
+        self.batch_size = check_batch_size(batch_size)
         ratio = float(ratio_channels_to_ablate)
         if not 0.0 < ratio <= 1.0:
             raise ValueError(

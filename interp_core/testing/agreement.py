@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from interp_core.backend.layout import to_backend_layout
+from interp_core.backend.registry import get_backend
 from interp_core.datasets import make_shapes
-from interp_core.demo import FC, LAYER, demo_model
-from interp_core.layout import to_backend_layout
+from interp_core.datasets.demo import FC, LAYER, demo_model
 from interp_core.methods import Explanation, method_class
-from interp_core.registry import get_backend
 
 #: Every gradient method, and CAM.
 AGREEMENT_METHODS = ("cam", "gradcam", "gradcam++", "xgradcam", "hirescam",

@@ -33,9 +33,9 @@ import numpy as np
 import pytest
 
 import interp_core as ic
+from interp_core.backend.protocol import ACTIVATION_PATCH, GRADIENTS, LINEAR_WEIGHTS
+from interp_core.backend.targets import resolve_targets
 from interp_core.methods import METHODS
-from interp_core.protocol import ACTIVATION_PATCH, GRADIENTS, LINEAR_WEIGHTS
-from interp_core.targets import resolve_targets
 from interp_core.testing import reference as ref
 
 ATOL = 1e-5

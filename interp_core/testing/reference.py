@@ -21,14 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from interp_core.protocol import (
+from interp_core.backend.protocol import (
     ACTIVATION_PATCH,
     GRADIENTS,
     LINEAR_WEIGHTS,
     Capture,
     LayerCapture,
 )
-from interp_core.targets import TargetSpec, check_class_range
+from interp_core.backend.targets import TargetSpec, check_class_range
 
 INPUT_SHAPE = (10, 10, 3)  # (H, W, C_in), channels last
 KERNEL = 3

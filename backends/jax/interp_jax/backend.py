@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from interp_core.protocol import (
+from interp_core.backend.protocol import (
     ACTIVATION_PATCH,
     GRADIENTS,
     INPUT_GRADIENTS,
@@ -30,8 +30,8 @@ from interp_core.protocol import (
     Capture,
     LayerCapture,
 )
+from interp_core.backend.targets import TargetSpec
 from interp_core.split import Split
-from interp_core.targets import TargetSpec
 from interp_jax import nnx_model, split_model
 from interp_jax.calls import AdapterError, check_ran, first_array, recorder
 from interp_jax.ops import TargetPlan, needs_output_shape, plan_targets

@@ -1,4 +1,4 @@
-"""The demo shapes classifier (:mod:`interp_core.demo`) as a Flax NNX module, NHWC input."""
+"""The demo shapes classifier (:mod:`interp_core.datasets.demo`) as a Flax NNX module (NHWC)."""
 
 from __future__ import annotations
 

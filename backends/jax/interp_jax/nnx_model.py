@@ -19,7 +19,7 @@ from typing import Any
 import jax
 from flax import nnx
 
-from interp_core.targets import select_output
+from interp_core.backend.targets import select_output
 from interp_jax.calls import Handler, apply_handler, call_traced
 
 PathParts = tuple[str | int, ...]

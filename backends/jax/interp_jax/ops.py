@@ -1,7 +1,7 @@
 """Target scoring under ``jax.jit`` without recompiling when the target values change.
 
-:func:`interp_core.scoring.target_scores` turns the NumPy arrays of a
-:class:`~interp_core.targets.TargetSpec` (class indices, masks, embeddings) into constants
+:func:`interp_core.backend.scoring.target_scores` turns the NumPy arrays of a
+:class:`~interp_core.backend.targets.TargetSpec` (class indices, masks, embeddings) into constants
 through ``ops.const``. Baked into a jitted function they would force a new compilation for
 every new list of classes. So the adapter scores twice:
 
@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from interp_core.scoring import target_constants, target_scores
-from interp_core.targets import TargetSpec
+from interp_core.backend.scoring import target_constants, target_scores
+from interp_core.backend.targets import TargetSpec
 
 
 def _is_float(dtype: Any) -> bool:
@@ -34,7 +34,7 @@ def _is_float(dtype: Any) -> bool:
 
 
 class JaxOps:
-    """The six tensor operations :func:`~interp_core.scoring.target_scores` needs, in jnp.
+    """The six tensor operations :func:`~interp_core.backend.scoring.target_scores` needs, in jnp.
 
     Parameters
     ----------

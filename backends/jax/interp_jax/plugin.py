@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 from interp_core import BackendRegistration, hookimpl
-from interp_core.registry import defined_in
+from interp_core.backend.registry import defined_in
 from interp_core.split import Split
 
 #: Top-level modules whose types mark a model as a JAX model.

@@ -21,8 +21,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from interp_core.backend.targets import select_output
 from interp_core.split import Split
-from interp_core.targets import select_output
 from interp_jax.calls import AdapterError, Handler, apply_handler, call_traced, describe
 
 try:  # flax is optional for Split models

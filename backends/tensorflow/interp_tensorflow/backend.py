@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from interp_core.protocol import (
+from interp_core.backend.protocol import (
     ACTIVATION_PATCH,
     GRADIENTS,
     INPUT_GRADIENTS,
@@ -32,7 +32,7 @@ from interp_core.protocol import (
     Capture,
     LayerCapture,
 )
-from interp_core.targets import TargetSpec, select_output
+from interp_core.backend.targets import TargetSpec, select_output
 from interp_tensorflow.compiled import Program, forward, is_keras_model
 from interp_tensorflow.layers import (
     intercepted,
@@ -72,7 +72,7 @@ class TensorFlowBackend:
         self._data_formats: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
     def input_layout(self, model: Any) -> str:
-        """The model's image layout (its ``data_format``), as :mod:`interp_core.layout` reads it."""
+        """The model's image layout: its ``data_format`` (read by the core's ``layout``)."""
         if model is None:
             return "channels_last"
         with self._lock:

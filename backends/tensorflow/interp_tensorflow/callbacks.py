@@ -1,6 +1,6 @@
 """Keras training callbacks that log explanations of a fixed set of samples after epochs.
 
->>> from interp_core.sinks import FolderSink                       # doctest: +SKIP
+>>> from interp_core.logging.sinks import FolderSink                       # doctest: +SKIP
 >>> from interp_tensorflow.callbacks import CAMLogger, FeatureMapLogger
 >>> model.fit(ds, epochs=10, callbacks=[
 ...     CAMLogger(x_val[:8], layer="base/block5_conv3", sink=FolderSink("runs/cam")),
@@ -22,14 +22,14 @@ from typing import Any
 import keras
 import numpy as np
 
-from interp_core import training_log
+from interp_core.logging import training as training_log
+from interp_core.logging.sinks import Sink
+from interp_core.logging.training import CAMLog, FeatureMapLog
 from interp_core.methods.base import CAMMethod
-from interp_core.sinks import Sink
-from interp_core.training_log import CAMLog, FeatureMapLog
 
 
 class _EpochLogger(keras.callbacks.Callback):
-    """The Keras side of :class:`~interp_core.training_log.TrainingLog`: epoch and end hooks.
+    """The Keras side of :class:`~interp_core.logging.training.TrainingLog`: epoch and end hooks.
 
     Only ``on_epoch_end`` and ``on_train_end`` are defined (no batch hooks).
     """
@@ -63,7 +63,7 @@ class CAMLogger(_EpochLogger, CAMLog):
     every_n_epochs : int
         Log after epochs ``n, 2n, ...`` (1-based).
     sink : Sink, optional
-        Where images go (:mod:`interp_core.sinks`); default ``FolderSink("interp_logs")``,
+        Where images go (:mod:`interp_core.logging.sinks`); default ``FolderSink("interp_logs")``,
         which this callback closes when training ends (a sink you pass is only flushed).
     targets : optional
         As for ``cam(x, targets)``: None explains each sample's current top-1 class.

@@ -24,8 +24,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from interp_core.scoring import target_scores
-from interp_core.targets import TargetSpec, select_output
+from interp_core.backend.scoring import target_scores
+from interp_core.backend.targets import TargetSpec, select_output
 from interp_tensorflow.layers import (
     Hook,
     intercepted,

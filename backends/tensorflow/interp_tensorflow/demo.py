@@ -1,4 +1,4 @@
-"""The demo shapes classifier (:mod:`interp_core.demo`) as a Keras model."""
+"""The demo shapes classifier (:mod:`interp_core.datasets.demo`) as a Keras model."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""Tensor operations for :func:`interp_core.scoring.target_scores`, in TensorFlow and NumPy.
+"""Tensor operations for :func:`interp_core.backend.scoring.target_scores`, in TensorFlow and NumPy.
 
 The compiled path must not bake target values (class indices, masks, embeddings) into the
 graph, or every new batch of targets would retrace. So the constants that ``target_scores``
 asks for are computed first by a NumPy dry run on a zero output of the right shape
-(:func:`interp_core.scoring.target_constants`, which also validates the targets with the
+(:func:`interp_core.backend.scoring.target_constants`, which also validates the targets with the
 core's own error messages), and then fed to the compiled function as arguments, where
 :class:`FedOps` hands them out in the same order. The meaning of every target kind stays
 defined once, in the core.
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from interp_core.scoring import target_constants as core_target_constants
-from interp_core.targets import TargetSpec
+from interp_core.backend.scoring import target_constants as core_target_constants
+from interp_core.backend.targets import TargetSpec
 
 
 class TFOps:

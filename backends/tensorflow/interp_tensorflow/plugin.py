@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 from interp_core import BackendRegistration, hookimpl
-from interp_core.registry import defined_in
+from interp_core.backend.registry import defined_in
 
 _MODULES = ("keras", "tensorflow", "tf_keras")
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from interp_core.protocol import (
+from interp_core.backend.protocol import (
     ACTIVATION_PATCH,
     GRADIENTS,
     INPUT_GRADIENTS,
@@ -26,12 +26,12 @@ from interp_core.protocol import (
     Capture,
     LayerCapture,
 )
-from interp_core.scoring import target_scores
-from interp_core.targets import TargetSpec, select_output
+from interp_core.backend.scoring import target_scores
+from interp_core.backend.targets import TargetSpec, select_output
 
 
 class TorchOps:
-    """The six tensor operations :func:`interp_core.scoring.target_scores` needs."""
+    """The six tensor operations :func:`interp_core.backend.scoring.target_scores` needs."""
 
     channel_axis = 1
 

@@ -1,4 +1,4 @@
-"""The demo shapes classifier (:mod:`interp_core.demo`) as a torch module."""
+"""The demo shapes classifier (:mod:`interp_core.datasets.demo`) as a torch module."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class DemoNet(nn.Module):
         return self.fc(self.gap(self.block3(x)).flatten(1))
 
     def export_weights(self) -> dict[str, np.ndarray]:
-        """Weights in the channels-last convention of :mod:`interp_core.demo`."""
+        """Weights in the channels-last convention of :mod:`interp_core.datasets.demo`."""
         out = {}
         for i in (1, 2, 3):
             conv = getattr(self, f"block{i}")[0]

@@ -1,6 +1,6 @@
 """Training loggers for PyTorch: explanations of fixed samples after epochs, from any loop.
 
->>> from interp_core.sinks import FolderSink                                # doctest: +SKIP
+>>> from interp_core.logging.sinks import FolderSink                                # doctest: +SKIP
 >>> from interp_torch.logger import CAMLogger, FeatureMapLogger
 >>> cam_log = CAMLogger(x_val[:8], layer="layer4", sink=FolderSink("runs/cam"))
 >>> for epoch in range(epochs):
@@ -30,11 +30,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from interp_core import training_log
-from interp_core.layout import CHANNELS_FIRST
+from interp_core.backend.layout import CHANNELS_FIRST
+from interp_core.logging import training as training_log
+from interp_core.logging.sinks import Sink
+from interp_core.logging.training import CAMLog, FeatureMapLog, TrainingLog
 from interp_core.methods.base import CAMMethod
-from interp_core.sinks import Sink
-from interp_core.training_log import CAMLog, FeatureMapLog, TrainingLog
 
 
 def _copy_leaf(sample: Any) -> Any:
@@ -52,7 +52,7 @@ def _numpy(x: Any) -> np.ndarray:
 
 
 class _EpochLogger(TrainingLog):
-    """The torch side of :class:`~interp_core.training_log.TrainingLog`: a plain object."""
+    """The torch side of :class:`~interp_core.logging.training.TrainingLog`: a plain object."""
 
     def on_epoch_end(self, model: nn.Module, epoch: int) -> dict[str, np.ndarray] | None:
         """Log after epoch ``epoch`` (0-based) if it is due; returns the images logged.
@@ -87,7 +87,7 @@ class CAMLogger(_EpochLogger, CAMLog):
     every_n_epochs : int
         Log after epochs ``n, 2n, ...`` (1-based).
     sink : Sink, optional
-        Where images go (:mod:`interp_core.sinks`); default ``FolderSink("interp_logs")``,
+        Where images go (:mod:`interp_core.logging.sinks`); default ``FolderSink("interp_logs")``,
         which :meth:`close` closes (a sink you pass is only flushed).
     targets : optional
         As for ``cam(x, targets)``: None explains each sample's current top-1 class.

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from interp_core.postprocess import normalize_minmax
+from interp_core.methods.postprocess import normalize_minmax
 from interp_core.viz import apply_colormap, to_uint8_image
 
 _NORMALIZE = ("per-map", "global", "none")

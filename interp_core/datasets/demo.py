@@ -16,7 +16,7 @@ Weights (``interp_core/data/demo_shapes.npz``), float32, channels-last conventio
 ``fc/kernel`` ``(64, 5)`` (inputs, outputs), ``fc/bias`` ``(5,)``. A torch builder transposes
 kernels to ``(C_out, C_in, 3, 3)`` and ``fc/kernel`` to ``(5, 64)``.
 
-Each adapter names a ``demo`` builder in its :class:`~interp_core.registry.BackendRegistration`
+Each adapter names a ``demo`` builder in its :class:`~interp_core.backend.BackendRegistration`
 (``build(weights: dict[str, np.ndarray]) -> native model``); :func:`demo_model` reaches it
 through the plugin registry, so the core never imports an adapter.
 """
@@ -28,10 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from interp_core.registry import backends, load_attribute, registrations
+from interp_core.backend.registry import backends, load_attribute, registrations
+from interp_core.datasets.shapes import CLASSES as CLASSES  # the demo model's outputs, in order
 
-#: Class names of the demo model's outputs, in order.
-CLASSES = ("circle", "square", "triangle", "cross", "ring")
 LAYER = "block3"
 FC = "fc"
 IMAGE_SIZE = 64

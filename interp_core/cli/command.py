@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 
 from interp_core.api import methods
-from interp_core.gallery import GalleryRow, write_gallery
-from interp_core.imageio import Preprocess, batches, find_images, parse_size, parse_triple
-from interp_core.layout import to_backend_layout
+from interp_core.backend.layout import to_backend_layout
+from interp_core.backend.registry import backends, get_backend
+from interp_core.cli.gallery import GalleryRow, write_gallery
+from interp_core.cli.imageio import Preprocess, batches, find_images, parse_size, parse_triple
 from interp_core.methods import method_class
-from interp_core.postprocess import resize_bilinear
-from interp_core.registry import backends, get_backend
+from interp_core.methods.postprocess import resize_bilinear
 from interp_core.viz import overlay, save_png
 
 DEMO_METHODS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam", "cam",
@@ -118,7 +118,7 @@ def _display(image: np.ndarray, heatmap: np.ndarray | None = None) -> np.ndarray
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from interp_core.datasets import make_shapes
-    from interp_core.demo import CLASSES, FC, LAYER, demo_model
+    from interp_core.datasets.demo import CLASSES, FC, LAYER, demo_model
 
     start = time.perf_counter()
     model = demo_model(args.backend)
@@ -298,7 +298,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"interp: error: {message}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,17 +1,15 @@
-"""Feature visualisation: a layer's feature maps, and filter patterns by activation maximisation.
+"""Filter patterns: the inputs a layer's channels respond to, by activation maximisation.
 
-Both work on every backend. :func:`feature_maps` is one capture without gradients.
 :func:`filter_patterns` runs gradient ascent on the input image entirely in NumPy; the only thing
 a backend supplies per step is the input gradient
-(:meth:`~interp_core.protocol.InputGradientBackend.input_gradients`). All randomness (the
+(:meth:`~interp_core.backend.protocol.InputGradientBackend.input_gradients`). All randomness (the
 starting images, the jitter offsets) comes from NumPy generators seeded by ``seed``, so the same
 seed and weights give the same patterns on torch, TensorFlow and JAX, up to float32 rounding.
 
 Input layout: the core keeps images channels-last ``(K, *size, C_in)`` and converts to the
 model's native layout for each call. A backend may say which layout it takes with an attribute
 ``input_layout``: ``"channels_first"``/``"channels_last"``, or a method of the model returning
-one; without it, ``"torch"`` means channels-first and every other backend channels-last (Keras,
-Flax). ``layout=`` overrides both.
+one; without it, channels-last (the canonical layout). ``layout=`` overrides both.
 """
 
 from __future__ import annotations
@@ -22,77 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from interp_core.image_params import DecorrelatedImage, PixelImage
-from interp_core.layout import CHANNELS_FIRST, input_layout
-from interp_core.methods.base import batch_size_of
-from interp_core.protocol import INPUT_GRADIENTS
-from interp_core.registry import get_backend
-from interp_core.targets import resolve_targets
-
-#: Backends whose models take channels-first inputs when the backend does not say.
-
-
-# -- feature maps -------------------------------------------------------------------------
-def feature_maps(
-    model: Any, x: Any, layer: Any, *, backend: str | None = None, output: Any = None,
-    reshape: Any = None,
-) -> np.ndarray:
-    """A layer's activations for a batch, as NumPy in the layout ``(N, C, *spatial)``.
-
-    Parameters
-    ----------
-    model : framework model
-        torch ``nn.Module``, Keras model, Flax NNX module or :class:`~interp_core.Split`.
-    x : framework tensor or np.ndarray
-        The model's native input (torch ``(N, C, H, W)``, Keras ``(N, H, W, C)``).
-    layer : str or layer object
-        The layer whose output to return (names as in :class:`~interp_core.GradCAM`).
-    backend : str, optional
-        Force an adapter; default: detected from the model's type.
-    output : None, str, int or callable
-        Which model output the forward pass scores (only matters for tuple/dict outputs).
-    reshape : callable, optional
-        Turns a token layer's native activations into ``(N, *spatial, C)``, e.g.
-        :func:`~interp_core.tokens_to_grid`.
-
-    Returns
-    -------
-    np.ndarray
-        float32 ``(N, C, *spatial)``, whatever the framework's layout; ``(N, C)`` for a layer
-        without spatial axes.
-
-    Raises
-    ------
-    ValueError
-        The layer's output has no channels dimension (shape ``(N,)``), or the layer is unknown
-        (the adapter's message lists close names).
-    """
-    impl = get_backend(backend if backend is not None else model)
-    if isinstance(layer, list | tuple):
-        raise TypeError(f"feature_maps takes one layer, got {len(layer)}: call it once per layer")
-    acts = _layer_output(impl, model, x, layer, output=output, reshape=reshape)
-    return np.ascontiguousarray(np.moveaxis(acts, -1, 1))
-
-
-def _layer_output(
-    impl: Any, model: Any, x: Any, layer: Any, *, output: Any = None, reshape: Any = None,
-) -> np.ndarray:
-    """The canonical ``(N, *spatial, C)`` activations of one layer (one forward, no gradient)."""
-    capture = impl.capture(
-        model, x, [layer], resolve_targets(None, batch_size_of(x)), gradients=False,
-        output=output, native_layout=reshape is not None,
-    )
-    (captured,) = capture.layers.values()
-    acts = captured.activations
-    if reshape is not None:
-        acts = reshape(acts)
-    acts = np.asarray(acts, dtype=np.float32)
-    if acts.ndim < 2:
-        raise ValueError(
-            f"layer {captured.name!r} has output shape {acts.shape} with no channels dimension; "
-            "pick a layer whose output is (N, C) or (N, *spatial, C)"
-        )
-    return acts
+from interp_core.backend.layout import CHANNELS_FIRST, input_layout
+from interp_core.backend.protocol import INPUT_GRADIENTS
+from interp_core.backend.registry import get_backend
+from interp_core.features.maps import layer_output
+from interp_core.features.params import DecorrelatedImage, PixelImage
 
 
 # -- filter patterns ----------------------------------------------------------------------
@@ -126,7 +58,7 @@ def filter_patterns(
     ``blur_every`` steps, and clipping to [0, 1]. By default the pixels are the parameters
     (gradient normalised to RMS 1 per image, steps of ``lr`` pixel units); ``decorrelate=True``
     optimises Lucid's decorrelated Fourier parametrisation with Adam instead
-    (:mod:`interp_core.image_params`). All channels run as one batch (or in chunks of
+    (:mod:`interp_core.features.params`). All channels run as one batch (or in chunks of
     ``batch_size``); a channel's pattern does not depend on the other channels in the batch.
 
     Parameters
@@ -171,7 +103,7 @@ def filter_patterns(
         At most this many channels per backend call (default: all at once).
     layout : str, optional
         ``"channels_first"`` or ``"channels_last"``: the model's input layout. Default: see
-        :func:`interp_core.layout.input_layout`.
+        :func:`interp_core.backend.layout.input_layout`.
     backend : str, optional
         Force an adapter; default: detected from the model's type.
     output : None, str, int or callable
@@ -305,7 +237,7 @@ def _check_args(size: Sequence[int], steps: int, lr: float, jitter: int, blur_ev
 def _check_layer_channels(impl: Any, model: Any, layer: Any, channels: np.ndarray, probe: Any,
                           output: Any) -> None:
     """One forward pass on a grey image: the layer must have channels, enough of them."""
-    acts = _layer_output(impl, model, probe, layer, output=output)
+    acts = layer_output(impl, model, probe, layer, output=output)
     count = acts.shape[-1]
     bad = channels[channels >= count]
     if bad.size:

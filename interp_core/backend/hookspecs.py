@@ -27,7 +27,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @hookspec
 def interp_core_register_backends() -> list[Any]:
-    """Return the :class:`~interp_core.registry.BackendRegistration` objects this plugin offers.
+    """Return the :class:`~interp_core.backend.BackendRegistration` objects this plugin offers.
 
     Example plugin module (``interp_mylib/plugin.py``)::
 
@@ -49,11 +49,11 @@ def interp_core_claim_model(model: Any) -> str | None:
     """Return your backend's name if ``model`` belongs to your framework, else None.
 
     Must be cheap and must not import a framework: read ``sys.modules`` and type names.
-    :func:`interp_core.registry.defined_in` does the usual check. Example::
+    :func:`interp_core.backend.registry.defined_in` does the usual check. Example::
 
         import sys
         from interp_core import hookimpl
-        from interp_core.registry import defined_in
+        from interp_core.backend.registry import defined_in
 
         @hookimpl
         def interp_core_claim_model(model):

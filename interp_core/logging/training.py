@@ -13,7 +13,7 @@ samples, layer, method and options, and the sink, and know:
 
 What stays in an adapter: how to copy the samples (``copy_leaf``), how a tensor becomes NumPy
 (``to_numpy``), how a layer object is named (``layer_name``), and the framework's own hooks.
-The input layout of the display images comes from the backend (:mod:`interp_core.layout`).
+The input layout of the display images comes from the backend (:mod:`interp_core.backend.layout`).
 """
 
 from __future__ import annotations
@@ -24,13 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from interp_core.backend.inputs import batch_size_of
+from interp_core.backend.layout import CHANNELS_FIRST, CHANNELS_LAST, input_layout
+from interp_core.backend.registry import get_backend
 from interp_core.features import feature_maps
-from interp_core.grids import feature_grid
-from interp_core.layout import CHANNELS_FIRST, CHANNELS_LAST, input_layout
+from interp_core.features.grids import feature_grid
+from interp_core.logging.sinks import FolderSink, Sink
 from interp_core.methods import method_class
-from interp_core.methods.base import CAMMethod, batch_size_of
-from interp_core.registry import get_backend
-from interp_core.sinks import FolderSink, Sink
+from interp_core.methods.base import CAMMethod
 from interp_core.viz import overlay
 
 __all__ = ["CAMLog", "FeatureMapLog", "TrainingLog", "display_images", "frozen"]
@@ -108,7 +109,7 @@ class TrainingLog:
         if not isinstance(sink, Sink | type(None)):
             raise TypeError(
                 f"sink {sink!r} has no log_images(tag, images, step) and close(); use "
-                "interp_core.sinks.FolderSink, TensorBoardSink or WandbSink"
+                "interp_core.logging.sinks.FolderSink, TensorBoardSink or WandbSink"
             )
         self.samples = samples if copy_leaf is None else frozen(samples, copy_leaf)
         self.layer = layer

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from interp_core.imaging import gaussian_blur
+
 #: Lucid's square root of the ImageNet colour correlation matrix, columns scaled to unit max
 #: norm: the colour half of the decorrelated parametrisation.
 COLOR_SQRT = np.array(
@@ -45,46 +47,6 @@ def _rms(x: np.ndarray) -> np.ndarray:
     if np.iscomplexobj(flat):
         flat = np.abs(flat)
     return np.sqrt(np.einsum("ij,ij->i", flat, flat).astype(np.float64) / flat.shape[1])
-
-
-# -- blur -----------------------------------------------------------------------------------
-@lru_cache(maxsize=64)
-def _blur_matrix(n: int, sigma: float) -> np.ndarray:
-    """``(n, n)`` Gaussian smoothing along one axis, mirror-reflected at the borders."""
-    radius = max(1, int(np.ceil(3 * sigma)))
-    offsets = np.arange(-radius, radius + 1)
-    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel /= kernel.sum()
-    matrix = np.zeros((n, n), dtype=np.float64)
-    rows = np.arange(n)
-    for off, w in zip(offsets, kernel, strict=True):
-        if n == 1:
-            src = np.zeros_like(rows)
-        else:  # reflect (d c b | a b c d | c b a), however far out
-            period = 2 * (n - 1)
-            src = (rows + off) % period
-            src = np.where(src >= n, period - src, src)
-        np.add.at(matrix, (rows, src), w)
-    out = matrix.astype(np.float32)
-    out.setflags(write=False)
-    return out
-
-
-def gaussian_blur(images: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur of the spatial axes of channels-last ``(K, *spatial, C)`` images.
-
-    Separable, mirror-reflected borders; float32, same shape.
-    """
-    out = np.ascontiguousarray(images, dtype=np.float32)
-    if sigma <= 0:
-        return out.copy()
-    shape = out.shape
-    for axis in range(1, out.ndim - 1):
-        matrix = _blur_matrix(shape[axis], float(sigma))
-        # (lead, n, trail) views of a contiguous array: one batched matmul, no transposes.
-        lead, trail = int(np.prod(shape[:axis])), int(np.prod(shape[axis + 1 :]))
-        out = np.matmul(matrix, out.reshape(lead, shape[axis], trail)).reshape(shape)
-    return out
 
 
 # -- pixels ---------------------------------------------------------------------------------
@@ -120,7 +82,7 @@ class PixelImage:
             x *= np.float32(1.0 - decay)
             x += np.float32(0.5 * decay)
         if blur_sigma > 0:
-            x = gaussian_blur(x, blur_sigma)
+            x = gaussian_blur(x, blur_sigma, range(1, x.ndim - 1), borders="reflect")
         self.pixels = np.clip(x, 0.0, 1.0, out=x)
 
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from interp_core.targets import TargetSpec
+from interp_core.backend.targets import TargetSpec
 
 #: Capability names an adapter may declare in :attr:`Backend.capabilities`.
 GRADIENTS = "gradients"  # capture(..., gradients=True)
@@ -80,9 +80,10 @@ class Backend(Protocol):
     """What an adapter implements. See ``docs/adapters.md`` for a worked example.
 
     ``layers``/``layer`` arguments are names or layer objects; ``target`` is a resolved
-    :class:`~interp_core.targets.TargetSpec`, scored with
-    :func:`interp_core.scoring.target_scores`; ``output`` selects the tensor to explain from a
-    tuple/dict/structured model output (:func:`interp_core.targets.select_output`). Inputs are
+    :class:`~interp_core.backend.targets.TargetSpec`, scored with
+    :func:`interp_core.backend.scoring.target_scores`; ``output`` selects the tensor to explain
+    from a tuple/dict/structured model output (:func:`interp_core.backend.targets.select_output`).
+    Inputs are
     the model's native input (framework tensor or NumPy array in the model's layout).
     Methods whose capability is not in :attr:`capabilities` may be absent.
     """

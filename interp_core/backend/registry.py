@@ -20,8 +20,8 @@ from typing import Any
 
 import pluggy
 
-from interp_core import hookspecs
-from interp_core.hookspecs import ENTRY_POINT_GROUP, PROJECT, hookimpl
+from interp_core.backend import hookspecs
+from interp_core.backend.hookspecs import ENTRY_POINT_GROUP, PROJECT, hookimpl
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 
@@ -51,8 +51,8 @@ class BackendRegistration:
         What to run when the factory cannot import (``"pip install torch"``).
     demo : str or callable, optional
         ``"package.module:function"`` (imported lazily) or a callable ``build(weights)`` that
-        builds the bundled demo model (:mod:`interp_core.demo`) in this framework from a dict of
-        NumPy weights.
+        builds the bundled demo model (:mod:`interp_core.datasets.demo`) in this framework from a
+        dict of NumPy weights.
     """
 
     name: str

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from interp_core.targets import TargetSpec, check_binary_output, check_class_range
+from interp_core.backend.targets import TargetSpec, check_binary_output, check_class_range
 
 
 class TensorOps(Protocol):

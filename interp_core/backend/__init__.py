@@ -1,0 +1,63 @@
+"""Everything an adapter author needs, and nothing a user of the methods does.
+
+- :mod:`~interp_core.backend.protocol`: the :class:`Backend` protocol, :class:`Capture`,
+  :class:`LayerCapture`, capability names.
+- :mod:`~interp_core.backend.hookspecs` and :mod:`~interp_core.backend.registry`: pluggy hooks,
+  :class:`BackendRegistration`, discovery through entry points, :func:`get_backend`.
+- :mod:`~interp_core.backend.targets` and :mod:`~interp_core.backend.scoring`: the batch-level
+  :class:`TargetSpec` and the one definition of every target's score.
+- :mod:`~interp_core.backend.layout`, :mod:`~interp_core.backend.inputs`: input layouts and
+  batch helpers. :mod:`~interp_core.backend.policy`: behaviour every adapter shares (replaying
+  recorded target constants, unknown-layer errors, structured outputs, non-finite inputs).
+
+``docs/adapters.md`` walks through writing an adapter; ``docs/architecture.md`` shows where this
+layer sits. Importing this package imports no framework.
+"""
+
+from interp_core.backend.hookspecs import ENTRY_POINT_GROUP, hookimpl, hookspec
+from interp_core.backend.inputs import batch_size_of, check_batch_size, chunks, first_input
+from interp_core.backend.layout import (
+    CHANNELS_FIRST,
+    CHANNELS_LAST,
+    NO_CHANNELS,
+    declared_layout,
+    infer_layout,
+    input_layout,
+)
+from interp_core.backend.protocol import (
+    ACTIVATION_PATCH,
+    ALL_CAPABILITIES,
+    GRADIENTS,
+    INPUT_GRADIENTS,
+    LINEAR_WEIGHTS,
+    Backend,
+    Capture,
+    LayerCapture,
+)
+from interp_core.backend.registry import (
+    BackendRegistration,
+    backends,
+    defined_in,
+    get_backend,
+    register_backend,
+    registrations,
+    reset_registry,
+)
+from interp_core.backend.scoring import TensorOps, target_constants, target_scores
+from interp_core.backend.targets import (
+    TargetKind,
+    TargetSpec,
+    fixed_targets,
+    resolve_targets,
+    select_output,
+)
+
+__all__ = [
+    "ACTIVATION_PATCH", "ALL_CAPABILITIES", "CHANNELS_FIRST", "CHANNELS_LAST", "ENTRY_POINT_GROUP",
+    "GRADIENTS", "INPUT_GRADIENTS", "LINEAR_WEIGHTS", "NO_CHANNELS", "Backend",
+    "BackendRegistration", "Capture", "LayerCapture", "TargetKind", "TargetSpec", "TensorOps",
+    "backends", "batch_size_of", "check_batch_size", "chunks", "declared_layout", "defined_in",
+    "first_input", "fixed_targets", "get_backend", "hookimpl", "hookspec", "infer_layout",
+    "input_layout", "register_backend", "registrations", "reset_registry", "resolve_targets",
+    "select_output", "target_constants", "target_scores",
+]
