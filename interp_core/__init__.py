@@ -27,6 +27,7 @@ from interp_core.methods import (
     CAM,
     AblationCAM,
     CAMMethod,
+    ChannelWeightCAM,
     EigenCAM,
     EigenGradCAM,
     Explanation,
@@ -53,6 +54,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CAM", "AblationCAM", "Backend", "BackendRegistration", "BinaryTarget", "CAMMethod", "Capture",
+    "ChannelWeightCAM",
     "ClassTarget", "EigenCAM", "EigenGradCAM", "Explanation", "GradCAM", "GradCAMElementWise",
     "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "LayerCapture", "OutputTarget", "ScoreCAM",
     "SegmentationTarget", "SimilarityTarget", "Split", "XGradCAM", "__version__", "backends",

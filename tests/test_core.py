@@ -10,6 +10,7 @@ from hypothesis.extra import numpy as hnp
 
 import interp_core as ic
 from interp_core.backend.targets import resolve_targets, select_output
+from interp_core.methods import METHODS
 from interp_core.methods.activation import first_component
 from interp_core.methods.gradient import (
     gradcam_plus_plus_weights,
@@ -120,6 +121,31 @@ def test_method_options_give_raw_maps():
     assert exp.maps.shape == (2, 8, 8) and exp.maps.min() < 0
     with pytest.raises(TypeError, match="unknown options"):
         ic.GradCAM(model, "features", backend=backend, colour="red")
+
+
+@pytest.mark.parametrize("method", ["cam", "gradcam", "gradcam++", "xgradcam", "scorecam",
+                                    "ablationcam"])
+def test_channel_weight_methods_fill_explanation_weights(method):
+    model, backend = ReferenceModel(), ReferenceBackend()
+    x = reference_inputs(3)
+    options = {"fc": "fc"} if method == "cam" else {}
+    cls = METHODS[method]
+    assert issubclass(cls, ic.ChannelWeightCAM)
+    exp = cls(model, "features", backend=backend, **options).explain(x, [0, 3, 1])
+    w = exp.weights["features"]
+    assert w.shape == (3, 8) and w.dtype == np.float32
+    acts = model.features(x)
+    np.testing.assert_allclose(exp.raw["features"], np.einsum("nhwc,nc->nhw", acts, w),
+                               rtol=1e-5, atol=1e-6)
+    if method in ("cam", "gradcam"):  # GAP + dense: w = W_fc[k] (CAM) = W_fc[k] / 64 (Grad-CAM)
+        scale = 1.0 if method == "cam" else 1.0 / 64
+        np.testing.assert_allclose(w, model.weights.fc_weight[[0, 3, 1]] * scale, rtol=1e-5)
+
+
+def test_methods_without_channel_weights_leave_weights_empty():
+    exp = ic.HiResCAM(ReferenceModel(), "features", backend=ReferenceBackend()).explain(
+        reference_inputs(2), [0, 1])
+    assert exp.weights == {}
 
 
 def test_explain_and_methods_listing():

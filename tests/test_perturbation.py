@@ -191,7 +191,7 @@ def test_scorecam_top_k(oracle, x):
     np.testing.assert_allclose(exp.raw[ref.LAYER], slow_scorecam(model, x, TARGETS, chosen),
                                rtol=1e-5, atol=1e-6)
     assert sum(counting.sizes) == 4 * k
-    weights = cam.channel_weights(acts, _ctx(cam, backend, model, x))
+    weights = cam.channel_weights(acts, None, _ctx(cam, backend, model, x))
     assert ((weights > 0).sum(axis=1) == k).all()
     np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-6)
     full = ic.ScoreCAM(model, ref.LAYER, backend=backend, top_k=ref.CHANNELS).explain(x, TARGETS)

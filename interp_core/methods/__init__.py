@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from interp_core.methods.activation import CAM, EigenCAM, EigenGradCAM
-from interp_core.methods.base import CAMMethod, Explanation
+from interp_core.methods.base import CAMMethod, ChannelWeightCAM, Explanation
 from interp_core.methods.gradient import (
     GradCAM,
     GradCAMElementWise,
@@ -34,7 +34,7 @@ def method_class(name: str) -> type[CAMMethod]:
 
 
 __all__ = [
-    "CAM", "METHODS", "AblationCAM", "CAMMethod", "EigenCAM", "EigenGradCAM", "Explanation",
-    "GradCAM", "GradCAMElementWise", "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "ScoreCAM",
-    "XGradCAM", "method_class",
+    "CAM", "METHODS", "AblationCAM", "CAMMethod", "ChannelWeightCAM", "EigenCAM", "EigenGradCAM",
+    "Explanation", "GradCAM", "GradCAMElementWise", "GradCAMPlusPlus", "HiResCAM", "LayerCAM",
+    "ScoreCAM", "XGradCAM", "method_class",
 ]

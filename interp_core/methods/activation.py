@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from interp_core.backend.protocol import LINEAR_WEIGHTS
-from interp_core.methods.base import CAMMethod, LayerContext, weighted_sum
+from interp_core.methods.base import CAMMethod, ChannelWeightCAM, LayerContext
 
 
 def first_component(X: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -72,7 +72,7 @@ class EigenGradCAM(CAMMethod):
         return first_component(product, product.sum(axis=-1))
 
 
-class CAM(CAMMethod):
+class CAM(ChannelWeightCAM):
     """Class Activation Mapping (Zhou et al. 2016) from the dense layer after global pooling.
 
     ``map_k = sum_c W[k, c] A_c`` where ``W`` is the dense layer's ``(classes, channels)``
@@ -97,8 +97,8 @@ class CAM(CAMMethod):
             )
         self.fc = fc
 
-    def layer_map(self, activations: np.ndarray, gradients: np.ndarray | None,
-                  ctx: LayerContext) -> np.ndarray:
+    def channel_weights(self, activations: np.ndarray, gradients: np.ndarray | None,
+                        ctx: LayerContext) -> np.ndarray:
         W = np.asarray(self.backend.linear_weights(self.model, self.fc), dtype=np.float32)
         if W.shape[1] != activations.shape[-1]:
             raise ValueError(
@@ -108,12 +108,10 @@ class CAM(CAMMethod):
             )
         spec = ctx.target
         if spec.kind == "binary":
-            weights = W[0][None, :] * spec.signs[:, None]
-        elif spec.kind in ("top1", "class"):
-            weights = W[ctx.capture.targets]
-        else:
-            raise ValueError(
-                f"CAM explains class or binary targets, not {spec.kind!r} targets; "
-                "use GradCAM for those"
-            )
-        return weighted_sum(weights, activations)
+            return W[0][None, :] * spec.signs[:, None]
+        if spec.kind in ("top1", "class"):
+            return W[ctx.capture.targets]
+        raise ValueError(
+            f"CAM explains class or binary targets, not {spec.kind!r} targets; use GradCAM "
+            "for those"
+        )

@@ -42,6 +42,9 @@ class Explanation:
         Method name (``"gradcam"``).
     backend : str
         Adapter name (``"torch"``).
+    weights : dict[str, np.ndarray]
+        Per layer, the channel weights ``(N, C)`` float32 of channel-weight methods (CAM,
+        Grad-CAM, Grad-CAM++, XGrad-CAM, Score-CAM, Ablation-CAM); empty for the others.
     """
 
     maps: np.ndarray
@@ -138,14 +141,17 @@ class CAMMethod:
             native_layout=self.reshape is not None,
         )
         raw: dict[str, np.ndarray] = {}
+        weights: dict[str, np.ndarray] = {}
         for layer, (name, layer_capture) in zip(layers, capture.layers.items(), strict=True):
             acts, grads = self._canonical(name, layer_capture.activations, layer_capture.gradients)
             ctx = LayerContext(self.backend, self.model, x, spec, capture, layer, name)
-            raw[name] = self._checked_map(name, acts, grads, ctx)
+            raw[name], layer_weights = self._checked_map(name, acts, grads, ctx)
+            if layer_weights is not None:
+                weights[name] = layer_weights
         maps = self.postprocess(list(raw.values()), capture.input_spatial)
         return Explanation(
             maps=maps, raw=raw, scores=capture.scores, targets=capture.targets,
-            layers=list(raw), method=self.name, backend=self.backend.name,
+            layers=list(raw), method=self.name, backend=self.backend.name, weights=weights,
         )
 
     def postprocess(self, raw_maps: Sequence[np.ndarray], size: Sequence[int]) -> np.ndarray:
@@ -180,6 +186,15 @@ class CAMMethod:
         """Raw map ``(N, *spatial)`` of one layer from ``(N, *spatial, C)`` arrays."""
         raise NotImplementedError
 
+    def layer_evidence(
+        self, activations: np.ndarray, gradients: np.ndarray | None, ctx: LayerContext
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The raw map ``(N, *spatial)`` and, for channel-weight methods, the weights ``(N, C)``.
+
+        The default is :meth:`layer_map` with no weights; :class:`ChannelWeightCAM` overrides it.
+        """
+        return self.layer_map(activations, gradients, ctx), None
+
     # -- helpers ------------------------------------------------------------------------
     def _layers(self, x: Any) -> list[Any]:
         arg = self.layers_arg
@@ -209,7 +224,8 @@ class CAMMethod:
 
     def _checked_map(
         self, name: str, acts: np.ndarray, grads: np.ndarray | None, ctx: LayerContext
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The layer's raw map (and weights) with non-finite samples zeroed, and a warning."""
         bad = ~np.isfinite(acts).reshape(len(acts), -1).all(axis=1)
         if grads is not None:
             bad |= ~np.isfinite(grads).reshape(len(grads), -1).all(axis=1)
@@ -223,9 +239,40 @@ class CAMMethod:
             if grads is not None:
                 grads = np.where(bad.reshape((-1,) + (1,) * (grads.ndim - 1)), 0.0, grads)
         with np.errstate(all="ignore"):
-            raw = np.asarray(self.layer_map(acts, grads, ctx), dtype=np.float32)
+            raw, weights = self.layer_evidence(acts, grads, ctx)
+        raw = np.asarray(raw, dtype=np.float32)
         raw[bad] = 0.0
-        return np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)
+        raw = np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)
+        if weights is not None:
+            weights = np.array(weights, dtype=np.float32)
+            weights[bad] = 0.0
+            weights = np.nan_to_num(weights, nan=0.0, posinf=0.0, neginf=0.0)
+        return raw, weights
+
+
+class ChannelWeightCAM(CAMMethod):
+    """Methods whose map is ``sum_c w[n, c] A[n, ..., c]``: CAM, Grad-CAM, Grad-CAM++,
+    XGrad-CAM, Score-CAM, Ablation-CAM.
+
+    Subclasses implement :meth:`channel_weights`; the base does the weighted sum and fills
+    :attr:`Explanation.weights` with each layer's ``(N, C)`` weights.
+    """
+
+    def channel_weights(
+        self, activations: np.ndarray, gradients: np.ndarray | None, ctx: LayerContext
+    ) -> np.ndarray:
+        """Per-sample channel weights ``(N, C)`` from ``(N, *spatial, C)`` arrays."""
+        raise NotImplementedError
+
+    def layer_map(self, activations: np.ndarray, gradients: np.ndarray | None,
+                  ctx: LayerContext) -> np.ndarray:
+        return self.layer_evidence(activations, gradients, ctx)[0]
+
+    def layer_evidence(
+        self, activations: np.ndarray, gradients: np.ndarray | None, ctx: LayerContext
+    ) -> tuple[np.ndarray, np.ndarray]:
+        weights = np.asarray(self.channel_weights(activations, gradients, ctx), dtype=np.float32)
+        return weighted_sum(weights, activations), weights
 
 
 def spatial_axes(a: np.ndarray) -> tuple[int, ...]:

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from interp_core.methods.base import CAMMethod, LayerContext, spatial_axes, weighted_sum
+from interp_core.methods.base import CAMMethod, ChannelWeightCAM, LayerContext, spatial_axes
 
 
 def gradcam_weights(A: np.ndarray, G: np.ndarray) -> np.ndarray:
@@ -40,31 +40,31 @@ def xgradcam_weights(A: np.ndarray, G: np.ndarray) -> np.ndarray:
     return (G * A / (sum_a + 1e-7)).sum(axis=axes)
 
 
-class _WeightedCAM(CAMMethod):
-    """Methods whose map is ``sum_c w_c A_c`` with per-channel weights from gradients."""
+class _GradientWeightCAM(ChannelWeightCAM):
+    """Channel weights computed from activations and gradients by ``weight_fn``."""
 
     weight_fn: ClassVar = staticmethod(gradcam_weights)
 
-    def layer_map(self, activations: np.ndarray, gradients: np.ndarray | None,
-                  ctx: LayerContext) -> np.ndarray:
-        return weighted_sum(type(self).weight_fn(activations, gradients), activations)
+    def channel_weights(self, activations: np.ndarray, gradients: np.ndarray | None,
+                        ctx: LayerContext) -> np.ndarray:
+        return type(self).weight_fn(activations, gradients)
 
 
-class GradCAM(_WeightedCAM):
+class GradCAM(_GradientWeightCAM):
     """Grad-CAM: channel weights are the spatially averaged gradients."""
 
     name = "gradcam"
     weight_fn = staticmethod(gradcam_weights)
 
 
-class GradCAMPlusPlus(_WeightedCAM):
+class GradCAMPlusPlus(_GradientWeightCAM):
     """Grad-CAM++: higher-order weights that handle several instances of a class better."""
 
     name = "gradcam++"
     weight_fn = staticmethod(gradcam_plus_plus_weights)
 
 
-class XGradCAM(_WeightedCAM):
+class XGradCAM(_GradientWeightCAM):
     """XGrad-CAM: activation-normalised gradient weights (axiom-based)."""
 
     name = "xgradcam"

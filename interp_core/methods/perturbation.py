@@ -27,7 +27,7 @@ from interp_core.backend.layout import infer_layout
 from interp_core.backend.protocol import ACTIVATION_PATCH
 from interp_core.backend.targets import fixed_targets
 from interp_core.imaging import blend
-from interp_core.methods.base import CAMMethod, LayerContext, weighted_sum
+from interp_core.methods.base import ChannelWeightCAM, LayerContext
 from interp_core.methods.postprocess import resize_linear
 
 #: Added to the range of each Score-CAM mask before dividing (pytorch-grad-cam's constant).
@@ -68,7 +68,7 @@ def scorecam_masks(activations: np.ndarray, size: Sequence[int]) -> np.ndarray:
     return ((up - lo.reshape(shape)) / (hi - lo + MASK_EPS).reshape(shape)).astype(np.float32)
 
 
-class ScoreCAM(CAMMethod):
+class ScoreCAM(ChannelWeightCAM):
     """Score-CAM (Wang et al., CVPR-W 2020): channel weights from masked-input scores.
 
     For each sample and channel ``c`` of the layer, the activation map ``A_c`` is resized to the
@@ -110,11 +110,8 @@ class ScoreCAM(CAMMethod):
             raise ValueError(f"top_k must be None or a positive int, got {top_k!r}")
         self.top_k = None if top_k is None else int(top_k)
 
-    def layer_map(self, activations: np.ndarray, gradients: np.ndarray | None,
-                  ctx: LayerContext) -> np.ndarray:
-        return weighted_sum(self.channel_weights(activations, ctx), activations)
-
-    def channel_weights(self, activations: np.ndarray, ctx: LayerContext) -> np.ndarray:
+    def channel_weights(self, activations: np.ndarray, gradients: np.ndarray | None,
+                        ctx: LayerContext) -> np.ndarray:
         """Softmax of the masked-input scores, ``(N, C)`` float32 (0 for unscored channels)."""
         backend, model = ctx.backend, ctx.model
         x = np.asarray(backend.to_numpy(ctx.inputs))
@@ -174,7 +171,7 @@ class ScoreCAM(CAMMethod):
 
 
 # -- Ablation-CAM ----------------------------------------------------------------------------
-class AblationCAM(CAMMethod):
+class AblationCAM(ChannelWeightCAM):
     """Ablation-CAM (Desai & Ramaswamy, WACV 2020): weights from the score drop of ablations.
 
     For each sample and channel ``c``, the layer's output channel ``c`` is set to zero (the
@@ -221,11 +218,8 @@ class AblationCAM(CAMMethod):
             )
         self.ratio = ratio
 
-    def layer_map(self, activations: np.ndarray, gradients: np.ndarray | None,
-                  ctx: LayerContext) -> np.ndarray:
-        return weighted_sum(self.channel_weights(activations, ctx), activations)
-
-    def channel_weights(self, activations: np.ndarray, ctx: LayerContext) -> np.ndarray:
+    def channel_weights(self, activations: np.ndarray, gradients: np.ndarray | None,
+                        ctx: LayerContext) -> np.ndarray:
         """``(y - y_c) / y`` per sample and channel, ``(N, C)`` float32."""
         backend, model = ctx.backend, ctx.model
         x = np.asarray(backend.to_numpy(ctx.inputs))
