@@ -1,6 +1,6 @@
 """Target scores from a model output, written once for every framework.
 
-Each adapter supplies a tiny :class:`TensorOps` (six one-line methods in its framework) and
+Each adapter supplies a tiny :class:`TensorOps` (one-line methods in its framework) and
 calls :func:`target_scores` on the selected model output inside its forward pass, so the
 meaning of every target kind is defined here and nowhere else.
 """
@@ -15,7 +15,7 @@ from interp_core.backend.targets import TargetSpec, check_binary_output, check_c
 
 
 class TensorOps(Protocol):
-    """The framework operations :func:`target_scores` needs.
+    """The framework operations :func:`target_scores` (and the adapter policy) need.
 
     ``channel_axis`` is where a dense-prediction (segmentation) output keeps its classes:
     1 for torch, -1 for Keras/Flax.
@@ -48,6 +48,16 @@ class TensorOps(Protocol):
 
     def sqrt(self, x: Any) -> Any:
         """Element-wise square root."""
+        ...
+
+    def cast_like(self, value: Any, like: Any) -> Any:
+        """``value`` in ``like``'s dtype if it is floating point, else unchanged (compiled
+        adapters: :class:`~interp_core.backend.policy.ReplayOps`)."""
+        ...
+
+    def channel_means(self, x: Any, axis: int) -> Any:
+        """Spatial mean of each channel: ``(N, ...)`` with channels on ``axis`` -> ``(N, C)``
+        (input gradients: :func:`~interp_core.backend.policy.channel_objective`)."""
         ...
 
 

@@ -68,6 +68,11 @@ class TargetSpec:
             return np.where(self.signs > 0, 1, 0).astype(np.int64)
         return np.full(self.n or 0, -1, dtype=np.int64)
 
+    def tile(self, times: int) -> TargetSpec:
+        """The spec repeated ``times``, sample order kept within each repeat (``(times * N,)``,
+        mask-major): the targets of a batch of ``times`` masked copies of the inputs."""
+        return self.take(np.tile(np.arange(self.n or 0), times))
+
     def take(self, index: slice | np.ndarray) -> TargetSpec:
         """The spec for a sub-batch (batched prediction)."""
         pick = (lambda a: None if a is None else a[index])  # noqa: E731

@@ -13,7 +13,6 @@ parameter gradient is formed. For a Split this is ``jax.vjp`` of ``head`` at ``f
 
 from __future__ import annotations
 
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
@@ -22,6 +21,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from interp_core.backend.policy import (
+    TargetPlan,
+    channel_objective,
+    check_channel_range,
+    check_channels,
+    mask_chunks,
+    needs_output_shape,
+    plan_targets,
+    warn_non_finite,
+)
 from interp_core.backend.protocol import (
     ACTIVATION_PATCH,
     GRADIENTS,
@@ -33,8 +42,8 @@ from interp_core.backend.protocol import (
 from interp_core.backend.targets import TargetSpec
 from interp_core.split import Split
 from interp_jax import nnx_model, split_model
-from interp_jax.calls import AdapterError, check_ran, first_array, recorder
-from interp_jax.ops import TargetPlan, needs_output_shape, plan_targets
+from interp_jax.layers import AdapterError, check_ran, first_array, recorder
+from interp_jax.ops import JaxOps
 
 try:
     from flax import nnx
@@ -107,7 +116,7 @@ class JaxBackend:
             )
         self.layout = layout
         self.channel_axis = _LAYOUTS[layout.lower()]
-        #: The input layout, as :func:`interp_core.features.input_layout` reads it.
+        #: The input layout, as :func:`interp_core.backend.layout.input_layout` reads it.
         self.input_layout = "channels_last" if self.channel_axis == -1 else "channels_first"
         self.trace_count = 0
         self._compiled = _LRU(cache_size)
@@ -196,7 +205,7 @@ class JaxBackend:
         shape = None
         if needs_output_shape(target):
             shape = self._output_shape(structure, arrays, x, output)
-        return plan_targets(target, shape, self.channel_axis)
+        return plan_targets(target, shape, self.channel_axis, np.int32)
 
     def _jitted(self, key: tuple[Any, ...], make: Callable[[], Callable[..., Any]]) -> Any:
         return self._compiled.get_or_make(key, lambda: jax.jit(make()))
@@ -262,7 +271,7 @@ class JaxBackend:
 
     def _capture_fn(self, structure: Any, names: list[str], plan: TargetPlan,
                     gradients: bool, output: Any) -> Callable[..., Any]:
-        axis = self.channel_axis
+        ops = JaxOps(self.channel_axis)
 
         def scored(arrays: Any, x: Any, consts: Any, deltas: Any) -> tuple[Any, ...]:
             store: dict[str, Any] = {}
@@ -272,7 +281,7 @@ class JaxBackend:
             }
             out = structure.forward(arrays, x, handlers, output=output)
             check_ran(store, names)
-            scores, top1 = plan.score(out, consts, axis)
+            scores, top1 = plan.score(out, consts, ops)
             return scores, top1, tuple(store[n] for n in names), out
 
         def activations(arrays: Any, x: Any) -> tuple[Any, ...]:
@@ -324,7 +333,7 @@ class JaxBackend:
         def run(arrays: Any, x: Any, consts: Any) -> Any:
             self.trace_count += 1
             out = structure.forward(arrays, x, {}, output=output)
-            return plan.score(out, consts, self.channel_axis)[0]
+            return plan.score(out, consts, JaxOps(self.channel_axis))[0]
         return run
 
     def patched_scores(
@@ -338,8 +347,8 @@ class JaxBackend:
         masks = np.asarray(channel_masks, dtype=np.float32)
         if masks.ndim != 2:
             raise ValueError(f"channel_masks must be (M, C), got shape {masks.shape}")
-        per_chunk = max(1, min(batch_size // max(n, 1), len(masks)))
-        tiled = target.take(np.tile(np.arange(n), per_chunk))  # mask-major
+        per_chunk = mask_chunks(len(masks), n, batch_size)
+        tiled = target.tile(per_chunk)
         tiled_x = jax.eval_shape(lambda a: jax.tree_util.tree_map(
             lambda v: jnp.concatenate([v] * per_chunk), a), x)
         plan = self._plan(structure, arrays, tiled_x, tiled, output)
@@ -359,6 +368,7 @@ class JaxBackend:
     def _patched_fn(self, structure: Any, name: str, plan: TargetPlan,
                     output: Any) -> Callable[..., Any]:
         axis = self.channel_axis
+        ops = JaxOps(axis)
 
         def run(arrays: Any, x: Any, consts: Any, masks: Any) -> Any:
             self.trace_count += 1
@@ -382,7 +392,7 @@ class JaxBackend:
 
             out = structure.forward(arrays, tiled, {name: patch}, output=output)
             check_ran(seen, [name])
-            return plan.score(out, consts, axis)[0]
+            return plan.score(out, consts, ops)[0]
 
         return run
 
@@ -424,33 +434,19 @@ class JaxBackend:
             raise ValueError("input_gradients needs a single input array, not a tuple or dict")
         if not jnp.issubdtype(x.dtype, jnp.floating):
             x = x.astype(jnp.float32)
-        idx = np.asarray(channels, dtype=np.int64).reshape(-1)
-        if idx.shape != (x.shape[0],):
-            raise ValueError(
-                f"channels has {idx.size} entries but the batch has {x.shape[0]} samples"
-            )
-        if (idx < 0).any():
-            raise ValueError(f"channel {int(idx.min())} is out of range: channels are >= 0")
+        idx = check_channels(channels, int(x.shape[0]))
         key = ("input_gradients", structure.key, tuple(names), split_model.Static(output))
         fn = self._jitted(key, lambda: self._input_gradients_fn(structure, names, output))
         values, grads, count = jax.device_get(fn(arrays, x, idx.astype(np.int32)))
-        if int(idx.max()) >= int(count):
-            where = f"layer {names[0]!r}" if names else "the model output"
-            raise ValueError(
-                f"channel {int(idx.max())} is out of range: {where} has {int(count)} channels"
-            )
+        check_channel_range(idx, int(count), f"layer {names[0]!r}" if names else "the model output")
         values, grads = _as_numpy(values), _as_numpy(grads)
-        bad = ~(np.isfinite(values) & np.isfinite(grads).reshape(len(grads), -1).all(axis=1))
-        if bad.any():
-            warnings.warn(
-                f"input_gradients: non-finite objectives or gradients for samples "
-                f"{np.flatnonzero(bad).tolist()}", RuntimeWarning, stacklevel=2,
-            )
+        warn_non_finite("input_gradients", values, grads)
         return values, grads
 
     def _input_gradients_fn(self, structure: Any, names: list[str],
                             output: Any) -> Callable[..., Any]:
         axis = self.channel_axis
+        ops = JaxOps(axis)
 
         def run(arrays: Any, x: Any, idx: Any) -> tuple[Any, Any, Any]:
             self.trace_count += 1
@@ -467,10 +463,8 @@ class JaxBackend:
                         f"output of shape {tuple(act.shape)} has no channel axis"
                     )
                 ch_axis = act.ndim - 1 if axis == -1 else 1
-                moved = jnp.moveaxis(act, ch_axis, -1)
-                per_channel = moved.reshape(moved.shape[0], -1, moved.shape[-1]).mean(axis=1)
-                counts.append(per_channel.shape[1])
-                values = jnp.take_along_axis(per_channel, idx[:, None], axis=1)[:, 0]
+                counts.append(act.shape[ch_axis])
+                values = channel_objective(act, idx, ops, ch_axis)
                 return values.sum(), values
 
             (_, values), grads = jax.value_and_grad(objective, has_aux=True)(x)

@@ -20,7 +20,7 @@ import jax
 from flax import nnx
 
 from interp_core.backend.targets import select_output
-from interp_jax.calls import Handler, apply_handler, call_traced
+from interp_jax.layers import Handler, apply_handler, call_traced
 
 PathParts = tuple[str | int, ...]
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from interp_core.backend.targets import select_output
 from interp_core.split import Split
-from interp_jax.calls import AdapterError, Handler, apply_handler, call_traced, describe
+from interp_jax.layers import AdapterError, Handler, apply_handler, call_traced, describe
 
 try:  # flax is optional for Split models
     from flax import nnx

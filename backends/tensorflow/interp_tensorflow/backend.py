@@ -24,6 +24,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from interp_core.backend.inputs import chunks
+from interp_core.backend.policy import (
+    check_channel_range,
+    check_channels,
+    mask_chunks,
+    plan_targets,
+)
 from interp_core.backend.protocol import (
     ACTIVATION_PATCH,
     GRADIENTS,
@@ -43,7 +50,6 @@ from interp_tensorflow.layers import (
     spatial_shape,
     walk,
 )
-from interp_tensorflow.ops import target_constants
 
 #: Programs kept per model (oldest dropped first); each holds its traced concrete functions.
 MAX_PROGRAMS_PER_MODEL = 32
@@ -169,7 +175,7 @@ class TensorFlowBackend:
         if spec.kind in ("fn", "top1"):
             return []  # top-1 needs none; callables are part of the program key
         shape = self._output_shape(model, x, output)
-        return [tf.convert_to_tensor(c) for c in target_constants(spec, shape)]
+        return [tf.convert_to_tensor(c) for c in plan_targets(spec, shape).consts]
 
     def _output_shape(self, model: Any, x: Any, output: Any) -> tuple[int, ...]:
         leaves = tf.nest.flatten(x)
@@ -231,8 +237,7 @@ class TensorFlowBackend:
         x = self._prepare(inputs, model)
         n = int(tf.nest.flatten(x)[0].shape[0])
         parts = []
-        for start in range(0, n, batch_size):
-            sl = slice(start, min(start + batch_size, n))
+        for sl in chunks(n, batch_size):
             chunk = tf.nest.map_structure(lambda t, sl=sl: t[sl], x)
             spec = target.take(sl)
             # per chunk: "fn" targets key on the chunk's own callables (baked into the trace)
@@ -255,14 +260,14 @@ class TensorFlowBackend:
         if masks.ndim != 2:
             raise ValueError(f"channel_masks must be (M, C), got shape {masks.shape}")
         n = int(x.shape[0])
-        per_chunk = max(1, batch_size // max(n, 1))
+        per_chunk = mask_chunks(len(masks), n, batch_size)
         program = self._program(model, "patch", (path,), kind=target.kind, fns=_fns(target),
                                 output=output)
         rows = []
         for start in range(0, len(masks), per_chunk):
             chunk = masks[start : start + per_chunk]
             tiled = tf.tile(x, [len(chunk)] + [1] * (x.shape.rank - 1))
-            spec = target.take(np.tile(np.arange(n), len(chunk)))
+            spec = target.tile(len(chunk))
             consts = self._constants(model, tiled, spec, output)
             scores = self._run(program, model, spec, tiled, consts, tf.constant(chunk))
             rows.append(scores.numpy().reshape(len(chunk), n))
@@ -300,19 +305,11 @@ class TensorFlowBackend:
         if not tf.is_tensor(x) or not x.dtype.is_floating:
             raise NotImplementedError("input_gradients supports one floating-point input tensor")
         paths = () if layer is None else tuple(p for p, _ in resolve(model, [layer]))
-        idx = np.asarray(channels, dtype=np.int64).reshape(-1)
-        if len(idx) != int(x.shape[0]):
-            raise ValueError(f"channels has {len(idx)} entries but the batch has "
-                             f"{int(x.shape[0])} samples")
+        idx = check_channels(channels, int(x.shape[0]))
         program = self._program(model, "input_gradients", paths, output=output)
         result = self._run(program, model, None, x, tf.constant(idx))
-        count = int(result["channels"])
-        bad = idx[(idx < 0) | (idx >= count)]
-        if bad.size:
-            raise ValueError(
-                f"channel {int(bad[0])} is out of range: the layer has {count} channels "
-                f"(valid: 0..{count - 1})"
-            )
+        where = f"layer {paths[0]!r}" if paths else "the model output"
+        check_channel_range(idx, int(result["channels"]), where)
         return result["values"].numpy(), result["grads"].numpy()
 
 

@@ -24,7 +24,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from interp_core.backend.scoring import target_scores
+from interp_core.backend.policy import ReplayOps, channel_objective, missing_layers_error
+from interp_core.backend.scoring import TensorOps, target_scores
 from interp_core.backend.targets import TargetSpec, select_output
 from interp_tensorflow.layers import (
     Hook,
@@ -35,7 +36,7 @@ from interp_tensorflow.layers import (
     resolve,
     squashing,
 )
-from interp_tensorflow.ops import FedOps, TFOps
+from interp_tensorflow.ops import TFOps
 
 
 def forward(model: Any, x: Any, hooks: Sequence[tuple[str, Any, Hook]], output: Any) -> Any:
@@ -144,8 +145,8 @@ class Program:
             self._on_trace()
         return getattr(self, f"_{self.mode}")(self._model, self._spec, *args)
 
-    def _ops(self, consts: Sequence[tf.Tensor]) -> TFOps:
-        return TFOps() if self.kind == "fn" else FedOps(consts)
+    def _ops(self, consts: Sequence[tf.Tensor]) -> TensorOps:
+        return TFOps() if self.kind == "fn" else ReplayOps(TFOps(), consts)
 
     def _layers(self, model: Any) -> list[tuple[str, Any, str]]:
         default = model_data_format(model)
@@ -171,10 +172,7 @@ class Program:
             out = forward(model, x, hooks, self.output)
             missing = [p for p, _, _ in layers if p not in store]
             if missing:
-                raise ValueError(
-                    f"layer(s) {missing} never ran in the forward pass; pick layers that the "
-                    "model's call() uses"
-                )
+                raise missing_layers_error(missing, "the model's call() uses")
             scores, top1 = target_scores(out, spec, self._ops(consts))
             total = tf.reduce_sum(scores)
         grads: list[tf.Tensor] | None = None
@@ -247,17 +245,15 @@ class Program:
             if layers:
                 path, _, fmt = layers[0]
                 if path not in store:
-                    raise ValueError(f"layer {path!r} never ran in the forward pass")
+                    raise missing_layers_error([path], "the model's call() uses")
                 target = canonical(store[path], fmt)
             else:
                 target = tf.cast(out, tf.float32)
             if target.shape.rank < 2:
                 raise ValueError(f"output of shape {tuple(target.shape)} has no channel axis")
-            per_channel = (tf.reduce_mean(target, axis=list(range(1, target.shape.rank - 1)))
-                           if target.shape.rank > 2 else target)
-            count = int(per_channel.shape[-1])
+            count = int(target.shape[-1])
             index = tf.clip_by_value(tf.cast(channels, tf.int64), 0, count - 1)
-            values = tf.gather(per_channel, index, axis=1, batch_dims=1)
+            values = channel_objective(target, index, TFOps(), -1)
             total = tf.reduce_sum(values)
         grad = tape.gradient(total, x)
         if grad is None:

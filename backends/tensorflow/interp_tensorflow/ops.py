@@ -1,27 +1,25 @@
-"""Tensor operations for :func:`interp_core.backend.scoring.target_scores`, in TensorFlow and NumPy.
+"""The tensor operations the core's target scoring and adapter policy need, in TensorFlow.
 
 The compiled path must not bake target values (class indices, masks, embeddings) into the
 graph, or every new batch of targets would retrace. So the constants that ``target_scores``
-asks for are computed first by a NumPy dry run on a zero output of the right shape
-(:func:`interp_core.backend.scoring.target_constants`, which also validates the targets with the
-core's own error messages), and then fed to the compiled function as arguments, where
-:class:`FedOps` hands them out in the same order. The meaning of every target kind stays
-defined once, in the core.
+asks for are recorded first by a NumPy dry run on a zero output of the right shape
+(:func:`interp_core.backend.policy.plan_targets`, which also validates the targets with the
+core's own error messages), fed to the compiled function as arguments, and handed back in the
+same order by :class:`interp_core.backend.policy.ReplayOps` around :class:`TFOps`. The meaning
+of every target kind stays defined once, in the core.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from interp_core.backend.scoring import target_constants as core_target_constants
-from interp_core.backend.targets import TargetSpec
-
 
 class TFOps:
-    """The six tensor operations ``target_scores`` needs, for Keras outputs (classes last)."""
+    """The tensor operations of :class:`~interp_core.backend.scoring.TensorOps`, for Keras
+    outputs (classes last)."""
 
     channel_axis = -1
 
@@ -30,6 +28,13 @@ class TFOps:
         if np.issubdtype(array.dtype, np.floating):
             return tf.constant(array, dtype=like.dtype)
         return tf.constant(array, dtype=tf.int64)
+
+    @staticmethod
+    def cast_like(value: Any, like: tf.Tensor) -> tf.Tensor:
+        value = tf.convert_to_tensor(value)
+        if value.dtype.is_floating and value.dtype != like.dtype:
+            return tf.cast(value, like.dtype)
+        return value
 
     @staticmethod
     def flatten(x: tf.Tensor) -> tf.Tensor:
@@ -51,45 +56,10 @@ class TFOps:
     def sqrt(x: tf.Tensor) -> tf.Tensor:
         return tf.sqrt(x)
 
-
-class FedOps(TFOps):
-    """:class:`TFOps` whose constants are the compiled function's arguments, in call order."""
-
-    def __init__(self, fed: Sequence[tf.Tensor]) -> None:
-        self.fed = list(fed)
-        self.used = 0
-
-    def const(self, array: np.ndarray, like: tf.Tensor) -> tf.Tensor:
-        if self.used >= len(self.fed):
-            raise RuntimeError(
-                "interp-tensorflow: target_scores asked for more constants than the dry run "
-                "recorded; this is a bug, please report it"
-            )
-        value = self.fed[self.used]
-        self.used += 1
-        if value.dtype.is_floating and value.dtype != like.dtype:
-            value = tf.cast(value, like.dtype)
-        return value
-
-
-def target_constants(spec: TargetSpec, output_shape: Sequence[int]) -> list[np.ndarray]:
-    """Validate ``spec`` against an output of ``output_shape`` and return its constants.
-
-    Parameters
-    ----------
-    spec : TargetSpec
-        Resolved targets of the batch (any kind but ``"fn"``).
-    output_shape : sequence of int
-        Shape of the selected model output, batch axis included.
-
-    Returns
-    -------
-    list of np.ndarray
-        What ``target_scores`` passes to ``ops.const``, in order (float32 or int64).
-
-    Raises
-    ------
-    ValueError
-        The core's messages: a class out of range, a mask of the wrong shape, ...
-    """
-    return core_target_constants(spec, tuple(output_shape), channel_axis=-1, int_dtype=np.int64)
+    @staticmethod
+    def channel_means(x: tf.Tensor, axis: int) -> tf.Tensor:
+        rank = x.shape.rank
+        axis %= rank
+        if axis != rank - 1:
+            x = tf.transpose(x, [0, *(i for i in range(1, rank) if i != axis), axis])
+        return tf.reduce_mean(tf.reshape(x, [tf.shape(x)[0], -1, x.shape[-1]]), axis=1)

@@ -10,7 +10,6 @@ grad mode and the hook dictionaries are restored afterwards, also when an except
 from __future__ import annotations
 
 import contextlib
-import difflib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -18,6 +17,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from interp_core.backend.inputs import chunks, first_input, take
+from interp_core.backend.policy import (
+    channel_objective,
+    check_channel_range,
+    check_channels,
+    mask_chunks,
+    missing_layers_error,
+    not_a_tensor_error,
+)
 from interp_core.backend.protocol import (
     ACTIVATION_PATCH,
     GRADIENTS,
@@ -28,63 +36,8 @@ from interp_core.backend.protocol import (
 )
 from interp_core.backend.scoring import target_scores
 from interp_core.backend.targets import TargetSpec, select_output
-
-
-class TorchOps:
-    """The six tensor operations :func:`interp_core.backend.scoring.target_scores` needs."""
-
-    channel_axis = 1
-
-    @staticmethod
-    def const(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(array))
-        if t.is_floating_point():
-            return t.to(device=like.device, dtype=like.dtype)
-        return t.to(device=like.device, dtype=torch.int64)
-
-    @staticmethod
-    def flatten(x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(x.shape[0], -1)
-
-    @staticmethod
-    def row_sum(x: torch.Tensor) -> torch.Tensor:
-        return x.sum(dim=1)
-
-    @staticmethod
-    def argmax(x: torch.Tensor) -> torch.Tensor:
-        return x.detach().argmax(dim=1)
-
-    @staticmethod
-    def pick(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        return x.gather(1, indices[:, None])[:, 0]
-
-    @staticmethod
-    def sqrt(x: torch.Tensor) -> torch.Tensor:
-        return torch.sqrt(x)
-
-
-OPS = TorchOps()
-
-
-def _first_tensor(out: Any) -> torch.Tensor | None:
-    if torch.is_tensor(out):
-        return out
-    if isinstance(out, tuple | list) and out and torch.is_tensor(out[0]):
-        return out[0]
-    return None
-
-
-def _replace_first(out: Any, new: torch.Tensor) -> Any:
-    if torch.is_tensor(out):
-        return new
-    return type(out)([new, *out[1:]])
-
-
-def _to_numpy(t: torch.Tensor, channels_last: bool) -> np.ndarray:
-    t = t.detach()
-    if channels_last and t.ndim >= 3:
-        t = t.movedim(1, -1)
-    return t.to(device="cpu", dtype=torch.float32).contiguous().numpy()
+from interp_torch.layers import first_tensor, hooked, layer_names, replace_first_tensor, resolve
+from interp_torch.ops import OPS, to_numpy
 
 
 @contextlib.contextmanager
@@ -102,17 +55,8 @@ def _explaining(model: nn.Module, grad_enabled: bool = False) -> Iterator[None]:
             module.training = flag
 
 
-@contextlib.contextmanager
-def _hooked(modules: Sequence[tuple[str, nn.Module]],
-            make_hook: Callable[[str], Callable[..., Any]]) -> Iterator[None]:
-    handles = []
-    try:
-        for name, module in modules:
-            handles.append(module.register_forward_hook(make_hook(name)))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
+#: Why a layer may not have run: hooks only see modules that forward() calls.
+_HOOK_HINT = "hooks see the modules that forward() calls"
 
 
 class TorchBackend:
@@ -162,54 +106,24 @@ class TorchBackend:
 
     @staticmethod
     def _input_spatial(x: Any) -> tuple[int, ...]:
-        first = x[0] if isinstance(x, tuple | list) else (
-            next(iter(x.values())) if isinstance(x, dict) else x)
-        return tuple(int(d) for d in first.shape[2:])
+        return tuple(int(d) for d in first_input(x).shape[2:])
 
     # -- layers ---------------------------------------------------------------------------
     def layer_names(self, model: nn.Module) -> list[str]:
-        return [name for name, _ in model.named_modules() if name]
-
-    def _resolve(self, model: nn.Module, layers: Sequence[Any]) -> list[tuple[str, nn.Module]]:
-        modules = dict(model.named_modules())
-        by_id = {id(m): n for n, m in modules.items()}
-        resolved = []
-        for layer in layers:
-            if isinstance(layer, nn.Module):
-                if id(layer) not in by_id:
-                    raise ValueError(
-                        f"layer {type(layer).__name__} is not a submodule of the model; pass a "
-                        "module of this model or its named_modules() path"
-                    )
-                resolved.append((by_id[id(layer)] or "<model>", layer))
-            elif isinstance(layer, str):
-                if layer not in modules or not layer:
-                    close = difflib.get_close_matches(layer, self.layer_names(model), n=6,
-                                                      cutoff=0.5)
-                    raise ValueError(
-                        f"unknown layer {layer!r}; closest names: {close or 'none'} "
-                        f"(the model has {len(modules) - 1} named modules; "
-                        "interp_core.get_backend('torch').layer_names(model) lists them)"
-                    )
-                resolved.append((layer, modules[layer]))
-            else:
-                raise TypeError(
-                    f"layer {layer!r} must be a named_modules() path or an nn.Module"
-                )
-        return resolved
+        return layer_names(model)
 
     def default_layer(self, model: nn.Module, inputs: Any) -> str:
         order: list[str] = []
 
         def make_hook(name: str) -> Callable[..., None]:
             def hook(module: nn.Module, args: Any, out: Any) -> None:
-                t = _first_tensor(out)
+                t = first_tensor(out)
                 if t is not None and t.ndim >= 3 and int(np.prod(t.shape[2:])) > 1:
                     order.append(name)
             return hook
 
         named = [(n, m) for n, m in model.named_modules() if n]
-        with _explaining(model), _hooked(named, make_hook):
+        with _explaining(model), hooked(named, make_hook):
             self._run(model, self._prepare(inputs, model))
         if not order:
             raise ValueError(
@@ -223,18 +137,15 @@ class TorchBackend:
         self, model: nn.Module, inputs: Any, layers: Sequence[Any], target: TargetSpec, *,
         gradients: bool = True, output: Any = None, native_layout: bool = False,
     ) -> Capture:
-        named = self._resolve(model, layers)
+        named = resolve(model, layers)
         x = self._prepare(inputs, model)
         store: dict[str, torch.Tensor] = {}
 
         def make_hook(name: str) -> Callable[..., Any]:
             def hook(module: nn.Module, args: Any, out: Any) -> Any:
-                t = _first_tensor(out)
+                t = first_tensor(out)
                 if t is None:
-                    raise TypeError(
-                        f"layer {name!r} returned {type(out).__name__}, not a tensor; pick a "
-                        "layer whose output is a tensor"
-                    )
+                    raise not_a_tensor_error(name, out)
                 if not gradients:
                     store[name] = t.detach()
                     return None
@@ -244,17 +155,14 @@ class TorchBackend:
                     torch.set_grad_enabled(True)
                 store[name] = t
                 # A clone shields the captured tensor from in-place ops downstream (ReLU(inplace)).
-                return _replace_first(out, t.clone())
+                return replace_first_tensor(out, t.clone())
             return hook
 
-        with _explaining(model), _hooked(named, make_hook):
+        with _explaining(model), hooked(named, make_hook):
             model_output = select_output(self._run(model, x), output)
             missing = [n for n, _ in named if n not in store]
             if missing:
-                raise ValueError(
-                    f"layer(s) {missing} never ran in the forward pass; pick layers that the "
-                    "model's forward() uses"
-                )
+                raise missing_layers_error(missing, _HOOK_HINT)
             scores, top1 = target_scores(model_output, target, OPS)
             grads: Sequence[torch.Tensor | None] = [None] * len(named)
             if gradients:
@@ -272,25 +180,16 @@ class TorchBackend:
             if gradients and grad is None:
                 grad = torch.zeros_like(act)
             captured[name] = LayerCapture(
-                name, _to_numpy(act, channels_last),
-                None if grad is None else _to_numpy(grad, channels_last),
+                name, to_numpy(act, channels_last),
+                None if grad is None else to_numpy(grad, channels_last),
             )
         classes = target.resolved_indices(None if top1 is None else top1.cpu().numpy())
         return Capture(
-            layers=captured, scores=_to_numpy(scores, False), targets=classes,
+            layers=captured, scores=to_numpy(scores, False), targets=classes,
             input_spatial=self._input_spatial(x),
         )
 
     # -- forward-only work ----------------------------------------------------------------
-    def _batches(self, x: Any, batch_size: int) -> Iterator[tuple[slice, Any]]:
-        n = int((x[0] if isinstance(x, tuple | list) else x).shape[0])
-        for start in range(0, n, batch_size):
-            sl = slice(start, min(start + batch_size, n))
-            if isinstance(x, tuple | list):
-                yield sl, type(x)(i[sl] for i in x)
-            else:
-                yield sl, x[sl]
-
     def predict(
         self, model: nn.Module, inputs: Any, target: TargetSpec, *, batch_size: int = 32,
         output: Any = None,
@@ -298,28 +197,28 @@ class TorchBackend:
         x = self._prepare(inputs, model)
         parts = []
         with _explaining(model):
-            for sl, chunk in self._batches(x, batch_size):
-                out = select_output(self._run(model, chunk), output)
+            for sl in chunks(int(first_input(x).shape[0]), batch_size):
+                out = select_output(self._run(model, take(x, sl)), output)
                 scores, _ = target_scores(out, target.take(sl), OPS)
-                parts.append(_to_numpy(scores, False))
+                parts.append(to_numpy(scores, False))
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
     def patched_scores(
         self, model: nn.Module, inputs: Any, layer: Any, channel_masks: np.ndarray,
         target: TargetSpec, *, batch_size: int = 32, output: Any = None,
     ) -> np.ndarray:
-        ((name, module),) = self._resolve(model, [layer])
+        ((name, module),) = resolve(model, [layer])
         x = self._prepare(inputs, model)
         if isinstance(x, tuple | list | dict):
             raise NotImplementedError("patched_scores supports single-tensor inputs")
         n = x.shape[0]
         masks = np.asarray(channel_masks, dtype=np.float32)
-        per_chunk = max(1, batch_size // max(n, 1))
+        per_chunk = mask_chunks(len(masks), n, batch_size)
         current: dict[str, torch.Tensor] = {}
 
         def make_hook(_: str) -> Callable[..., Any]:
             def hook(mod: nn.Module, args: Any, out: Any) -> Any:
-                t = _first_tensor(out)
+                t = first_tensor(out)
                 m = current["mask"].to(device=t.device, dtype=t.dtype)
                 if m.shape[1] != t.shape[1]:
                     raise ValueError(
@@ -328,18 +227,18 @@ class TorchBackend:
                     )
                 shape = (m.shape[0], 1, m.shape[1]) + (1,) * (t.ndim - 2)
                 patched = t.reshape(m.shape[0], n, *t.shape[1:]) * m.reshape(shape)
-                return _replace_first(out, patched.reshape(t.shape))
+                return replace_first_tensor(out, patched.reshape(t.shape))
             return hook
 
         rows = []
-        with _explaining(model), _hooked([(name, module)], make_hook):
+        with _explaining(model), hooked([(name, module)], make_hook):
             for start in range(0, len(masks), per_chunk):
                 chunk = torch.from_numpy(masks[start : start + per_chunk])
                 current["mask"] = chunk
                 tiled = x.repeat((len(chunk),) + (1,) * (x.ndim - 1))
                 out = select_output(self._run(model, tiled), output)
-                scores, _ = target_scores(out, _tile(target, len(chunk)), OPS)
-                rows.append(_to_numpy(scores, False).reshape(len(chunk), n))
+                scores, _ = target_scores(out, target.tile(len(chunk)), OPS)
+                rows.append(to_numpy(scores, False).reshape(len(chunk), n))
         return np.concatenate(rows, axis=0)
 
     # -- dense weights and input gradients ------------------------------------------------
@@ -350,58 +249,49 @@ class TorchBackend:
                 raise ValueError("the model has no nn.Linear layer; pass fc= explicitly")
             module = dense[-1]
         else:
-            ((_, module),) = self._resolve(model, [fc])
+            ((_, module),) = resolve(model, [fc])
         weight = getattr(module, "weight", None)
         if weight is None or weight.ndim not in (2, 4):
             raise ValueError(
                 f"fc layer {type(module).__name__} has no (outputs, inputs) weight; pass the "
                 "nn.Linear (or 1x1 convolution) after global pooling"
             )
-        return _to_numpy(weight.reshape(weight.shape[0], -1), False)
+        return to_numpy(weight.reshape(weight.shape[0], -1), False)
 
     def input_gradients(
         self, model: nn.Module, inputs: Any, layer: Any, channels: np.ndarray, *,
         output: Any = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         x = self._prepare(inputs, model).detach().requires_grad_(True)
-        idx = torch.as_tensor(np.asarray(channels, dtype=np.int64), device=x.device)
+        checked = check_channels(channels, int(x.shape[0]))
+        idx = torch.as_tensor(checked, device=x.device)
         store: dict[str, torch.Tensor] = {}
-        named = [] if layer is None else self._resolve(model, [layer])
+        named = [] if layer is None else resolve(model, [layer])
 
         def make_hook(name: str) -> Callable[..., None]:
             def hook(mod: nn.Module, args: Any, out: Any) -> None:
-                store[name] = _first_tensor(out)
+                store[name] = first_tensor(out)
             return hook
 
-        with _explaining(model, grad_enabled=True), _hooked(named, make_hook):
+        with _explaining(model, grad_enabled=True), hooked(named, make_hook):
             out = select_output(self._run(model, x), output)
             if layer is None:
                 target = out
             else:
                 target = store.get(named[0][0])
                 if target is None:
-                    raise ValueError(f"layer {named[0][0]!r} never ran in the forward pass")
+                    raise missing_layers_error([named[0][0]], _HOOK_HINT)
             if target.ndim < 2:
                 raise ValueError(
                     f"layer output of shape {tuple(target.shape)} has no channel axis"
                 )
-            if int(idx.max()) >= target.shape[1] or int(idx.min()) < 0:
-                raise ValueError(
-                    f"channel {int(idx.max())} is out of range: the layer has "
-                    f"{target.shape[1]} channels"
-                )
-            per_channel = target.reshape(target.shape[0], target.shape[1], -1).mean(dim=2)
-            values = per_channel.gather(1, idx[:, None])[:, 0]
+            where = f"layer {named[0][0]!r}" if named else "the model output"
+            check_channel_range(checked, int(target.shape[1]), where)
+            values = channel_objective(target, idx, OPS, 1)
             if not values.requires_grad:
                 raise ValueError(
                     f"the objective at layer {layer!r} does not depend on the input "
                     "(a non-differentiable path)"
                 )
             (grad,) = torch.autograd.grad(values.sum(), [x])
-        return _to_numpy(values, False), _to_numpy(grad, False)
-
-
-def _tile(target: TargetSpec, times: int) -> TargetSpec:
-    """A spec repeated ``times`` (mask-major), for the tiled batch of patched_scores."""
-    index = np.tile(np.arange(target.n or 0), times)
-    return target.take(index)
+        return to_numpy(values, False), to_numpy(grad, False)

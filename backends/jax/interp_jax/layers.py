@@ -1,4 +1,4 @@
-"""Calling user code under ``jax.jit``: calling conventions, layer handlers, clear errors.
+"""Layers under ``jax.jit``: calling user code, layer handlers, clear errors.
 
 A *handler* is what the adapter does to a layer's output inside the traced forward pass:
 record it, add the zero perturbation whose gradient is the activation gradient, or multiply it
@@ -13,6 +13,14 @@ from typing import Any
 
 import jax
 import numpy as np
+
+from interp_core.backend.policy import (
+    first_leaf,
+    layer_ran_twice_error,
+    missing_layers_error,
+    not_a_tensor_error,
+    replace_first,
+)
 
 #: ``handler(activation) -> activation``, applied to a layer's output in the forward pass.
 Handler = Callable[[jax.Array], jax.Array]
@@ -76,35 +84,30 @@ def call_traced(fn: Callable[..., Any], inputs: Any, *, what: str,
         raise trace_error(exc, what, layers, inputs) from exc
 
 
+def is_array(x: Any) -> bool:
+    """Whether ``x`` is a jax array (traced or concrete)."""
+    return isinstance(x, jax.Array)
+
+
 def first_array(out: Any) -> jax.Array | None:
     """``out`` if it is an array, else the first element of a tuple/list output, else None."""
-    if isinstance(out, jax.Array):
-        return out
-    if isinstance(out, tuple | list) and out and isinstance(out[0], jax.Array):
-        return out[0]
-    return None
+    return first_leaf(out, is_array)
 
 
 def apply_handler(out: Any, handler: Handler, name: str) -> Any:
     """``out`` with ``handler`` applied to its array (the first one of a tuple/list)."""
-    if isinstance(out, jax.Array):
-        return handler(out)
-    if first_array(out) is not None:
-        return type(out)([handler(out[0]), *out[1:]])
-    raise AdapterError(
-        f"layer {name!r} returned {type(out).__name__}, not an array; pick a layer whose output "
-        "is an array (or a tuple whose first element is one)"
-    )
+    first = first_array(out)
+    if first is None:
+        raise AdapterError(str(not_a_tensor_error(name, out)))
+    return replace_first(out, handler(first), is_array)
 
 
 def check_ran(seen: Mapping[str, Any], names: Sequence[str]) -> None:
     """Raise when a requested layer never produced an output in the forward pass."""
     missing = [n for n in names if n not in seen]
     if missing:
-        raise AdapterError(
-            f"layer(s) {missing} never ran in the forward pass; pick layers that the model "
-            "calls (interp-jax intercepts a submodule's __call__)"
-        )
+        raise AdapterError(str(missing_layers_error(
+            missing, "interp-jax intercepts a submodule's __call__")))
 
 
 def recorder(name: str, store: dict[str, jax.Array],
@@ -116,10 +119,7 @@ def recorder(name: str, store: dict[str, jax.Array],
     """
     def handle(a: jax.Array) -> jax.Array:
         if name in store:
-            raise AdapterError(
-                f"layer {name!r} ran more than once in one forward pass (a shared module); pick "
-                "a layer that runs once"
-            )
+            raise AdapterError(str(layer_ran_twice_error(name)))
         store[name] = a
         return a if delta is None else a + delta
     return handle

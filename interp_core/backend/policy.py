@@ -1,0 +1,243 @@
+"""Behaviour every adapter shares, written once: the adapters keep only framework glue.
+
+- Structured layer outputs: :func:`first_leaf` / :func:`replace_first` (a layer that returns a
+  tuple is explained through its first tensor).
+- Layer errors: :func:`unknown_layer_error` (closest names), :func:`missing_layers_error`,
+  :func:`layer_ran_twice_error`.
+- Compiled adapters (``tf.function``, ``jax.jit``): :func:`plan_targets` records the constants
+  that :func:`~interp_core.backend.scoring.target_scores` asks for, and :class:`ReplayOps`
+  hands them back inside the compiled function, so new target values never recompile.
+- Masked batches: :func:`mask_chunks` (how many masks share one forward pass).
+- Input gradients: :func:`channel_objective` (the objective of feature visualisation) and
+  :func:`check_channels`.
+- Non-finite values: :func:`non_finite_rows` and :func:`warn_non_finite`.
+
+Imports no framework: every function takes the framework's test or ops as an argument.
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from interp_core.backend.scoring import TensorOps, target_constants, target_scores
+from interp_core.backend.targets import TargetSpec
+
+
+# -- structured layer outputs -----------------------------------------------------------------
+def first_leaf(out: Any, is_tensor: Callable[[Any], bool]) -> Any | None:
+    """``out`` if it is a tensor, else the first element of a tuple/list output, else None."""
+    if is_tensor(out):
+        return out
+    if isinstance(out, tuple | list) and out and is_tensor(out[0]):
+        return out[0]
+    return None
+
+
+def replace_first(out: Any, new: Any, is_tensor: Callable[[Any], bool]) -> Any:
+    """``out`` with its tensor (the first element of a tuple/list) replaced by ``new``."""
+    if is_tensor(out):
+        return new
+    return type(out)([new, *out[1:]])
+
+
+def not_a_tensor_error(name: str, out: Any) -> TypeError:
+    """The error for a layer whose output has no tensor to explain."""
+    return TypeError(
+        f"layer {name!r} returned {type(out).__name__}, not a tensor; pick a layer whose output "
+        "is a tensor (or a tuple whose first element is one)"
+    )
+
+
+# -- layer errors -----------------------------------------------------------------------------
+def unknown_layer_error(name: str, known: Sequence[str], listing: str = "") -> ValueError:
+    """The error for a layer name the model does not have, with the closest names.
+
+    Parameters
+    ----------
+    name : str
+        What the user asked for.
+    known : sequence of str
+        Every addressable layer name of the model.
+    listing : str
+        How the user can list them (``"get_backend('torch').layer_names(model)"``).
+    """
+    close = difflib.get_close_matches(name, list(known), n=6, cutoff=0.5)
+    how = f"; {listing} lists them" if listing else ""
+    return ValueError(
+        f"unknown layer {name!r}; closest names: {close or 'none'} (the model has {len(known)} "
+        f"named layers{how})"
+    )
+
+
+def missing_layers_error(missing: Sequence[str], how: str = "") -> ValueError:
+    """The error for requested layers that never ran in the forward pass."""
+    extra = f" ({how})" if how else ""
+    return ValueError(
+        f"layer(s) {list(missing)} never ran in the forward pass; pick layers that the model's "
+        f"forward pass uses{extra}"
+    )
+
+
+def layer_ran_twice_error(name: str) -> ValueError:
+    """The error for a layer that ran more than once in one pass (a shared module)."""
+    return ValueError(
+        f"layer {name!r} ran more than once in one forward pass (a shared module), so its "
+        "activation and gradient are ambiguous; pick a layer that runs once"
+    )
+
+
+# -- target constants for compiled adapters ---------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class TargetPlan:
+    """How a compiled function scores one batch's targets.
+
+    Attributes
+    ----------
+    key : tuple
+        Hashable; equal keys mean the same traced scoring (kind, batch size, constant shapes,
+        and for ``OutputTarget`` the callables themselves).
+    consts : tuple of np.ndarray
+        The constants to pass to the compiled function (integers as ``int_dtype``, float32).
+    spec : TargetSpec
+        The spec itself (scored at trace time by the first call with this key).
+    replay : bool
+        Whether the traced function scores with :class:`ReplayOps` (else constants are baked,
+        which is right for ``OutputTarget``, whose key holds the callables).
+    """
+
+    key: tuple[Any, ...]
+    consts: tuple[np.ndarray, ...]
+    spec: TargetSpec
+    replay: bool
+
+    def score(self, output: Any, consts: Sequence[Any], ops: TensorOps) -> tuple[Any, Any]:
+        """:func:`target_scores` of ``output`` inside the traced function."""
+        return target_scores(output, self.spec, ReplayOps(ops, consts) if self.replay else ops)
+
+
+def needs_output_shape(spec: TargetSpec) -> bool:
+    """Whether :func:`plan_targets` needs the model's output shape for ``spec``."""
+    return spec.kind not in ("top1", "fn")
+
+
+def plan_targets(spec: TargetSpec, output_shape: Sequence[int] | None, channel_axis: int = -1,
+                 int_dtype: type = np.int64) -> TargetPlan:
+    """Validate ``spec`` against the output shape and record its constants.
+
+    Parameters
+    ----------
+    spec : TargetSpec
+        The batch's resolved targets.
+    output_shape : sequence of int or None
+        Shape of the selected model output, batch axis included; only read when
+        :func:`needs_output_shape` says so.
+    channel_axis : int
+        Class axis of dense (segmentation) outputs.
+    int_dtype : type
+        dtype of integer constants (``np.int32`` for JAX without x64).
+
+    Raises
+    ------
+    ValueError
+        The core's messages: class out of range, BinaryTarget on a multi-logit model, mask of
+        the wrong shape, embedding of the wrong length.
+    """
+    if spec.kind == "top1":
+        return TargetPlan(("top1", spec.n), (), spec, replay=True)
+    if spec.kind == "fn":
+        return TargetPlan(("fn", spec.n, spec.fns), (), spec, replay=False)
+    if output_shape is None:
+        raise ValueError(f"targets of kind {spec.kind!r} need the model's output shape")
+    consts = tuple(target_constants(spec, tuple(output_shape), channel_axis, int_dtype))
+    key = (spec.kind, spec.n, tuple((c.shape, c.dtype.str) for c in consts))
+    return TargetPlan(key, consts, spec, replay=True)
+
+
+class ReplayOps:
+    """An adapter's :class:`TensorOps` whose ``const`` hands back recorded constants, in order.
+
+    Inside a compiled function the constants are traced arguments, so new target values of
+    the same shapes reuse the compiled function. Float constants take the dtype of the tensor
+    they meet (``ops.cast_like``).
+    """
+
+    def __init__(self, ops: TensorOps, consts: Sequence[Any]) -> None:
+        self.ops = ops
+        self.channel_axis = ops.channel_axis
+        self._consts = list(consts)
+        self._next = 0
+
+    def const(self, array: np.ndarray, like: Any) -> Any:
+        if self._next >= len(self._consts):
+            raise RuntimeError(
+                "interp-core: target_scores asked for more constants than plan_targets "
+                "recorded; the scoring of this target kind depends on more than its shapes"
+            )
+        value = self._consts[self._next]
+        self._next += 1
+        return self.ops.cast_like(value, like)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ops, name)  # flatten, row_sum, argmax, pick, sqrt, ...
+
+
+# -- masked batches ---------------------------------------------------------------------------
+def mask_chunks(n_masks: int, n_samples: int, batch_size: int) -> int:
+    """How many masks go into one forward pass so that it holds at most ``batch_size`` samples
+    (at least one mask, at most ``n_masks``)."""
+    return max(1, min(batch_size // max(n_samples, 1), max(n_masks, 1)))
+
+
+# -- input gradients --------------------------------------------------------------------------
+def channel_objective(layer_output: Any, channels: Any, ops: TensorOps,
+                      channel_axis: int) -> Any:
+    """The objective of feature visualisation: the spatial mean of channel ``channels[n]`` of
+    sample ``n``'s layer output, ``(N,)``, written with the adapter's ops
+    (``ops.channel_means(x, axis) -> (N, C)`` and ``ops.pick``)."""
+    return ops.pick(ops.channel_means(layer_output, channel_axis), channels)
+
+
+def check_channels(channels: Any, n: int) -> np.ndarray:
+    """``channels`` as int64 ``(n,)``, or a ``ValueError`` naming what is wrong."""
+    idx = np.asarray(channels, dtype=np.int64).reshape(-1)
+    if idx.shape != (n,):
+        raise ValueError(f"channels has {idx.size} entries but the batch has {n} samples")
+    if (idx < 0).any():
+        raise ValueError(f"channel {int(idx.min())} is out of range: channels are >= 0")
+    return idx
+
+
+def check_channel_range(channels: np.ndarray, count: int, where: str = "the layer") -> None:
+    """Raise when a channel index is not below ``count``, the channels ``where`` has."""
+    if channels.size and int(channels.max()) >= count:
+        raise ValueError(
+            f"channel {int(channels.max())} is out of range: {where} has {count} channels "
+            f"(valid: 0..{count - 1})"
+        )
+
+
+# -- non-finite values ------------------------------------------------------------------------
+def non_finite_rows(*arrays: np.ndarray) -> np.ndarray:
+    """bool ``(N,)``: samples with a NaN or infinity in any of ``arrays`` (each ``(N, ...)``)."""
+    bad = np.zeros(len(arrays[0]), dtype=bool)
+    for a in arrays:
+        bad |= ~np.isfinite(np.asarray(a)).reshape(len(a), -1).all(axis=1)
+    return bad
+
+
+def warn_non_finite(what: str, *arrays: np.ndarray) -> np.ndarray:
+    """Warn (``RuntimeWarning``) naming the samples of ``arrays`` that are not finite; returns
+    the mask of :func:`non_finite_rows`."""
+    bad = non_finite_rows(*arrays)
+    if bad.any():
+        warnings.warn(
+            f"{what}: non-finite values for samples {np.flatnonzero(bad).tolist()}",
+            RuntimeWarning, stacklevel=3,
+        )
+    return bad
