@@ -12,7 +12,7 @@ Canonical layout: every array in a :class:`Capture` is float32 NumPy, channels l
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -72,7 +72,6 @@ class Capture:
     targets: np.ndarray
     input_spatial: tuple[int, ...]
     outputs: np.ndarray | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable

@@ -3,7 +3,11 @@
 A method subclass says whether it needs gradients and how one layer's activations (and
 gradients) become a raw map; :class:`CAMMethod` does the rest the same way for all of them:
 
-    map = minmax(fuse_over_layers(minmax(resize(relu(raw_layer_map)))))
+    map = minmax(fuse_over_layers(resize(minmax(relu(raw_layer_map)))))
+
+Each layer's map is min-max scaled at its own resolution, then resized (the order of
+pytorch-grad-cam, so multi-layer maps agree with it); for one layer this equals
+``minmax(resize(relu(raw)))``.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -20,6 +24,9 @@ from interp_core.backend.protocol import Backend, Capture
 from interp_core.backend.registry import get_backend
 from interp_core.backend.targets import TargetSpec, resolve_targets
 from interp_core.methods.postprocess import fuse_layers, normalize_minmax, relu, resize_bilinear
+
+#: How the maps of several layers combine.
+Fuse = Literal["mean", "max", "sum"]
 
 
 @dataclass(frozen=True)
@@ -89,8 +96,8 @@ class CAMMethod:
         Which model output to explain (see :func:`~interp_core.backend.targets.select_output`).
     relu, normalize, upsample : bool
         Switch off the ReLU, min-max normalisation, or resizing to the input's size.
-    fuse : str
-        How maps of several layers combine: ``"mean"``, ``"max"`` or ``"sum"``.
+    fuse : {"mean", "max", "sum"}
+        How maps of several layers combine (after each is min-max scaled and resized).
     """
 
     name: ClassVar[str] = ""
@@ -107,7 +114,7 @@ class CAMMethod:
         relu: bool = True,
         normalize: bool = True,
         upsample: bool = True,
-        fuse: str = "mean",
+        fuse: Fuse = "mean",
         **options: Any,
     ) -> None:
         if options:
@@ -155,10 +162,25 @@ class CAMMethod:
         )
 
     def postprocess(self, raw_maps: Sequence[np.ndarray], size: Sequence[int]) -> np.ndarray:
-        """ReLU, resize and normalise each layer's map, fuse them, normalise again."""
+        """ReLU and normalise each layer's map at its resolution, resize, fuse, normalise.
+
+        Parameters
+        ----------
+        raw_maps : sequence of np.ndarray
+            One ``(N, *layer_spatial)`` map per layer.
+        size : sequence of int
+            The input's spatial shape.
+
+        Returns
+        -------
+        np.ndarray
+            float32 ``(N, *size)`` (``(N, *layer_spatial)`` with ``upsample=False``).
+        """
         per_layer = []
         for m in raw_maps:
             m = relu(m) if self.relu else m.astype(np.float32)
+            if self.normalize:
+                m = normalize_minmax(m)
             if self.upsample and tuple(m.shape[1:]) != tuple(size):
                 if m.ndim - 1 != len(size):
                     raise ValueError(
@@ -167,9 +189,9 @@ class CAMMethod:
                         "layers pass reshape=tokens_to_grid(...), else upsample=False"
                     )
                 m = resize_bilinear(m, size)
-            per_layer.append(normalize_minmax(m) if self.normalize else m)
+            per_layer.append(m)
         if len(per_layer) == 1:
-            return per_layer[0]  # already normalised (or raw, as asked): fusing is a no-op
+            fused = per_layer[0]
         else:
             shapes = {p.shape for p in per_layer}
             if len(shapes) > 1:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Literal
 
 import numpy as np
 
@@ -128,7 +129,8 @@ def normalize_minmax(maps: np.ndarray, spatial_ndim: int | None = None) -> np.nd
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def fuse_layers(maps: Sequence[np.ndarray], how: str = "mean") -> np.ndarray:
+def fuse_layers(maps: Sequence[np.ndarray],
+                how: Literal["mean", "max", "sum"] = "mean") -> np.ndarray:
     """Combine per-layer maps of one shape ``(N, *spatial)`` into one.
 
     ``how``: ``"mean"`` (pytorch-grad-cam's default), ``"max"`` or ``"sum"``.
