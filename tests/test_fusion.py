@@ -47,7 +47,8 @@ def _scale(cams: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
         img = img / (1e-7 + img.max())
         if size is not None:
             t = torch.from_numpy(img.astype(np.float32))[None, None]
-            img = functional.interpolate(t, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
+            resized = functional.interpolate(t, size=size, mode="bilinear", align_corners=False)
+            img = resized[0, 0].numpy()
         out.append(img)
     return np.asarray(out, dtype=np.float32)
 
