@@ -13,6 +13,7 @@ parameter gradient is formed. For a Split this is ``jax.vjp`` of ``head`` at ``f
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
@@ -57,18 +58,22 @@ _LAYOUTS = {
 
 
 class _LRU(OrderedDict):
+    """A least-recently-used cache, safe to share between threads."""
+
     def __init__(self, maxsize: int) -> None:
         super().__init__()
         self.maxsize = maxsize
+        self.lock = threading.RLock()
 
     def get_or_make(self, key: Hashable, make: Callable[[], Any]) -> Any:
-        if key in self:
-            self.move_to_end(key)
-            return self[key]
-        value = self[key] = make()
-        if len(self) > self.maxsize:
-            self.popitem(last=False)
-        return value
+        with self.lock:
+            if key in self:
+                self.move_to_end(key)
+                return self[key]
+            value = self[key] = make()
+            if len(self) > self.maxsize:
+                self.popitem(last=False)
+            return value
 
 
 def _signature(x: Any) -> tuple[Any, ...]:

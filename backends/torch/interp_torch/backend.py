@@ -24,6 +24,7 @@ from interp_core.backend.policy import (
     check_channels,
     mask_chunks,
     missing_layers_error,
+    model_lock,
     not_a_tensor_error,
 )
 from interp_core.backend.protocol import (
@@ -42,17 +43,24 @@ from interp_torch.ops import OPS, to_numpy
 
 @contextlib.contextmanager
 def _explaining(model: nn.Module, grad_enabled: bool = False) -> Iterator[None]:
-    """Eval mode and a chosen grad mode for the call; restore both exactly afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
-    grad_mode = torch.is_grad_enabled()
-    try:
-        model.eval()
-        torch.set_grad_enabled(grad_enabled)
-        yield
-    finally:
-        torch.set_grad_enabled(grad_mode)
-        for module, flag in flags:
-            module.training = flag
+    """Eval mode and a chosen grad mode for the call; restore both exactly afterwards.
+
+    Holds the model's lock (:func:`~interp_core.backend.policy.model_lock`) for the call:
+    forward hooks and training flags live on the shared module, so calls on one model from
+    several threads run one at a time (calls on different models still run in parallel).
+    Grad mode is thread-local in torch.
+    """
+    with model_lock(model):
+        flags = [(m, m.training) for m in model.modules()]
+        grad_mode = torch.is_grad_enabled()
+        try:
+            model.eval()
+            torch.set_grad_enabled(grad_enabled)
+            yield
+        finally:
+            torch.set_grad_enabled(grad_mode)
+            for module, flag in flags:
+                module.training = flag
 
 
 #: Why a layer may not have run: hooks only see modules that forward() calls.
