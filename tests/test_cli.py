@@ -133,3 +133,63 @@ def test_torchscript_file_gets_a_clear_error(tmp_path, capsys):
     assert run("explain", str(path), str(img), "--out", str(tmp_path / "o")) == 2
     err = capsys.readouterr().err
     assert "TorchScript" in err and "torch.save(model, path)" in err
+
+
+@pytest.fixture
+def torch_adapter_only(monkeypatch):
+    """Only interp-torch installed (as far as the registry can tell)."""
+    from importlib import metadata
+
+    from interp_core.backend import registry
+
+    torch_ep = [ep for ep in metadata.entry_points(group="interp_core.backends")
+                if ep.name == "torch"]
+    monkeypatch.setattr(registry.metadata, "entry_points", lambda group=None, **kw: torch_ep)
+    registry.reset_registry()
+    yield registry
+    registry.reset_registry()
+
+
+def test_backends_verbose_lists_distribution_version_capabilities(torch_adapter_only, capsys):
+    from importlib import metadata
+
+    import interp_core as ic
+
+    ic.register_backend(ic.BackendRegistration(
+        "ghost", factory="ghost_framework_adapter.backend:Ghost", install_hint="pip install g"))
+    assert run("backends", "--verbose") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["backend", "distribution", "version", "capabilities"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert set(rows) == {"ghost", "torch"}
+    assert rows["torch"].split()[1:3] == ["interp-torch", metadata.version("interp-torch")]
+    assert "gradients" in rows["torch"] and "input_gradients" in rows["torch"]
+    assert "cannot import the backend" in rows["ghost"] and "pip install g" in rows["ghost"]
+
+
+def test_model_files_without_a_loader_get_a_hint(torch_adapter_only, tmp_path, capsys):
+    img = _write_images(tmp_path / "in", 1)[0]
+    for name, message in [("model.keras", "pip install interp-tensorflow"),
+                          ("model.onnx", "no installed backend loads")]:
+        (tmp_path / name).write_bytes(b"\0")
+        assert run("explain", str(tmp_path / name), str(img), "--out", str(tmp_path / "o")) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_a_state_dict_file_gets_a_clear_error(tmp_path, capsys):
+    from interp_torch.demo import DemoNet
+
+    path = tmp_path / "weights.pth"
+    torch.save(DemoNet().state_dict(), path)
+    assert run("layers", str(path)) == 2
+    assert "state dict" in capsys.readouterr().err
+
+
+def test_keras_file_is_loaded_by_the_tensorflow_adapter(tmp_path, capsys):
+    keras = pytest.importorskip("keras")
+    pytest.importorskip("interp_tensorflow")
+    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3, name="conv"),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
+    model.save(tmp_path / "tiny.keras")
+    assert run("layers", str(tmp_path / "tiny.keras")) == 0
+    assert "conv" in capsys.readouterr().out.split()

@@ -9,10 +9,17 @@ entry point group ``interp_core.backends`` in its distribution's metadata::
 
 The plugin module must be light: it imports no framework. The heavy adapter class is named by a
 ``"module:Class"`` string and imported only when a model of that framework is explained.
+
+The hooks are called through the plugin manager (``pm.hook.<name>(...)``), so pluggy's
+ordering (last registered first, ``tryfirst``/``trylast``), wrappers and ``firstresult`` hold.
+An implementation of :func:`interp_core_register_backends` or :func:`interp_core_claim_model`
+that raises only warns (naming its plugin) and counts as "no answer";
+:func:`interp_core_load_model` errors reach the user, since they are about the file.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -29,16 +36,19 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def interp_core_register_backends() -> list[Any]:
     """Return the :class:`~interp_core.backend.BackendRegistration` objects this plugin offers.
 
-    Example plugin module (``interp_mylib/plugin.py``)::
+    This is the one hook a plugin needs. A model whose type comes from one of the
+    registration's ``frameworks`` modules is claimed for it without further code (the way
+    einops finds a tensor's backend from ``sys.modules``). Example plugin module
+    (``interp_mylib/plugin.py``)::
 
-        from interp_core import BackendRegistration, hookimpl
+        from interp_core.backend import BackendRegistration, hookimpl
 
         @hookimpl
         def interp_core_register_backends():
             return [BackendRegistration(
                 name="mylib",
                 factory="interp_mylib.backend:MyLibBackend",   # imported lazily
-                frameworks=("mylib",),
+                frameworks=("mylib",),                         # claims mylib's model types
                 install_hint="pip install mylib",
             )]
     """
@@ -46,18 +56,38 @@ def interp_core_register_backends() -> list[Any]:
 
 @hookspec(firstresult=True)
 def interp_core_claim_model(model: Any) -> str | None:
-    """Return your backend's name if ``model`` belongs to your framework, else None.
+    """Return a backend name if ``model`` is yours but not recognisable from its type alone.
 
-    Must be cheap and must not import a framework: read ``sys.modules`` and type names.
-    :func:`interp_core.backend.registry.defined_in` does the usual check. Example::
+    Only needed beyond the default claim from ``BackendRegistration.frameworks`` (the JAX
+    adapter claims ``interp_core.Split`` here). The first non-None answer wins; the default
+    claim runs last. Must be cheap and must not import a framework: read ``sys.modules`` and
+    type names (:func:`interp_core.backend.registry.defined_in`). Example::
 
-        import sys
-        from interp_core import hookimpl
-        from interp_core.backend.registry import defined_in
+        from interp_core.backend import hookimpl
+        from interp_mylib.wrappers import MyWrapper    # light: no framework import
 
         @hookimpl
         def interp_core_claim_model(model):
-            if "mylib" in sys.modules and defined_in(model, "mylib"):
-                return "mylib"
-            return None
+            return "mylib" if isinstance(model, MyWrapper) else None
+    """
+
+
+@hookspec(firstresult=True)
+def interp_core_load_model(path: Path) -> Any | None:
+    """Load the model saved in the file ``path``, or return None if the file is not yours.
+
+    Decide from the name first (``path.suffix``) and import the framework only for your own
+    files. If the file is yours but holds no usable model (a state dict, a corrupt archive),
+    raise an exception whose message says what is wrong and what would work: the ``interp``
+    command shows it to the user. Example::
+
+        from interp_core.backend import hookimpl
+
+        @hookimpl
+        def interp_core_load_model(path):
+            if path.suffix != ".mylib":
+                return None
+            import mylib                               # the framework, only now
+
+            return mylib.load(path)
     """

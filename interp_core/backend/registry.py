@@ -1,11 +1,18 @@
-"""Backend discovery: a cached pluggy manager, tolerant entry-point loading, lazy factories.
+"""Backend discovery: a cached pluggy manager, tolerant plugins, lazy factories.
 
 Nothing here imports a framework. A backend's heavy module is imported the first time
 :func:`get_backend` asks for it; until then a registration is a name and a string.
+
+Hooks are called through the plugin manager, so pluggy's ordering, wrappers and
+``firstresult`` mean what they say. A broken plugin never breaks the host: one that fails to
+import is skipped with a warning, and each implementation of a discovery hook
+(``interp_core_register_backends``, ``interp_core_claim_model``) is wrapped when it is
+registered, so that an exception warns, names the plugin and counts as "no answer".
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 import sys
@@ -15,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -25,12 +33,43 @@ from interp_core.backend.hookspecs import ENTRY_POINT_GROUP, PROJECT, hookimpl
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 
-#: Frameworks interp-core knows the adapters of, for install hints when none is installed:
-#: backend name -> (top-level modules of model types, adapter distribution).
-KNOWN_FRAMEWORKS: dict[str, tuple[tuple[str, ...], str]] = {
-    "torch": (("torch",), "interp-torch"),
-    "tensorflow": (("keras", "tensorflow", "tf_keras"), "interp-tensorflow"),
-    "jax": (("jax", "jaxlib", "flax", "equinox"), "interp-jax"),
+
+@dataclass(frozen=True)
+class KnownAdapter:
+    """A first-party adapter, described for install hints when it is *not* installed.
+
+    Attributes
+    ----------
+    distribution : str
+        What to ``pip install`` (``"interp-torch"``).
+    modules : tuple[str, ...]
+        Top-level modules whose types mark a model as this framework's.
+    model_types : tuple[str, ...]
+        Other model types it runs, as ``"module.QualName"`` (the JAX adapter runs
+        ``interp_core.split.Split``).
+    model_files : tuple[str, ...]
+        File suffixes it loads (``".pt"``), for the ``interp`` command's hint.
+    """
+
+    distribution: str
+    modules: tuple[str, ...]
+    model_types: tuple[str, ...] = ()
+    model_files: tuple[str, ...] = ()
+
+    def recognises(self, model: Any) -> bool:
+        """Whether ``model``'s type (or a base) is one of this adapter's; imports nothing."""
+        return defined_in(model, *self.modules) or not _type_names(type(model)).isdisjoint(
+            self.model_types
+        )
+
+
+#: Adapters interp-core knows of, by backend name: only for hints when none is installed.
+KNOWN_FRAMEWORKS: dict[str, KnownAdapter] = {
+    "torch": KnownAdapter("interp-torch", ("torch",), model_files=(".pt", ".pth", ".ts", ".jit")),
+    "tensorflow": KnownAdapter("interp-tensorflow", ("keras", "tensorflow", "tf_keras"),
+                               model_files=(".keras", ".h5")),
+    "jax": KnownAdapter("interp-jax", ("jax", "jaxlib", "flax", "equinox"),
+                        model_types=("interp_core.split.Split",)),
 }
 
 
@@ -46,7 +85,9 @@ class BackendRegistration:
         ``"package.module:Class"`` (imported lazily) or a zero-argument callable returning the
         backend instance.
     frameworks : tuple[str, ...]
-        Top-level modules the backend needs (``("torch",)``), for error messages.
+        Top-level modules whose model types this backend runs (``("torch",)``). A model whose
+        class, or a base class, comes from one of them is claimed for this backend once that
+        module is imported; no ``interp_core_claim_model`` hook is needed for it.
     install_hint : str
         What to run when the factory cannot import (``"pip install torch"``).
     demo : str or callable, optional
@@ -73,11 +114,24 @@ class BackendRegistration:
                     f"backend {self.name!r}: {what} {value!r} must look like "
                     "'package.module:attribute'"
                 )
+        if isinstance(self.frameworks, str) or not all(
+            isinstance(m, str) and m and "." not in m for m in self.frameworks
+        ):
+            raise ValueError(
+                f"backend {self.name!r}: frameworks={self.frameworks!r} must be a tuple of "
+                "top-level module names, e.g. ('torch',)"
+            )
+        object.__setattr__(self, "frameworks", tuple(self.frameworks))
 
 
 @lru_cache(maxsize=1024)
 def _type_modules(cls: type) -> frozenset[str]:
     return frozenset(c.__module__.split(".")[0] for c in cls.__mro__ if c.__module__)
+
+
+@lru_cache(maxsize=1024)
+def _type_names(cls: type) -> frozenset[str]:
+    return frozenset(f"{c.__module__}.{c.__qualname__}" for c in cls.__mro__)
 
 
 def defined_in(obj: Any, *top_level_modules: str) -> bool:
@@ -86,6 +140,93 @@ def defined_in(obj: Any, *top_level_modules: str) -> bool:
     Reads type names only (cached per type), so it never imports a framework.
     """
     return not _type_modules(type(obj)).isdisjoint(top_level_modules)
+
+
+# -- tolerant plugins ----------------------------------------------------------------------
+#: Hooks whose implementations only warn when they raise.
+_GUARDED_HOOKS = frozenset({"interp_core_register_backends", "interp_core_claim_model"})
+
+
+def _guard(function: Callable[..., Any], plugin_name: str, hook_name: str) -> Callable[..., Any]:
+    """``function`` made to warn and answer None instead of raising."""
+
+    @functools.wraps(function)  # pluggy reads the argument names through __wrapped__
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            result = function(*args, **kwargs)
+        except Exception as exc:
+            warnings.warn(
+                f"interp-core: plugin {plugin_name!r} raised in {hook_name}; its answer is "
+                f"ignored: {type(exc).__name__}: {exc}",
+                RuntimeWarning, stacklevel=2,
+            )
+            return None
+        if hook_name == "interp_core_register_backends":
+            return _valid_registrations(result, plugin_name)
+        return result
+
+    return guarded
+
+
+def _valid_registrations(result: Any, plugin_name: str) -> list[BackendRegistration] | None:
+    if result is None:
+        return None
+    items = list(result) if isinstance(result, list | tuple) else [result]
+    valid = [r for r in items if isinstance(r, BackendRegistration)]
+    for bad in (r for r in items if not isinstance(r, BackendRegistration)):
+        warnings.warn(
+            f"interp-core: plugin {plugin_name!r} returned {bad!r} from "
+            "interp_core_register_backends, not a BackendRegistration; skipped",
+            RuntimeWarning, stacklevel=3,
+        )
+    return valid
+
+
+class _GuardedPlugin:
+    """A plugin as the manager sees it: the same hook implementations and options, with
+    the discovery hooks (not wrappers) guarded by :func:`_guard`."""
+
+    def __init__(self, plugin: Any, plugin_name: str, pm: pluggy.PluginManager) -> None:
+        self.plugin = plugin
+        for attr in dir(plugin):
+            opts = pm.parse_hookimpl_opts(plugin, attr)
+            if opts is None:
+                continue
+            function = getattr(plugin, attr)
+            hook_name = opts.get("specname") or attr
+            if hook_name in _GUARDED_HOOKS and not (opts.get("wrapper") or
+                                                    opts.get("hookwrapper")):
+                function = _guard(function, plugin_name, hook_name)
+                setattr(function, f"{PROJECT}_impl", opts)
+            setattr(self, attr, function)
+
+
+class _PluginManager(pluggy.PluginManager):
+    """A pluggy manager whose plugins' discovery hooks warn instead of raising."""
+
+    def get_canonical_name(self, plugin: Any) -> str:
+        """A module's name; for other objects the class name (readable in warnings) made
+        unique by the object's id."""
+        name = getattr(plugin, "__name__", None)
+        return name if isinstance(name, str) else f"{type(plugin).__name__}@{id(plugin):x}"
+
+    def register(self, plugin: Any, name: str | None = None) -> str | None:
+        name = name or self.get_canonical_name(plugin)
+        return super().register(_GuardedPlugin(plugin, name, self), name=name)
+
+
+class _ClaimFromFrameworks:
+    """The default claim: the backend whose declared ``frameworks`` a model's type comes
+    from. Runs after every plugin's own claim (``trylast``)."""
+
+    @hookimpl(trylast=True)
+    def interp_core_claim_model(self, model: Any) -> str | None:
+        for reg in registrations().values():
+            if any(m in sys.modules for m in reg.frameworks) and defined_in(
+                model, *reg.frameworks
+            ):
+                return reg.name
+        return None
 
 
 class _Registry:
@@ -98,8 +239,9 @@ class _Registry:
     def manager(self) -> pluggy.PluginManager:
         with self.lock:
             if self.pm is None:
-                pm = pluggy.PluginManager(PROJECT)
+                pm = _PluginManager(PROJECT)
                 pm.add_hookspecs(hookspecs)
+                pm.register(_ClaimFromFrameworks(), name="interp_core.claim_from_frameworks")
                 _load_entry_points(pm)
                 self.pm = pm
             return self.pm
@@ -119,8 +261,7 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
         if pm.get_plugin(ep.name) is not None:
             continue
         try:
-            plugin = ep.load()
-            pm.register(plugin, name=ep.name)
+            pm.register(ep.load(), name=ep.name)
         except Exception as exc:  # a broken plugin must not break the host
             warnings.warn(
                 f"interp-core: backend plugin {ep.name!r} ({ep.value}) failed to load and is "
@@ -129,39 +270,39 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
             )
 
 
-def _call_each(hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
-    """Call every implementation of a hook on its own, so one broken plugin only warns."""
-    pm = _REGISTRY.manager()
-    results = []
-    for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
-        try:
-            results.append((impl.plugin_name, impl.function(**kwargs)))
-        except Exception as exc:
-            warnings.warn(
-                f"interp-core: plugin {impl.plugin_name!r} raised in {hook_name}: "
-                f"{type(exc).__name__}: {exc}",
-                RuntimeWarning, stacklevel=3,
-            )
-    return results
+def _call(hook_name: str, **kwargs: Any) -> Any:
+    """``pm.hook.<hook_name>(**kwargs)``; an exception (only a hook wrapper can still raise
+    one) warns and gives None."""
+    try:
+        return getattr(_REGISTRY.manager().hook, hook_name)(**kwargs)
+    except Exception as exc:
+        warnings.warn(
+            f"interp-core: a plugin's hook wrapper raised in {hook_name}: "
+            f"{type(exc).__name__}: {exc}",
+            RuntimeWarning, stacklevel=3,
+        )
+        return None
 
 
 def registrations() -> dict[str, BackendRegistration]:
-    """Name -> registration of every installed backend (cached)."""
+    """Name -> registration of every installed backend (cached).
+
+    The order is pluggy's call order (the plugin registered last first); a name offered twice
+    keeps the first and warns.
+    """
     with _REGISTRY.lock:
         if _REGISTRY.registrations is None:
             found: dict[str, BackendRegistration] = {}
-            for plugin_name, regs in _call_each("interp_core_register_backends"):
+            for regs in _call("interp_core_register_backends") or []:
                 for reg in regs or []:
-                    if not isinstance(reg, BackendRegistration):
-                        warnings.warn(
-                            f"interp-core: plugin {plugin_name!r} returned {reg!r}, not a "
-                            "BackendRegistration; skipped", RuntimeWarning, stacklevel=2,
-                        )
+                    if not isinstance(reg, BackendRegistration):  # from a hook wrapper
+                        warnings.warn(f"interp-core: {reg!r} is not a BackendRegistration; "
+                                      "skipped", RuntimeWarning, stacklevel=2)
                     elif reg.name in found:
                         warnings.warn(
-                            f"interp-core: backend name {reg.name!r} from plugin "
-                            f"{plugin_name!r} is already taken; skipped",
-                            RuntimeWarning, stacklevel=2,
+                            f"interp-core: backend name {reg.name!r} is already taken (factory "
+                            f"{found[reg.name].factory!r}); the registration with factory "
+                            f"{reg.factory!r} is skipped", RuntimeWarning, stacklevel=2,
                         )
                     else:
                         found[reg.name] = reg
@@ -182,24 +323,19 @@ def register_backend(
     Parameters
     ----------
     registration : BackendRegistration or pluggy plugin object
-        A registration (optionally with ``claim``), or a plugin with ``@hookimpl`` functions.
+        A registration, or a plugin with ``@hookimpl`` functions. Registered after the
+        installed plugins, so its hooks are called first.
     claim : callable, optional
-        ``claim(model) -> bool``: whether this backend handles ``model``.
+        ``claim(model) -> bool``: whether this backend handles ``model``, for models that
+        ``registration.frameworks`` does not already recognise.
     """
     pm = _REGISTRY.manager()
     if isinstance(registration, BackendRegistration):
         reg = registration
-
-        def register_backends() -> list[BackendRegistration]:
-            return [reg]
-
-        def claim_model(model: Any) -> str | None:
-            return reg.name if claim is not None and claim(model) else None
-
-        plugin = SimpleNamespace(
-            interp_core_register_backends=hookimpl(register_backends),
-            interp_core_claim_model=hookimpl(claim_model),
-        )
+        plugin = SimpleNamespace(interp_core_register_backends=hookimpl(lambda: [reg]))
+        if claim is not None:
+            plugin.interp_core_claim_model = hookimpl(
+                lambda model: reg.name if claim(model) else None)
         name = f"inprocess-{reg.name}"
         if pm.get_plugin(name) is not None:
             pm.unregister(name=name)
@@ -244,7 +380,7 @@ def _backend_by_name(name: str) -> Any:
         if key not in regs:
             hint = ""
             if key in KNOWN_FRAMEWORKS:
-                hint = f": pip install {KNOWN_FRAMEWORKS[key][1]}"
+                hint = f": pip install {KNOWN_FRAMEWORKS[key].distribution}"
             raise ValueError(
                 f"backend {name!r} is not installed{hint}; installed backends: {backends()}"
             )
@@ -253,11 +389,9 @@ def _backend_by_name(name: str) -> Any:
         return instance
 
 
-def _claim(model: Any) -> str | None:
-    for _, name in _call_each("interp_core_claim_model", model=model):
-        if name:
-            return name
-    return None
+def claimed_by(model: Any) -> str | None:
+    """The name of the backend that claims ``model`` (``interp_core_claim_model``), or None."""
+    return _call("interp_core_claim_model", model=model)
 
 
 def get_backend(name_or_model: Any) -> Any:
@@ -274,18 +408,15 @@ def get_backend(name_or_model: Any) -> Any:
     if hasattr(name_or_model, "capture") and hasattr(name_or_model, "capabilities"):
         return name_or_model  # already a backend
     model = name_or_model
-    claimed = _claim(model)
+    claimed = claimed_by(model)
     if claimed is not None:
         return _backend_by_name(claimed)
     kind = type(model).__module__ + "." + type(model).__qualname__
-    for backend_name, (modules, dist) in KNOWN_FRAMEWORKS.items():
-        if defined_in(model, *modules) or (
-            backend_name == "jax" and type(model).__name__ == "Split"
-            and type(model).__module__.startswith("interp_core")
-        ):
+    for backend_name, known in KNOWN_FRAMEWORKS.items():
+        if known.recognises(model):
             raise ValueError(
-                f"model of type {kind} looks like a {backend_name} model but {dist} is not "
-                f"installed: pip install {dist}"
+                f"model of type {kind} looks like a {backend_name} model but "
+                f"{known.distribution} is not installed: pip install {known.distribution}"
             )
     raise ValueError(
         f"no installed backend handles a model of type {kind}; installed backends: "
@@ -293,7 +424,16 @@ def get_backend(name_or_model: Any) -> Any:
     )
 
 
+def load_model_file(path: str | Path) -> Any | None:
+    """The model saved in ``path``, loaded by the first backend whose
+    ``interp_core_load_model`` claims the file; None when no installed backend does.
+
+    Errors from the backend that claimed the file (a state dict, a corrupt archive) propagate.
+    """
+    return _REGISTRY.manager().hook.interp_core_load_model(path=Path(path))
+
+
 def loaded_frameworks() -> list[str]:
     """Top-level framework modules already imported in this process (for diagnostics)."""
-    names = {m for mods, _ in KNOWN_FRAMEWORKS.values() for m in mods}
+    names = {m for known in KNOWN_FRAMEWORKS.values() for m in known.modules}
     return sorted(n for n in names if n in sys.modules)

@@ -2,18 +2,18 @@
 
     interp demo [--backend torch|tensorflow|jax] [--out DIR] [--overwrite]
     interp explain MODEL IMAGES... --method gradcam --layer NAME [--target N] [--out DIR]
-    interp backends | methods | layers MODEL
+                   [--resume | --overwrite]
+    interp backends [--verbose] | methods | layers MODEL
 
-Errors print one line and exit with status 2 (``--debug`` shows the traceback).
+Errors print one line and exit with status 2 (``--debug`` shows the traceback). ``explain``
+never stops for a bad image file: it lists each unreadable file with its reason (on stderr and
+in ``OUT/errors.jsonl``) and fails only when no file could be read. Ctrl-C and SIGTERM stop it
+with whole lines in ``OUT/results.jsonl``; ``--resume`` goes on from there.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
-import inspect
-import json
 import os
 import sys
 import time
@@ -26,83 +26,43 @@ import numpy as np
 from interp_core.api import methods
 from interp_core.backend.layout import to_backend_layout
 from interp_core.backend.registry import backends, get_backend
+from interp_core.cli.errors import CLIError, Terminated, sigterm_as_interrupt
 from interp_core.cli.gallery import GalleryRow, write_gallery
-from interp_core.cli.imageio import Preprocess, batches, find_images, parse_size, parse_triple
+from interp_core.cli.imageio import (
+    Preprocess,
+    UnreadableImageError,
+    batches,
+    find_images,
+    parse_size,
+    parse_triple,
+)
+from interp_core.cli.listing import backend_rows, format_rows
+from interp_core.cli.models import load_model
+from interp_core.cli.records import JsonLinesWriter, read_records
 from interp_core.methods import method_class
 from interp_core.methods.postprocess import resize_bilinear
 from interp_core.viz import overlay, save_png
+
+__all__ = ["CLIError", "build_parser", "load_model", "main"]
 
 DEMO_METHODS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam", "cam",
                 "scorecam", "ablationcam")
 DEMO_IMAGES = 8
 DEMO_SEED = 7  # held out: the training script draws from seeds 1000 and 2000
 DISPLAY = 192  # pixels of the gallery pictures
-
-
-class CLIError(Exception):
-    """A user-facing error: printed as one line, exit status 2."""
-
-
-# -- model loading -----------------------------------------------------------------------
-def load_model(spec: str) -> Any:
-    """A model from a ``.keras`` file, a saved torch module, or ``module:attribute``.
-
-    ``module:attribute`` names a model object or a zero-argument factory (function or class);
-    ``module`` may be a dotted import path or a ``.py`` file.
-    """
-    path = Path(spec)
-    if path.suffix in (".keras", ".h5") and path.is_file():
-        import keras
-
-        return keras.models.load_model(path, compile=False)
-    if path.suffix in (".pt", ".pth", ".ts", ".jit") and path.is_file():
-        import torch
-
-        model = torch.load(path, weights_only=False, map_location="cpu")
-        if isinstance(model, torch.jit.ScriptModule):
-            raise CLIError(
-                f"{spec} is a TorchScript module: PyTorch does not run Python hooks inside "
-                "TorchScript, so its layers cannot be captured; save the eager module with "
-                "torch.save(model, path) or pass module:attribute"
-            )
-        if not isinstance(model, torch.nn.Module):
-            raise CLIError(
-                f"{spec} holds a {type(model).__name__}, not a model (a state dict?): save "
-                "the whole module with torch.save(model, path) or pass module:attribute"
-            )
-        return model
-    if ":" not in spec:
-        raise CLIError(
-            f"MODEL {spec!r} is not a .keras or .pt/.pth file nor module:attribute"
-        )
-    module_name, _, attr = spec.rpartition(":")
-    if module_name.endswith(".py"):
-        file = Path(module_name)
-        if not file.is_file():
-            raise CLIError(f"no such file: {module_name}")
-        loader_spec = importlib.util.spec_from_file_location(file.stem, file)
-        module = importlib.util.module_from_spec(loader_spec)
-        sys.modules[file.stem] = module
-        loader_spec.loader.exec_module(module)
-    else:
-        sys.path.insert(0, str(Path.cwd()))
-        module = importlib.import_module(module_name)
-    try:
-        obj = getattr(module, attr)
-    except AttributeError:
-        raise CLIError(f"{module_name} has no attribute {attr!r}") from None
-    if inspect.isfunction(obj) or inspect.isclass(obj):
-        obj = obj()
-    return obj
+RESULTS = "results.jsonl"  # one line per explained image
+ERRORS = "errors.jsonl"  # one line per unreadable file, rewritten by each run
 
 
 # -- commands ----------------------------------------------------------------------------
-def _prepare_out(out: Path, outputs: Sequence[Path], overwrite: bool) -> None:
+def _prepare_out(out: Path, outputs: Sequence[Path], overwrite: bool,
+                 resumable: bool = False) -> None:
     existing = [p for p in outputs if p.exists()]
     if existing and not overwrite:
+        also = " or --resume to add the images not done yet" if resumable else ""
         raise CLIError(
             f"{len(existing)} output file(s) already exist in {out} (e.g. {existing[0].name}); "
-            "pass --overwrite to replace them"
+            f"pass --overwrite to replace them{also}"
         )
     out.mkdir(parents=True, exist_ok=True)
 
@@ -157,6 +117,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    if args.resume and args.overwrite:
+        raise CLIError("--resume keeps the results in --out and --overwrite replaces them: "
+                       "pass one of the two")
     model = load_model(args.model)
     backend = get_backend(args.backend if args.backend else model)
     files = find_images(args.images)
@@ -166,42 +129,87 @@ def cmd_explain(args: argparse.Namespace) -> int:
     cam = cls(model, args.layer, backend=backend.name)
     out = Path(args.out)
     tag = cls.name.replace("+", "p")
-    names = _unique_names(files)
-    _prepare_out(out, [out / f"{n}_{tag}.png" for n in names] + [out / "results.jsonl"],
-                 args.overwrite)
-    skipped: list[str] = []
-    written = 0
-    chunks = list(batches(list(zip(files, names, strict=True)), args.batch_size))
-    progress = _progress(chunks, len(files) > args.batch_size)
-    with open(out / "results.jsonl", "w", encoding="utf-8") as results:
-        for chunk in progress:
-            loaded, kept = [], []
-            for file, name in chunk:
-                try:
-                    loaded.append(prep.load(file))
-                    kept.append((file, name))
-                except ValueError as exc:
-                    skipped.append(str(file))
-                    print(f"interp: skipped: {exc}", file=sys.stderr)
-            if not loaded:
-                continue
-            images = np.stack(loaded)
-            x = to_backend_layout(prep.normalise(images), backend)
-            exp = cam.explain(x, args.target)
-            for i, (file, name) in enumerate(kept):
-                target = f"{out / name}_{tag}.png"
-                save_png(target, overlay(images[i], exp.maps[i], alpha=args.alpha))
-                results.write(json.dumps({
-                    "file": str(file), "target": int(exp.targets[i]),
-                    "score": float(exp.scores[i]), "method": cls.name,
-                    "layer": ",".join(exp.layers), "backend": backend.name, "overlay": target,
-                }) + "\n")
-                written += 1
-    if written == 0:
-        raise CLIError(f"none of the {len(files)} files could be read as an image")
+    todo = list(zip(files, _unique_names(files), strict=True))
+    if args.resume:
+        out.mkdir(parents=True, exist_ok=True)
+        done = _finished_files(out / RESULTS, cls.name, backend.name)
+        todo = [(file, name) for file, name in todo if _file_key(file) not in done]
+    else:
+        _prepare_out(out, [out / f"{name}_{tag}.png" for _, name in todo] + [out / RESULTS],
+                     args.overwrite, resumable=True)
+    already = len(files) - len(todo)
+    unreadable = written = 0
+    chunks = list(batches(todo, args.batch_size))
+    with (JsonLinesWriter(out / RESULTS, append=args.resume) as results,
+          JsonLinesWriter(out / ERRORS, append=False) as errors):
+        try:
+            for chunk in _progress(chunks, len(todo) > args.batch_size):
+                loaded, kept = [], []
+                for file, name in chunk:
+                    try:
+                        loaded.append(prep.load(file))
+                        kept.append((file, name))
+                    except UnreadableImageError as exc:
+                        unreadable += 1
+                        print(f"interp: skipped {str(file)!r}: {exc.reason}", file=sys.stderr)
+                        errors.write({"file": str(file), "error": exc.reason})
+                if not loaded:
+                    continue
+                images = np.stack(loaded)
+                exp = cam.explain(to_backend_layout(prep.normalise(images), backend),
+                                  args.target)
+                for i, (file, name) in enumerate(kept):
+                    target = out / f"{name}_{tag}.png"
+                    _save_png_whole(target, overlay(images[i], exp.maps[i], alpha=args.alpha))
+                    results.write({
+                        "file": str(file), "target": int(exp.targets[i]),
+                        "score": float(exp.scores[i]), "method": cls.name,
+                        "layer": ",".join(exp.layers), "backend": backend.name,
+                        "overlay": str(target),
+                    })
+                    written += 1
+        except KeyboardInterrupt:
+            print(f"interp: stopped after {written} image(s) in this run; {RESULTS} holds "
+                  "whole lines only; rerun with --resume to continue", file=sys.stderr)
+            raise
+    if written == 0 and already == 0 and unreadable > 0:
+        raise CLIError(f"none of the {len(files)} files could be read as an image "
+                       f"(reasons in {out / ERRORS})")
+    resumed = f", {already} already done" if args.resume else ""
     print(f"interp explain: {written} image(s) explained with {cls.name} on {backend.name}, "
-          f"{len(skipped)} skipped (unreadable); wrote {out.resolve()}")
+          f"{unreadable} skipped (unreadable; listed in {ERRORS}){resumed}; "
+          f"wrote {out.resolve()}")
     return 0
+
+
+def _file_key(file: str | Path) -> str:
+    return str(Path(file).resolve())
+
+
+def _finished_files(results: Path, method: str, backend: str) -> set[str]:
+    """The files ``results`` lists as explained, checked to come from the same method and
+    backend (a results file that mixes methods would be silently wrong)."""
+    records, dropped = read_records(results)
+    if dropped:
+        print(f"interp: dropped {dropped} incomplete line(s) from {results}", file=sys.stderr)
+    for record in records:
+        if (record.get("method"), record.get("backend")) != (method, backend):
+            raise CLIError(
+                f"{results} holds results of method {record.get('method')!r} on backend "
+                f"{record.get('backend')!r}; resume with those, or choose another --out"
+            )
+    return {_file_key(r["file"]) for r in records if "file" in r}
+
+
+def _save_png_whole(path: Path, image: np.ndarray) -> None:
+    """``save_png`` through a temporary file, so that an interrupted write leaves no torn
+    picture under the final name."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        save_png(partial, image)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _unique_names(files: Sequence[Path]) -> list[str]:
@@ -225,6 +233,10 @@ def _progress(items: Sequence[Any], show: bool) -> Any:
 
 
 def cmd_backends(args: argparse.Namespace) -> int:
+    if args.verbose:
+        for line in format_rows(backend_rows()):
+            print(line)
+        return 0
     for name in backends():
         print(name)
     return 0
@@ -269,10 +281,16 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--std", default="1", help="one or three comma-separated numbers")
     explain.add_argument("--batch-size", type=int, default=16)
     explain.add_argument("--alpha", type=float, default=0.5)
-    explain.add_argument("--overwrite", action="store_true")
+    explain.add_argument("--overwrite", action="store_true", help="replace earlier outputs")
+    explain.add_argument("--resume", action="store_true",
+                         help=f"skip the images already in OUT/{RESULTS} and add the rest")
     explain.set_defaults(func=cmd_explain)
 
-    sub.add_parser("backends", help="installed backends").set_defaults(func=cmd_backends)
+    listing = sub.add_parser("backends", help="installed backends")
+    listing.add_argument("--verbose", "-v", action="store_true",
+                         help="with distribution, version and capabilities (imports each "
+                              "backend's framework)")
+    listing.set_defaults(func=cmd_backends)
     sub.add_parser("methods", help="available methods").set_defaults(func=cmd_methods)
     layers = sub.add_parser("layers", help="layer names of a model")
     layers.add_argument("model")
@@ -288,7 +306,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) is noise on a terminal.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        return int(args.func(args) or 0)
+        with sigterm_as_interrupt():
+            return int(args.func(args) or 0)
+    except Terminated:
+        print("interp: terminated (SIGTERM)", file=sys.stderr)
+        return 128 + int(Terminated.signum)
     except KeyboardInterrupt:
         print("interp: interrupted", file=sys.stderr)
         return 130

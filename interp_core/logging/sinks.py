@@ -11,9 +11,13 @@ Every sink imports its backend lazily, so the core still needs only NumPy and pl
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import os
-import sys
+import socket
+import struct
+import time
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -92,54 +96,67 @@ class FolderSink:
 
 
 class TensorBoardSink:
-    """Images into TensorBoard event files under ``logdir``.
+    """Images into a TensorBoard event file under ``logdir``.
 
-    Writes with ``tf.summary`` where TensorFlow is loaded (or only TensorFlow is installed),
-    else with ``torch.utils.tensorboard``, so a torch training run never imports TensorFlow.
-    Both need the ``tensorboard`` package (TensorFlow >= 2.20 no longer installs it, and
-    ``tf.summary.image`` fails without it), checked here rather than after the first epoch.
+    Writes the event file itself, with the ``tensorboard`` package's protocol buffers and
+    record framing only, so it imports no framework: a torch run never loads TensorFlow and a
+    Keras run needs no torch. ``tensorboard`` (which TensorFlow >= 2.20 no longer installs)
+    is checked here rather than after the first epoch.
     """
 
     def __init__(self, logdir: str | os.PathLike[str]) -> None:
-        self.logdir = os.fspath(logdir)
-        self._tf_writer: Any = None
-        self._torch_writer: Any = None
-        if not _importable("tensorboard"):
+        try:
+            from tensorboard.compat.proto import event_pb2, summary_pb2
+            from tensorboard.summary.writer.record_writer import RecordWriter
+        except ImportError:
             raise ImportError("TensorBoardSink needs the tensorboard package: pip install "
-                              "tensorboard")
-        use_tf = "tensorflow" in sys.modules or (
-            "torch" not in sys.modules and _importable("tensorflow"))
-        if not use_tf and not ("torch" in sys.modules or _importable("torch")):
-            raise ImportError(
-                "TensorBoardSink writes with tensorflow (tf.summary) or torch "
-                "(torch.utils.tensorboard); neither is installed"
-            )
-        if use_tf:
-            import tensorflow as tf
+                              "tensorboard") from None
+        self.logdir = os.fspath(logdir)
+        os.makedirs(self.logdir, exist_ok=True)
+        self._event, self._summary = event_pb2.Event, summary_pb2.Summary
+        name = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
+                f"{os.getpid()}.{next(_EVENT_FILES)}")
+        self.path = os.path.join(self.logdir, name)
+        self._writer = RecordWriter(open(self.path, "wb"))  # noqa: SIM115 (closed in close())
+        self._write(self._event(wall_time=time.time(), file_version="brain.Event:2"))
 
-            self._tf = tf
-            self._tf_writer = tf.summary.create_file_writer(self.logdir)
-        else:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._torch_writer = SummaryWriter(self.logdir)
+    def _write(self, event: Any) -> None:
+        self._writer.write(event.SerializeToString())
 
     def log_images(self, tag: str, images: Mapping[str, np.ndarray], step: int) -> None:
         for name, image in images.items():
             img = to_uint8_image(image)
-            if self._tf_writer is not None:
-                with self._tf_writer.as_default():
-                    self._tf.summary.image(f"{tag}/{name}", img[None], step=int(step))
-            else:
-                self._torch_writer.add_image(f"{tag}/{name}", img, int(step), dataformats="HWC")
+            picture = self._summary.Image(height=img.shape[0], width=img.shape[1],
+                                          colorspace=3, encoded_image_string=_png_bytes(img))
+            value = self._summary.Value(tag=f"{tag}/{name}", image=picture)
+            self._write(self._event(wall_time=time.time(), step=int(step),
+                                    summary=self._summary(value=[value])))
         self.flush()
 
     def flush(self) -> None:
-        (self._tf_writer or self._torch_writer).flush()
+        self._writer.flush()
 
     def close(self) -> None:
-        self.flush()
-        (self._tf_writer or self._torch_writer).close()
+        if not self._writer.closed:
+            self._writer.close()
+
+
+#: Distinguishes event files that one process opens within the same second.
+_EVENT_FILES = itertools.count()
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    """uint8 ``(H, W, 3)`` as PNG bytes (zlib only, no Pillow): what TensorBoard displays."""
+    height, width, _ = image.shape
+    rows = np.concatenate([np.zeros((height, 1), np.uint8), image.reshape(height, -1)], axis=1)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + chunk(b"IEND", b""))
 
 
 class WandbSink:
@@ -188,9 +205,3 @@ def _wandb_reinit_value(wandb: Any) -> Any:
     except (KeyError, TypeError, ValueError):
         return True
     return "create_new" if "create_new" in annotation else True
-
-
-def _importable(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None

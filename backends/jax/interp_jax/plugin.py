@@ -1,16 +1,16 @@
-"""Registration of the JAX backend (light: never imports jax, flax or equinox)."""
+"""Registration of the JAX backend (light: never imports jax, flax or equinox).
+
+Flax and Equinox models are claimed from ``frameworks`` by interp-core's default claim; this
+plugin claims :class:`interp_core.Split` models itself, since their type says nothing about
+the framework.
+"""
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
-from interp_core import BackendRegistration, hookimpl
-from interp_core.backend.registry import defined_in
+from interp_core.backend import BackendRegistration, hookimpl
 from interp_core.split import Split
-
-#: Top-level modules whose types mark a model as a JAX model.
-FRAMEWORKS = ("flax", "jax", "equinox")
 
 
 @hookimpl
@@ -19,7 +19,7 @@ def interp_core_register_backends() -> list[BackendRegistration]:
         BackendRegistration(
             name="jax",
             factory="interp_jax.backend:JaxBackend",
-            frameworks=("jax", "flax"),
+            frameworks=("flax", "jax", "equinox"),
             install_hint="pip install jax flax",
             demo="interp_jax.demo:build",
         )
@@ -28,8 +28,4 @@ def interp_core_register_backends() -> list[BackendRegistration]:
 
 @hookimpl
 def interp_core_claim_model(model: Any) -> str | None:
-    if isinstance(model, Split):
-        return "jax"
-    if any(name in sys.modules for name in FRAMEWORKS) and defined_in(model, *FRAMEWORKS):
-        return "jax"
-    return None
+    return "jax" if isinstance(model, Split) else None

@@ -1,14 +1,18 @@
-"""Registration of the TensorFlow backend (light: never imports TensorFlow or Keras)."""
+"""Registration of the TensorFlow backend (light: never imports TensorFlow or Keras).
+
+Models are claimed from ``frameworks`` by interp-core's default claim; ``.keras`` / ``.h5``
+files are loaded by :mod:`interp_tensorflow.loading` (imported only for them).
+"""
 
 from __future__ import annotations
 
-import sys
+from pathlib import Path
 from typing import Any
 
-from interp_core import BackendRegistration, hookimpl
-from interp_core.backend.registry import defined_in
+from interp_core.backend import BackendRegistration, hookimpl
 
-_MODULES = ("keras", "tensorflow", "tf_keras")
+#: File suffixes this adapter loads with ``keras.models.load_model``.
+MODEL_FILES = (".keras", ".h5")
 
 
 @hookimpl
@@ -17,7 +21,7 @@ def interp_core_register_backends() -> list[BackendRegistration]:
         BackendRegistration(
             name="tensorflow",
             factory="interp_tensorflow.backend:TensorFlowBackend",
-            frameworks=("tensorflow", "keras"),
+            frameworks=("keras", "tensorflow", "tf_keras"),
             install_hint="pip install tensorflow",
             demo="interp_tensorflow.demo:build",
         )
@@ -25,8 +29,9 @@ def interp_core_register_backends() -> list[BackendRegistration]:
 
 
 @hookimpl
-def interp_core_claim_model(model: Any) -> str | None:
-    # A Keras/TF model can only exist once one of these modules is imported.
-    if ("keras" in sys.modules or "tensorflow" in sys.modules) and defined_in(model, *_MODULES):
-        return "tensorflow"
-    return None
+def interp_core_load_model(path: Path) -> Any | None:
+    if path.suffix.lower() not in MODEL_FILES:
+        return None
+    from interp_tensorflow.loading import load_keras_model
+
+    return load_keras_model(path)

@@ -1,12 +1,18 @@
-"""Registration of the torch backend (light: never imports torch)."""
+"""Registration of the torch backend (light: never imports torch).
+
+Models are claimed from ``frameworks=("torch",)`` by interp-core's default claim; model files
+saved with ``torch.save`` are loaded by :mod:`interp_torch.loading` (imported only for them).
+"""
 
 from __future__ import annotations
 
-import sys
+from pathlib import Path
 from typing import Any
 
-from interp_core import BackendRegistration, hookimpl
-from interp_core.backend.registry import defined_in
+from interp_core.backend import BackendRegistration, hookimpl
+
+#: File suffixes this adapter loads (``torch.save(model, path)``; TorchScript gets an error).
+MODEL_FILES = (".pt", ".pth", ".ts", ".jit")
 
 
 @hookimpl
@@ -23,7 +29,9 @@ def interp_core_register_backends() -> list[BackendRegistration]:
 
 
 @hookimpl
-def interp_core_claim_model(model: Any) -> str | None:
-    if "torch" in sys.modules and defined_in(model, "torch"):
-        return "torch"
-    return None
+def interp_core_load_model(path: Path) -> Any | None:
+    if path.suffix.lower() not in MODEL_FILES:
+        return None
+    from interp_torch.loading import load_saved_module
+
+    return load_saved_module(path)

@@ -1,0 +1,133 @@
+"""``interp audit MODEL SOURCE --out DIR``: explain and score a whole dataset.
+
+Wired into the ``interp`` command by :func:`add_audit_parser`; also runs on its own as
+``python -m interp_core.audit``. See :func:`interp_core.audit.audit` and ``docs/audit.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from interp_core.cli.imageio import parse_size, parse_triple
+
+HELP = "explain every image of a folder or manifest; results.parquet + report.html"
+
+
+def _target(text: str) -> str | int:
+    if text in ("predicted", "label"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--target {text!r} must be 'predicted', 'label' or a class number") from None
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``audit`` options (shared by ``interp audit`` and ``python -m interp_core.audit``)."""
+    parser.add_argument("model", help="demo:torch, file.pt, file.keras, module:attr or "
+                        "file.py:attr (each worker builds the model from it)")
+    parser.add_argument("source", help="a folder (sub-folder = label) or a CSV/Parquet manifest "
+                        "with path[, id, label, group, x0, y0, x1, y1, mask]")
+    parser.add_argument("--out", default="interp-audit", help="output folder (./interp-audit)")
+    parser.add_argument("--method", default="gradcam")
+    parser.add_argument("--layer", default=None,
+                        help="layer name, or several comma-separated (fused)")
+    parser.add_argument("--target", type=_target, default="predicted",
+                        help="predicted (default), label, or a class number")
+    parser.add_argument("--classes", default=None,
+                        help="comma-separated class names in the model's output order")
+    parser.add_argument("--backend", default=None)
+    parser.add_argument("--size", default=None, help="224 or HxW (demo model: 64)")
+    parser.add_argument("--mean", default="0", help="one or three comma-separated numbers")
+    parser.add_argument("--std", default="1", help="one or three comma-separated numbers")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--map-size", type=int, default=32,
+                        help="longest side of the stored float16 map (32)")
+    parser.add_argument("--faithfulness", default=None,
+                        help="comma-separated: deletion, insertion, average_drop")
+    parser.add_argument("--no-overlays", action="store_true", help="write no overlay PNGs")
+    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--engine", choices=("local", "ray"), default="local")
+    parser.add_argument("--workers", type=int, default=None, help="Ray actors")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads per worker")
+    parser.add_argument("--gpus", type=float, default=None, help="GPUs per Ray actor")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out, skipping finished images")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete an earlier run's outputs in --out first")
+    parser.add_argument("--part-size", type=int, default=1024, help="rows per part file")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-report", action="store_true")
+    parser.add_argument("--wandb", action="store_true", help="log a W&B Table and summary")
+    parser.add_argument("--wandb-project", default=None)
+    parser.add_argument("--wandb-rows", type=int, default=1000)
+
+
+def add_audit_parser(subparsers: Any) -> None:
+    """Add ``audit`` to the ``interp`` command's sub-commands."""
+    parser = subparsers.add_parser("audit", help=HELP, description=HELP)
+    add_arguments(parser)
+    parser.set_defaults(func=cmd_audit)
+
+
+def _percent(stat: dict[str, Any] | None) -> str:
+    if not stat:
+        return "n/a"
+    return f"{100 * stat['value']:.1f}% ({100 * stat['low']:.1f}-{100 * stat['high']:.1f})"
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Run the audit the parsed ``args`` describe; prints a short summary."""
+    from interp_core.audit import audit
+
+    layer = _names(args.layer)
+    result = audit(
+        args.model, args.source, args.out, method=args.method,
+        layer=layer[0] if layer and len(layer) == 1 else layer, target=args.target,
+        classes=_names(args.classes), backend=args.backend,
+        size=None if args.size is None else parse_size(args.size),
+        mean=parse_triple(args.mean, "mean"), std=parse_triple(args.std, "std"),
+        batch_size=args.batch_size, map_size=args.map_size,
+        faithfulness=tuple(_names(args.faithfulness) or ()), overlays=not args.no_overlays,
+        alpha=args.alpha, engine=args.engine, workers=args.workers, threads=args.threads,
+        gpus=args.gpus, resume=args.resume, overwrite=args.overwrite,
+        part_size=args.part_size, progress=not args.no_progress,
+        report=not args.no_report, wandb=args.wandb, wandb_project=args.wandb_project,
+        wandb_rows=args.wandb_rows,
+    )
+    overall = result.summary["overall"]
+    print(f"interp audit: {result.images} image(s) explained, {result.failed} unreadable, "
+          f"{result.resumed} already done, in {result.seconds:.1f} s; accuracy "
+          f"{_percent(overall.get('accuracy'))}, pointing game "
+          f"{_percent(overall.get('pointing_game'))}")
+    print(f"wrote {result.results}" + (f" and {result.report}" if result.report else ""))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m interp_core.audit``: errors print one line, exit status 2."""
+    parser = argparse.ArgumentParser(prog="python -m interp_core.audit", description=HELP)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return cmd_audit(args)
+    except KeyboardInterrupt:
+        print("interp: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"interp: error: {message}", file=sys.stderr)
+        return 2

@@ -1,0 +1,124 @@
+"""The core imports no framework: a static check of every module, and what actually loads.
+
+Only ``interp_core/testing/`` (which third parties run inside their framework's tests) may
+import torch, tensorflow, keras, jax or flax. Everything else reaches a framework through an
+adapter's hooks (model files, demo models) or not at all (TensorBoard event files).
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+CORE = Path(__file__).resolve().parent.parent / "interp_core"
+FRAMEWORKS = frozenset({"torch", "tensorflow", "keras", "jax", "flax"})
+ALLOWED = CORE / "testing"
+#: Calls that import a module named by a string argument.
+_IMPORT_CALLS = {"import_module", "__import__", "find_spec"}
+
+
+def framework_imports(source: str) -> list[tuple[int, str]]:
+    """``(line, module)`` for each import of a framework in ``source``: ``import x``,
+    ``from x.y import z``, ``importlib.import_module("x")``, anywhere (also inside functions)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        elif isinstance(node, ast.Call) and node.args:
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            first = node.args[0]
+            if called in _IMPORT_CALLS and isinstance(first, ast.Constant) and isinstance(
+                first.value, str
+            ):
+                names = [first.value]
+        found += [(node.lineno, name) for name in names if name.split(".")[0] in FRAMEWORKS]
+    return found
+
+
+def core_modules() -> list[Path]:
+    return sorted(p for p in CORE.rglob("*.py") if ALLOWED not in p.parents)
+
+
+def test_the_check_finds_every_kind_of_import():
+    source = textwrap.dedent("""
+        import numpy, torch.nn as nn
+        from keras import layers
+        def f():
+            import jax.numpy as jnp
+            from flax import nnx
+            return importlib.import_module("tensorflow")
+        from interp_core import torch_like      # a name, not a framework
+        from . import torch                     # relative: the package's own module
+    """)
+    assert [m for _, m in framework_imports(source)] == [
+        "torch.nn", "keras", "jax.numpy", "flax", "tensorflow"]
+
+
+def test_no_core_module_imports_a_framework():
+    modules = core_modules()
+    assert len(modules) > 30 and CORE / "cli" / "command.py" in modules
+    offenders = [
+        f"{path.relative_to(CORE.parent)}:{line}: {name}"
+        for path in modules
+        for line, name in framework_imports(path.read_text(encoding="utf-8"))
+    ]
+    assert not offenders, "framework imports in the core:\n" + "\n".join(offenders)
+
+
+def _run_isolated(*parts: str) -> str:
+    code = "\n".join(textwrap.dedent(part) for part in parts)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr + result.stdout
+    return result.stdout
+
+
+#: Fails the script if a framework was imported so far.
+NO_FRAMEWORK_LOADED = """
+    loaded = sorted(m for m in ("torch", "tensorflow", "keras", "jax", "flax") if m in sys.modules)
+    assert not loaded, loaded
+"""
+
+
+def test_cli_listings_and_model_file_dispatch_import_no_framework():
+    out = _run_isolated("""
+        import sys
+        from interp_core.backend.registry import load_model_file
+        from interp_core.cli import main
+        assert main(["backends"]) == 0
+        assert main(["methods"]) == 0
+        assert load_model_file("model.onnx") is None   # no adapter claims it; none imported
+    """, NO_FRAMEWORK_LOADED)
+    assert "torch" in out.split() and "gradcam" in out.split()
+
+
+def test_tensorboard_sink_writes_images_without_a_framework(tmp_path):
+    pytest.importorskip("tensorboard")
+    out = _run_isolated(f"""
+        import sys
+        import numpy as np
+        from interp_core.logging.sinks import TensorBoardSink
+        sink = TensorBoardSink({str(tmp_path)!r})
+        image = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
+        sink.log_images("gradcam/layer4", {{"sample_000": image}}, step=3)
+        sink.close()
+    """, NO_FRAMEWORK_LOADED, """
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+        acc = EventAccumulator(sink.logdir, size_guidance={"images": 0})
+        acc.Reload()
+        event, = acc.Images("gradcam/layer4/sample_000")
+        import io
+        from PIL import Image
+        decoded = np.asarray(Image.open(io.BytesIO(event.encoded_image_string)))
+        print(event.step, decoded.shape, np.array_equal(decoded, image))
+    """)
+    assert out.split()[-1] == "True" and out.startswith("3 (5, 7, 3)")
