@@ -91,6 +91,10 @@ def _as_target(t: Any) -> Target:
         return t
     if isinstance(t, bool):
         raise TypeError(f"target {t!r} is a bool; use BinaryTarget(positive={t}) instead")
+    if not isinstance(t, int | np.integer) and hasattr(t, "__array__") and not callable(t):
+        scalar = np.asarray(t)
+        if scalar.ndim == 0 and np.issubdtype(scalar.dtype, np.integer):
+            t = int(scalar)  # a 0-d framework tensor or NumPy array holding a class index
     if isinstance(t, int | np.integer):
         return ClassTarget(int(t))
     if callable(t):
@@ -108,7 +112,8 @@ def resolve_targets(targets: Any, n: int) -> TargetSpec:
     ----------
     targets : None, int, target object, or sequence of them
         ``None``: top-1 class of each sample. A single int or target: the same for every sample.
-        A sequence: one per sample (its length must be ``n``).
+        A sequence (list, tuple, ``range``, NumPy array, or a framework tensor of ints): one per
+        sample (its length must be ``n``).
     n : int
         Batch size.
 
@@ -119,6 +124,9 @@ def resolve_targets(targets: Any, n: int) -> TargetSpec:
     """
     if targets is None:
         return TargetSpec("top1", n)
+    if not isinstance(targets, np.ndarray) and hasattr(targets, "__array__") \
+            and not callable(targets):
+        targets = np.asarray(targets)  # a framework tensor of class indices
     if isinstance(targets, np.ndarray) and targets.ndim == 0:
         targets = int(targets)
     if isinstance(targets, Sequence | np.ndarray) and not isinstance(targets, str):

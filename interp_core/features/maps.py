@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from interp_core.backend.inputs import batch_size_of
+from interp_core.backend.inputs import check_batch
 from interp_core.backend.registry import get_backend
 from interp_core.backend.targets import resolve_targets
 
@@ -57,7 +57,7 @@ def layer_output(
 ) -> np.ndarray:
     """The canonical ``(N, *spatial, C)`` activations of one layer (one forward, no gradient)."""
     capture = impl.capture(
-        model, x, [layer], resolve_targets(None, batch_size_of(x)), gradients=False,
+        model, x, [layer], resolve_targets(None, check_batch(x)), gradients=False,
         output=output, native_layout=reshape is not None,
     )
     (captured,) = capture.layers.values()

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from interp_core.backend.inputs import batch_size_of
+from interp_core.backend.inputs import check_batch
 from interp_core.backend.protocol import Backend, Capture
 from interp_core.backend.registry import get_backend
 from interp_core.backend.targets import TargetSpec, resolve_targets
@@ -140,8 +140,9 @@ class CAMMethod:
 
     def explain(self, x: Any, targets: Any = None) -> Explanation:
         """Run the method on a batch ``x`` and return an :class:`Explanation`."""
+        n = check_batch(x)
         layers = self._layers(x)
-        spec = resolve_targets(targets, batch_size_of(x))
+        spec = resolve_targets(targets, n)
         capture = self.backend.capture(
             self.model, x, layers, spec,
             gradients=self.needs_gradients, output=self.output,

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from interp_core.backend.inputs import check_batch_size
+from interp_core.backend.inputs import check_batch, check_batch_size
 from interp_core.backend.layout import CHANNELS_FIRST, infer_layout
 from interp_core.backend.registry import get_backend
 from interp_core.backend.targets import TargetSpec, fixed_targets, resolve_targets
@@ -71,6 +71,7 @@ def _check_maps(maps: Any, n: int | None = None) -> np.ndarray:
 
 def _setup(model: Any, inputs: Any, maps: Any, targets: Any, backend: Any, batch_size: int,
            output: Any) -> _Setup:
+    check_batch(inputs)
     impl = get_backend(backend if backend is not None else model)
     x = np.asarray(impl.to_numpy(inputs))
     maps = _check_maps(maps, len(x))

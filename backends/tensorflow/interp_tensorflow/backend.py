@@ -100,10 +100,13 @@ class TensorFlowBackend:
         """Inputs as tensors; floats take the dtype the model's inputs declare (else floatx)."""
         declared = _declared_input_dtypes(model)
         if isinstance(inputs, dict):
-            return {k: self._tensor(v, declared.get(k)) for k, v in inputs.items()}
-        if isinstance(inputs, tuple | list):
-            return [self._tensor(v, declared.get(i)) for i, v in enumerate(inputs)]
-        return self._tensor(inputs, declared.get(0))
+            x: Any = {k: self._tensor(v, declared.get(k)) for k, v in inputs.items()}
+        elif isinstance(inputs, tuple | list):
+            x = [self._tensor(v, declared.get(i)) for i, v in enumerate(inputs)]
+        else:
+            x = self._tensor(inputs, declared.get(0))
+        _check_input_shapes(model, tf.nest.flatten(x))
+        return x
 
     @staticmethod
     def _tensor(value: Any, dtype: str | None) -> tf.Tensor:
@@ -331,6 +334,28 @@ def _check_model(model: Any) -> None:
             "first, by calling it once on a batch (model(x)) or with model.build(input_shape), "
             "or give it a keras.Input"
         )
+
+
+def _check_input_shapes(model: Any, leaves: Sequence[tf.Tensor]) -> None:
+    """Compare the inputs with the shapes a graph model declares; a ``ValueError`` that shows
+    both instead of Keras' error from deep inside the call."""
+    try:
+        declared = model.inputs
+    except (AttributeError, ValueError):
+        return
+    if not declared or len(declared) != len(leaves):
+        return
+    for i, (spec, t) in enumerate(zip(declared, leaves, strict=True)):
+        want, got = tuple(spec.shape), tuple(int(d) for d in t.shape)
+        fits = len(want) == len(got) and all(
+            w is None or w == g for w, g in zip(want[1:], got[1:], strict=True))
+        if not fits:
+            expected = "(N, " + ", ".join("?" if w is None else str(w) for w in want[1:]) + ")"
+            which = f"input {i}" if len(leaves) > 1 else "the input"
+            raise ValueError(
+                f"{which} has shape {got}, but model {model.name!r} expects {expected} "
+                f"(data_format {model_data_format(model)!r})"
+            )
 
 
 def _fns(spec: TargetSpec) -> Any:

@@ -24,7 +24,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from interp_core.backend.policy import ReplayOps, channel_objective, missing_layers_error
+from interp_core.backend.policy import (
+    ReplayOps,
+    channel_objective,
+    layer_ran_twice_error,
+    missing_layers_error,
+)
 from interp_core.backend.scoring import TensorOps, target_scores
 from interp_core.backend.targets import TargetSpec, select_output
 from interp_tensorflow.layers import (
@@ -163,6 +168,8 @@ class Program:
             def hook(t: tf.Tensor) -> tf.Tensor:
                 if tape is not None:
                     tape.watch(t)
+                if path in store:
+                    raise layer_ran_twice_error(path)
                 store[path] = t
                 return t
             return hook

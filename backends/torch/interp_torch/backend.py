@@ -22,6 +22,7 @@ from interp_core.backend.policy import (
     channel_objective,
     check_channel_range,
     check_channels,
+    layer_ran_twice_error,
     mask_chunks,
     missing_layers_error,
     model_lock,
@@ -63,6 +64,40 @@ def _explaining(model: nn.Module, grad_enabled: bool = False) -> Iterator[None]:
                 module.training = flag
 
 
+def _refuse_inference_mode() -> None:
+    """Gradients cannot be taken under ``torch.inference_mode()``: say so, not "the score does
+    not depend on the layer". (An outer ``torch.no_grad()`` is fine: the call turns grad mode on
+    for itself and restores it.)"""
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "this explanation needs gradients, which torch.inference_mode() disables for "
+            "everything run inside it: call it outside the inference_mode block (an outer "
+            "torch.no_grad() is fine)"
+        )
+
+
+def _describe(x: Any) -> str:
+    """``"of shape (2, 4, 64, 64) float32"`` for a tensor, the same per input for several."""
+    if torch.is_tensor(x):
+        return f"of shape {tuple(x.shape)} {str(x.dtype).removeprefix('torch.')}"
+    parts = x.values() if isinstance(x, dict) else x
+    return "[" + ", ".join(_describe(t) if torch.is_tensor(t) else type(t).__name__
+                           for t in parts) + "]"
+
+
+def _expected_input(model: nn.Module) -> str:
+    """What the model's first convolution or dense layer takes, where one exists."""
+    for name, module in model.named_modules():
+        channels = getattr(module, "in_channels", None)
+        if isinstance(channels, int):
+            return (f"; its first convolution {name!r} takes {channels} input channels, so the "
+                    f"input should be (N, {channels}, *spatial)")
+        features = getattr(module, "in_features", None)
+        if isinstance(features, int):
+            return f"; its first dense layer {name!r} takes {features} input features"
+    return ""
+
+
 #: Why a layer may not have run: hooks only see modules that forward() calls.
 _HOOK_HINT = "hooks see the modules that forward() calls"
 
@@ -98,6 +133,8 @@ class TorchBackend:
             return {k: self._prepare(v, model) for k, v in inputs.items()}
         device, dtype = self._placement(model)
         t = inputs if torch.is_tensor(inputs) else torch.as_tensor(np.asarray(inputs))
+        if t.is_inference() and not torch.is_inference_mode_enabled():
+            t = t.clone()  # made under inference_mode: a normal copy can enter autograd
         if t.is_floating_point() and dtype is not None and t.dtype != dtype:
             t = t.to(dtype)
         if device is not None and t.device != device:
@@ -106,11 +143,21 @@ class TorchBackend:
 
     @staticmethod
     def _run(model: nn.Module, x: Any) -> Any:
-        if isinstance(x, tuple | list):
-            return model(*x)
-        if isinstance(x, dict):
-            return model(**x)
-        return model(x)
+        """``model(x)`` (``*x`` for a tuple/list, ``**x`` for a dict); the model's own errors on
+        inputs it cannot take come back as a ``ValueError`` that shows the input's shape."""
+        try:
+            if isinstance(x, tuple | list):
+                return model(*x)
+            if isinstance(x, dict):
+                return model(**x)
+            return model(x)
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError as exc:
+            raise ValueError(
+                f"the model raised on input {_describe(x)}{_expected_input(model)}: "
+                f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
+            ) from exc
 
     @staticmethod
     def _input_spatial(x: Any) -> tuple[int, ...]:
@@ -145,6 +192,8 @@ class TorchBackend:
         self, model: nn.Module, inputs: Any, layers: Sequence[Any], target: TargetSpec, *,
         gradients: bool = True, output: Any = None, native_layout: bool = False,
     ) -> Capture:
+        if gradients:
+            _refuse_inference_mode()
         named = resolve(model, layers)
         x = self._prepare(inputs, model)
         store: dict[str, torch.Tensor] = {}
@@ -154,6 +203,8 @@ class TorchBackend:
                 t = first_tensor(out)
                 if t is None:
                     raise not_a_tensor_error(name, out)
+                if name in store:
+                    raise layer_ran_twice_error(name)
                 if not gradients:
                     store[name] = t.detach()
                     return None
@@ -270,6 +321,7 @@ class TorchBackend:
         self, model: nn.Module, inputs: Any, layer: Any, channels: np.ndarray, *,
         output: Any = None,
     ) -> tuple[np.ndarray, np.ndarray]:
+        _refuse_inference_mode()
         x = self._prepare(inputs, model).detach().requires_grad_(True)
         checked = check_channels(channels, int(x.shape[0]))
         idx = torch.as_tensor(checked, device=x.device)
