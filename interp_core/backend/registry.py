@@ -1,4 +1,5 @@
-"""Backend discovery: a cached pluggy manager, tolerant plugins, lazy factories.
+"""Backend discovery: a cached pluggy manager, tolerant plugins (:mod:`.plugins`), lazy
+factories; registrations and known adapters are defined in :mod:`.registration`.
 
 Nothing here imports a framework. A backend's heavy module is imported the first time
 :func:`get_backend` asks for it; until then a registration is a name and a string.
@@ -12,15 +13,11 @@ registered, so that an exception warns, names the plugin and counts as "no answe
 
 from __future__ import annotations
 
-import functools
 import importlib
-import re
 import sys
 import threading
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,189 +27,20 @@ import pluggy
 
 from interp_core.backend import hookspecs
 from interp_core.backend.hookspecs import ENTRY_POINT_GROUP, PROJECT, hookimpl
+from interp_core.backend.plugins import TolerantPluginManager
+from interp_core.backend.protocol import Backend
+from interp_core.backend.registration import (
+    KNOWN_FRAMEWORKS,
+    BackendRegistration,
+    KnownAdapter,
+    defined_in,
+)
 
-_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
-
-
-@dataclass(frozen=True)
-class KnownAdapter:
-    """A first-party adapter, described for install hints when it is *not* installed.
-
-    Attributes
-    ----------
-    distribution : str
-        What to ``pip install`` (``"interp-torch"``).
-    modules : tuple[str, ...]
-        Top-level modules whose types mark a model as this framework's.
-    model_types : tuple[str, ...]
-        Other model types it runs, as ``"module.QualName"`` (the JAX adapter runs
-        ``interp_core.split.Split``).
-    model_files : tuple[str, ...]
-        File suffixes it loads (``".pt"``), for the ``interp`` command's hint.
-    """
-
-    distribution: str
-    modules: tuple[str, ...]
-    model_types: tuple[str, ...] = ()
-    model_files: tuple[str, ...] = ()
-
-    def recognises(self, model: Any) -> bool:
-        """Whether ``model``'s type (or a base) is one of this adapter's; imports nothing."""
-        return defined_in(model, *self.modules) or not _type_names(type(model)).isdisjoint(
-            self.model_types
-        )
-
-
-#: Adapters interp-core knows of, by backend name: only for hints when none is installed.
-KNOWN_FRAMEWORKS: dict[str, KnownAdapter] = {
-    "torch": KnownAdapter("interp-torch", ("torch",), model_files=(".pt", ".pth", ".ts", ".jit")),
-    "tensorflow": KnownAdapter("interp-tensorflow", ("keras", "tensorflow", "tf_keras"),
-                               model_files=(".keras", ".h5")),
-    "jax": KnownAdapter("interp-jax", ("jax", "jaxlib", "flax", "equinox"),
-                        model_types=("interp_core.split.Split",)),
-}
-
-
-@dataclass(frozen=True)
-class BackendRegistration:
-    """A backend a plugin offers.
-
-    Attributes
-    ----------
-    name : str
-        Unique, lower-case (``"torch"``).
-    factory : str or callable
-        ``"package.module:Class"`` (imported lazily) or a zero-argument callable returning the
-        backend instance.
-    frameworks : tuple[str, ...]
-        Top-level modules whose model types this backend runs (``("torch",)``). A model whose
-        class, or a base class, comes from one of them is claimed for this backend once that
-        module is imported; no ``interp_core_claim_model`` hook is needed for it.
-    install_hint : str
-        What to run when the factory cannot import (``"pip install torch"``).
-    demo : str or callable, optional
-        ``"package.module:function"`` (imported lazily) or a callable ``build(weights)`` that
-        builds the bundled demo model (:mod:`interp_core.datasets.demo`) in this framework from a
-        dict of NumPy weights.
-    """
-
-    name: str
-    factory: str | Callable[[], Any]
-    frameworks: tuple[str, ...] = ()
-    install_hint: str = ""
-    demo: str | Callable[[dict[str, Any]], Any] | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
-            raise ValueError(
-                f"backend name {self.name!r} must be lower-case letters, digits, '-' or '_', "
-                "starting with a letter"
-            )
-        for what, value in (("factory", self.factory), ("demo", self.demo)):
-            if isinstance(value, str) and ":" not in value:
-                raise ValueError(
-                    f"backend {self.name!r}: {what} {value!r} must look like "
-                    "'package.module:attribute'"
-                )
-        if isinstance(self.frameworks, str) or not all(
-            isinstance(m, str) and m and "." not in m for m in self.frameworks
-        ):
-            raise ValueError(
-                f"backend {self.name!r}: frameworks={self.frameworks!r} must be a tuple of "
-                "top-level module names, e.g. ('torch',)"
-            )
-        object.__setattr__(self, "frameworks", tuple(self.frameworks))
-
-
-@lru_cache(maxsize=1024)
-def _type_modules(cls: type) -> frozenset[str]:
-    return frozenset(c.__module__.split(".")[0] for c in cls.__mro__ if c.__module__)
-
-
-@lru_cache(maxsize=1024)
-def _type_names(cls: type) -> frozenset[str]:
-    return frozenset(f"{c.__module__}.{c.__qualname__}" for c in cls.__mro__)
-
-
-def defined_in(obj: Any, *top_level_modules: str) -> bool:
-    """True if ``obj``'s class, or a base class, comes from one of these top-level modules.
-
-    Reads type names only (cached per type), so it never imports a framework.
-    """
-    return not _type_modules(type(obj)).isdisjoint(top_level_modules)
-
-
-# -- tolerant plugins ----------------------------------------------------------------------
-#: Hooks whose implementations only warn when they raise.
-_GUARDED_HOOKS = frozenset({"interp_core_register_backends", "interp_core_claim_model"})
-
-
-def _guard(function: Callable[..., Any], plugin_name: str, hook_name: str) -> Callable[..., Any]:
-    """``function`` made to warn and answer None instead of raising."""
-
-    @functools.wraps(function)  # pluggy reads the argument names through __wrapped__
-    def guarded(*args: Any, **kwargs: Any) -> Any:
-        try:
-            result = function(*args, **kwargs)
-        except Exception as exc:
-            warnings.warn(
-                f"interp-core: plugin {plugin_name!r} raised in {hook_name}; its answer is "
-                f"ignored: {type(exc).__name__}: {exc}",
-                RuntimeWarning, stacklevel=2,
-            )
-            return None
-        if hook_name == "interp_core_register_backends":
-            return _valid_registrations(result, plugin_name)
-        return result
-
-    return guarded
-
-
-def _valid_registrations(result: Any, plugin_name: str) -> list[BackendRegistration] | None:
-    if result is None:
-        return None
-    items = list(result) if isinstance(result, list | tuple) else [result]
-    valid = [r for r in items if isinstance(r, BackendRegistration)]
-    for bad in (r for r in items if not isinstance(r, BackendRegistration)):
-        warnings.warn(
-            f"interp-core: plugin {plugin_name!r} returned {bad!r} from "
-            "interp_core_register_backends, not a BackendRegistration; skipped",
-            RuntimeWarning, stacklevel=3,
-        )
-    return valid
-
-
-class _GuardedPlugin:
-    """A plugin as the manager sees it: the same hook implementations and options, with
-    the discovery hooks (not wrappers) guarded by :func:`_guard`."""
-
-    def __init__(self, plugin: Any, plugin_name: str, pm: pluggy.PluginManager) -> None:
-        self.plugin = plugin
-        for attr in dir(plugin):
-            opts = pm.parse_hookimpl_opts(plugin, attr)
-            if opts is None:
-                continue
-            function = getattr(plugin, attr)
-            hook_name = opts.get("specname") or attr
-            if hook_name in _GUARDED_HOOKS and not (opts.get("wrapper") or
-                                                    opts.get("hookwrapper")):
-                function = _guard(function, plugin_name, hook_name)
-                setattr(function, f"{PROJECT}_impl", opts)
-            setattr(self, attr, function)
-
-
-class _PluginManager(pluggy.PluginManager):
-    """A pluggy manager whose plugins' discovery hooks warn instead of raising."""
-
-    def get_canonical_name(self, plugin: Any) -> str:
-        """A module's name; for other objects the class name (readable in warnings) made
-        unique by the object's id."""
-        name = getattr(plugin, "__name__", None)
-        return name if isinstance(name, str) else f"{type(plugin).__name__}@{id(plugin):x}"
-
-    def register(self, plugin: Any, name: str | None = None) -> str | None:
-        name = name or self.get_canonical_name(plugin)
-        return super().register(_GuardedPlugin(plugin, name, self), name=name)
+__all__ = [
+    "KNOWN_FRAMEWORKS", "BackendRegistration", "KnownAdapter", "backends", "claimed_by",
+    "defined_in", "get_backend", "load_attribute", "load_model_file", "loaded_frameworks",
+    "register_backend", "registrations", "reset_registry",
+]
 
 
 class _ClaimFromFrameworks:
@@ -239,7 +67,7 @@ class _Registry:
     def manager(self) -> pluggy.PluginManager:
         with self.lock:
             if self.pm is None:
-                pm = _PluginManager(PROJECT)
+                pm = TolerantPluginManager(PROJECT)
                 pm.add_hookspecs(hookspecs)
                 pm.register(_ClaimFromFrameworks(), name="interp_core.claim_from_frameworks")
                 _load_entry_points(pm)
@@ -371,7 +199,7 @@ def _instantiate(reg: BackendRegistration) -> Any:
     return load_attribute(reg, reg.factory)()
 
 
-def _backend_by_name(name: str) -> Any:
+def _backend_by_name(name: str) -> Backend:
     key = name.lower()
     with _REGISTRY.lock:
         if key in _REGISTRY.instances:
@@ -394,7 +222,7 @@ def claimed_by(model: Any) -> str | None:
     return _call("interp_core_claim_model", model=model)
 
 
-def get_backend(name_or_model: Any) -> Any:
+def get_backend(name_or_model: Any) -> Backend:
     """The backend for a name (``"torch"``) or for a model (detected from its type).
 
     Raises
