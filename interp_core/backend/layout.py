@@ -54,13 +54,6 @@ def to_backend_layout(images: np.ndarray, backend: Any, model: Any = None) -> np
     return np.ascontiguousarray(images)
 
 
-def from_backend_layout(images: np.ndarray, backend: Any, model: Any = None) -> np.ndarray:
-    """Images in the backend's input layout as channels-last ``(N, *S, C)``."""
-    if input_layout(backend, model) == CHANNELS_FIRST:
-        return np.ascontiguousarray(np.moveaxis(images, 1, -1))
-    return np.ascontiguousarray(images)
-
-
 def infer_layout(x: np.ndarray, spatial: Sequence[int], backend: Any = None,
                  model: Any = None) -> str:
     """Where the channel axis of a batch of native inputs is.

@@ -38,7 +38,7 @@ from interp_core.backend.registration import (
 
 __all__ = [
     "KNOWN_FRAMEWORKS", "BackendRegistration", "KnownAdapter", "backends", "claimed_by",
-    "defined_in", "get_backend", "load_attribute", "load_model_file", "loaded_frameworks",
+    "defined_in", "get_backend", "load_attribute", "load_model_file",
     "register_backend", "registrations", "reset_registry",
 ]
 
@@ -259,9 +259,3 @@ def load_model_file(path: str | Path) -> Any | None:
     Errors from the backend that claimed the file (a state dict, a corrupt archive) propagate.
     """
     return _REGISTRY.manager().hook.interp_core_load_model(path=Path(path))
-
-
-def loaded_frameworks() -> list[str]:
-    """Top-level framework modules already imported in this process (for diagnostics)."""
-    names = {m for known in KNOWN_FRAMEWORKS.values() for m in known.modules}
-    return sorted(n for n in names if n in sys.modules)
