@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+from interp_tensorflow import testing
 
 from interp_core.testing.reference import ReferenceWeights
 
 
 def reference_model(w: ReferenceWeights, data_format: str = "channels_last") -> keras.Model:
-    """The reference model (interp_core.testing.reference), Functional, from fixed weights."""
-    shape = (10, 10, 3) if data_format == "channels_last" else (3, 10, 10)
-    inp = keras.Input(shape, name="image")
-    a = keras.layers.Conv2D(8, 3, padding="valid", activation="relu", data_format=data_format,
-                            name="features")(inp)
-    pooled = keras.layers.GlobalAveragePooling2D(data_format=data_format, name="gap")(a)
-    out = keras.layers.Dense(5, name="fc")(pooled)
-    model = keras.Model(inp, out, name="reference")
-    model.get_layer("features").set_weights([w.conv_kernel, w.conv_bias])
-    model.get_layer("fc").set_weights([w.fc_weight.T, w.fc_bias])
-    return model
+    """The "gap" reference model (interp_core.testing.reference), from
+    :func:`interp_tensorflow.testing.reference_model`."""
+    return testing.reference_model(w, "gap", data_format=data_format)
 
 
 def small_convnet(classes: int = 10, activation: str | None = None, size: int = 16,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -15,7 +16,7 @@ import pytest
 import interp_core as ic
 from interp_core.backend import registry
 from interp_core.testing.conformance import BackendConformance
-from interp_core.testing.reference import ReferenceModel, reference_weights
+from interp_core.testing.reference import ReferenceModel
 
 
 def _toy_plugin() -> types.ModuleType:
@@ -83,12 +84,17 @@ class TestToyThirdPartyAdapter(BackendConformance):
         return "reference"
 
     @pytest.fixture
-    def reference_model(self) -> ReferenceModel:
-        return ReferenceModel(reference_weights())
+    def reference_model(self):
+        return ReferenceModel  # (weights, variant) -> the model, here in NumPy
 
     @pytest.fixture
     def to_input(self):
         return lambda x: x
+
+    @pytest.fixture
+    def model_state(self):
+        return lambda model: {"weights": dataclasses.asdict(model.weights),
+                              "variant": model.variant}
 
 
 def test_broken_plugin_warns_by_name_and_others_work(monkeypatch):
@@ -120,6 +126,131 @@ def test_plugin_raising_in_a_hook_only_warns():
             ic.get_backend(object())
     finally:
         ic.reset_registry()
+
+
+@pytest.fixture
+def clean_registry():
+    ic.reset_registry()
+    yield
+    ic.reset_registry()
+
+
+def _fake_backend(name: str):
+    return lambda: types.SimpleNamespace(name=name, capabilities=frozenset(), capture=None)
+
+
+@pytest.mark.usefixtures("clean_registry")
+def test_a_plugin_with_only_a_registration_claims_its_framework_models(monkeypatch):
+    class Minimal:  # the whole of a minimal third-party plugin
+        @ic.hookimpl
+        def interp_core_register_backends(self):
+            return [ic.BackendRegistration("fake", factory=_fake_backend("fake"),
+                                           frameworks=("fakefw",))]
+
+    registry.register_backend(Minimal())
+    net = type("Net", (), {"__module__": "fakefw.nn"})
+    user_net = type("UserNet", (net,), {"__module__": "user_code"})
+    # einops-style: a framework that was never imported cannot have made the model
+    assert registry.claimed_by(net()) is None
+    monkeypatch.setitem(sys.modules, "fakefw", types.ModuleType("fakefw"))
+    assert registry.claimed_by(net()) == "fake"
+    assert registry.claimed_by(user_net()) == "fake"  # a subclass in user code
+    assert ic.get_backend(user_net()).name == "fake"
+    assert registry.claimed_by(object()) is None
+
+
+@pytest.mark.usefixtures("clean_registry")
+def test_claims_follow_pluggy_order_firstresult_and_wrappers():
+    calls: list[str] = []
+
+    def claimer(label: str, answer: str | None, **opts):
+        class Plugin:
+            @ic.hookimpl(**opts)
+            def interp_core_claim_model(self, model):
+                calls.append(label)
+                return answer if not isinstance(model, int) else None
+        return Plugin()
+
+    registry.register_backend(claimer("first-tryfirst", None, tryfirst=True))
+    registry.register_backend(claimer("early", "early"))
+    registry.register_backend(claimer("late", "late"))
+    registry.register_backend(claimer("last-trylast", "never", trylast=True))
+    assert registry.claimed_by("a model") == "late"
+    assert calls == ["first-tryfirst", "late"]  # firstresult: "early" is never asked
+    calls.clear()
+    assert registry.claimed_by(3) is None  # everyone says no, the default claim too
+    assert calls == ["first-tryfirst", "late", "early", "last-trylast"]
+
+    class Upper:
+        @ic.hookimpl(wrapper=True)
+        def interp_core_claim_model(self, model):
+            answer = yield
+            return answer.upper() if answer else answer
+
+    registry.register_backend(Upper())
+    assert registry.claimed_by("a model") == "LATE"
+
+
+@pytest.mark.usefixtures("clean_registry")
+def test_broken_hooks_and_wrappers_only_warn():
+    class RaisesOnRegister:
+        @ic.hookimpl
+        def interp_core_register_backends(self):
+            raise RuntimeError("kaputt")
+
+    class ReturnsJunk:
+        @ic.hookimpl
+        def interp_core_register_backends(self):
+            return ["not a registration", ic.BackendRegistration("junk-ok", factory="a.b:C")]
+
+    class BrokenWrapper:
+        @ic.hookimpl(wrapper=True)
+        def interp_core_claim_model(self, model):
+            yield
+            raise RuntimeError("wrapper broke")
+
+    for plugin in (RaisesOnRegister(), ReturnsJunk(), BrokenWrapper()):
+        registry.register_backend(plugin)
+    with pytest.warns(RuntimeWarning) as caught:
+        names = ic.backends()
+        assert registry.claimed_by(object()) is None
+    messages = " | ".join(str(w.message) for w in caught)
+    assert "'RaisesOnRegister@" in messages and "kaputt" in messages
+    assert "'ReturnsJunk@" in messages and "'not a registration'" in messages
+    assert "hook wrapper raised" in messages and "wrapper broke" in messages
+    assert "torch" in names and "junk-ok" in names
+
+
+def test_first_party_plugins_need_no_claim_hook_except_jax_for_split():
+    torch_plugin = pytest.importorskip("interp_torch.plugin")
+    tf_plugin = pytest.importorskip("interp_tensorflow.plugin")
+    jax_plugin = pytest.importorskip("interp_jax.plugin")
+    assert not hasattr(torch_plugin, "interp_core_claim_model")
+    assert not hasattr(tf_plugin, "interp_core_claim_model")
+    assert jax_plugin.interp_core_claim_model(model=ic.Split(abs, abs)) == "jax"
+    assert jax_plugin.interp_core_claim_model(model=object()) is None
+    regs = registry.registrations()
+    assert regs["torch"].frameworks == ("torch",)
+    assert {"keras", "tensorflow"} <= set(regs["tensorflow"].frameworks)
+    assert {"jax", "flax"} <= set(regs["jax"].frameworks)
+
+
+@pytest.mark.usefixtures("clean_registry")
+def test_model_files_go_to_the_plugin_that_claims_them(tmp_path):
+    class ToyFiles:
+        @ic.hookimpl
+        def interp_core_load_model(self, path):
+            return {"loaded": path.name} if path.suffix == ".toy" else None
+
+    registry.register_backend(ToyFiles())
+    assert registry.load_model_file(tmp_path / "net.toy") == {"loaded": "net.toy"}
+    assert registry.load_model_file(tmp_path / "net.onnx") is None
+
+
+@pytest.mark.parametrize("frameworks", ["torch", ("torch.nn",), ("",)])
+def test_frameworks_must_be_top_level_module_names(frameworks):
+    with pytest.raises(ValueError, match="top-level module names"):
+        ic.BackendRegistration("ok", factory="a.b:C", frameworks=frameworks)
 
 
 def test_register_backend_in_process_and_duplicate_names():

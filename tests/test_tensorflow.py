@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest
@@ -14,6 +14,7 @@ from tests.conftest import require_framework
 tf = require_framework("tensorflow", "tensorflow")
 keras = require_framework("tensorflow", "keras")
 
+from interp_tensorflow import testing as tf_testing  # noqa: E402
 from interp_tensorflow.callbacks import CAMLogger, FeatureMapLogger  # noqa: E402
 
 import interp_core as ic  # noqa: E402
@@ -22,6 +23,7 @@ from interp_core.logging.sinks import FolderSink, TensorBoardSink  # noqa: E402
 from interp_core.methods import METHODS  # noqa: E402
 from interp_core.testing.conformance import BackendConformance  # noqa: E402
 from interp_core.testing.reference import reference_inputs, reference_weights  # noqa: E402
+from interp_core.testing.suite.hygiene import assert_same_state  # noqa: E402
 from tests import keras_models as km  # noqa: E402
 
 
@@ -33,23 +35,41 @@ class TestTensorFlowConformance(BackendConformance):
 
     @pytest.fixture
     def reference_model(self):
-        return km.reference_model(reference_weights())
+        return tf_testing.reference_model
 
     @pytest.fixture
     def to_input(self):
-        return tf.convert_to_tensor
+        return tf_testing.to_input
+
+    @pytest.fixture
+    def model_state(self):
+        return tf_testing.model_state
+
+    @pytest.fixture
+    def stateful_model(self):
+        model = km.small_convnet(seed=1)  # BatchNorm, Dropout
+        model.get_layer("stem").trainable = False  # mixed flags must come back exactly
+        return model, "conv2", km.random_images(3, 16)
+
+    @pytest.fixture
+    def structured_output_model(self):
+        return tf_testing.structured_output_model
 
 
 class TestTensorFlowChannelsFirstConformance(TestTensorFlowConformance):
-    """The same suite on a data_format="channels_first" model fed (N, 3, 10, 10)."""
+    """The same suite on data_format="channels_first" models fed (N, 3, H, W)."""
 
     @pytest.fixture
     def reference_model(self):
-        return km.reference_model(reference_weights(), data_format="channels_first")
+        return functools.partial(tf_testing.reference_model, data_format="channels_first")
 
     @pytest.fixture
     def to_input(self):
         return lambda x: tf.convert_to_tensor(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+    @pytest.fixture
+    def stateful_model(self):
+        return None  # a channels-last model: the class above runs it
 
 
 @pytest.fixture(scope="module")
@@ -123,14 +143,6 @@ def test_gradients_equal_hand_written_tape(backend, convnet, x16):
     assert cap.input_spatial == (16, 16)
 
 
-def test_gradients_are_per_sample(backend, convnet, x16):
-    spec = resolve_targets([2, 2, 5], 3)
-    batch = backend.capture(convnet, x16, ["conv2"], spec).layers["conv2"].gradients
-    for i, t in enumerate([2, 2, 5]):
-        one = backend.capture(convnet, x16[i : i + 1], ["conv2"], resolve_targets([t], 1))
-        np.testing.assert_allclose(batch[i], one.layers["conv2"].gradients[0], atol=1e-6)
-
-
 def test_tensor_and_numpy_inputs(convnet, x16):
     cam = ic.GradCAM(convnet, "conv2")
     np.testing.assert_array_equal(cam(x16, 3), cam(tf.constant(x16), 3))
@@ -171,46 +183,21 @@ def test_predict_is_compiled_and_batched(backend, convnet, x16):
 
 
 # -- the user's model is never changed -----------------------------------------------------------
-def _state(model):
-    return {
-        "weights": [v.numpy().copy() for v in model.variables],
-        "trainable": [(layer.name, layer.trainable) for layer in model._flatten_layers()],
-        "dicts": [sorted(layer.__dict__) for layer in model._flatten_layers()],
-        "calls": [layer.call for layer in model._flatten_layers()],
-    }
-
-
-def _assert_same(a, b):
-    for key in ("trainable", "dicts"):
-        assert a[key] == b[key], key
-    for f, g in zip(a["calls"], b["calls"], strict=True):
-        assert f == g
-    for u, v in zip(a["weights"], b["weights"], strict=True):
-        np.testing.assert_array_equal(u, v)
-
-
-@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "eigencam", "cam", "ablationcam"])
-def test_model_state_untouched(method, x16):
-    if method not in METHODS:
-        pytest.skip(f"{method} is not implemented in this core")
-    model = km.small_convnet(seed=1)
-    model.get_layer("stem").trainable = False
-    before = _state(model)
-    maps = ic.explain(model, x16, method=method, layer="conv2")
-    assert maps.shape == (3, 16, 16)
+def test_logits_output_leaves_the_model_unchanged(x16):
+    model = km.small_convnet(activation="softmax", seed=1)
+    before = tf_testing.model_state(model)
     ic.explain(model, x16, method="gradcam", layer="conv2", output="logits")
-    ic.get_backend(model).default_layer(model, x16)
-    _assert_same(before, _state(model))
+    assert_same_state(before, tf_testing.model_state(model))
 
 
-def test_model_state_restored_after_errors(x16):
+def test_model_state_restored_after_multi_layer_errors(x16):
     model = km.small_convnet(seed=1)
-    before = _state(model)
+    before = tf_testing.model_state(model)
     with pytest.raises(ValueError, match="10 outputs"):
         ic.GradCAM(model, ["conv1", "conv2"])(x16, targets=[1, 2, 99])
     with pytest.raises(ValueError, match=r"not connected|no spatial"):
         ic.GradCAM(model, "fc")(x16, 0)
-    _assert_same(before, _state(model))
+    assert_same_state(before, tf_testing.model_state(model))
 
 
 # -- model kinds --------------------------------------------------------------------------------
@@ -281,11 +268,14 @@ def test_sequential_and_unbuilt_sequential():
 
 
 def test_multi_layer_fusion(convnet, x16):
-    a = ic.GradCAM(convnet, "relu1")(x16, 2)
-    b = ic.GradCAM(convnet, "conv2")(x16, 2)
+    # DESIGN.md section 3: ReLU and min-max each layer at its resolution, resize, mean, min-max
     fused = ic.GradCAM(convnet, ["relu1", "conv2"]).explain(x16, 2)
     assert fused.layers == ["relu1", "conv2"]
-    np.testing.assert_allclose(fused.maps, ic.normalize_minmax((a + b) / 2), atol=1e-5)
+    size = fused.maps.shape[1:]
+    per_layer = [ic.resize_bilinear(ic.normalize_minmax(np.maximum(r, 0)), size)
+                 for r in fused.raw.values()]
+    np.testing.assert_allclose(fused.maps, ic.normalize_minmax(np.mean(per_layer, axis=0)),
+                               atol=1e-5)
 
 
 def test_multi_input_model(backend):
@@ -314,19 +304,6 @@ def test_layer_not_connected_to_the_output():
     with pytest.raises(ValueError, match="not connected"):
         ic.GradCAM(model, "aux_conv")(x, 1)
     assert ic.GradCAM(model, "aux_conv", output="aux")(x, 1).shape == (2, 8, 8)
-
-
-def test_channels_first_equals_channels_last():
-    w = reference_weights()
-    x = reference_inputs(3)
-    last = km.reference_model(w)
-    first = km.reference_model(w, data_format="channels_first")
-    x_first = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-    for method in ("gradcam", "hirescam", "eigencam"):
-        a = ic.explain(last, x, method=method, layer="features", targets=[0, 1, 2])
-        b = ic.explain(first, x_first, method=method, layer="features", targets=[0, 1, 2])
-        np.testing.assert_allclose(a, b, atol=1e-5)
-    assert ic.get_backend(first).default_layer(first, x_first) == "features"
 
 
 # -- outputs and targets ------------------------------------------------------------------------
@@ -389,79 +366,6 @@ def test_cam_reads_dense_kernel_and_equals_gradcam(backend):
     x16 = km.random_images(3, 16)
     np.testing.assert_allclose(ic.CAM(convnet, "conv2", fc="fc")(x16, [1, 2, 3]),
                                ic.GradCAM(convnet, "conv2")(x16, [1, 2, 3]), atol=1e-5)
-
-
-def test_segmentation_similarity_and_output_targets():
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((12, 12, 3))
-    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv")(inp)
-    seg = keras.Model(inp, keras.layers.Conv2D(4, 1, name="classes")(h))
-    x = km.random_images(2, 12)
-    mask = np.zeros((12, 12), np.float32)
-    mask[2:6, 2:6] = 1
-    exp = ic.GradCAM(seg, "conv").explain(x, ic.SegmentationTarget(2, mask))
-    want = (seg(x).numpy()[..., 2] * mask).sum((1, 2))
-    np.testing.assert_allclose(exp.scores, want, rtol=1e-5)
-    with pytest.raises(ValueError, match="mask"):
-        ic.GradCAM(seg, "conv")(x, ic.SegmentationTarget(2, mask[:5]))
-
-    model = km.reference_model(reference_weights())
-    xr = reference_inputs(2)
-    emb = np.arange(5, dtype=np.float32)
-    out = model(xr).numpy()
-    cos = out @ emb / np.linalg.norm(out, axis=1) / np.linalg.norm(emb)
-    exp = ic.GradCAM(model, "features").explain(xr, ic.SimilarityTarget(emb))
-    np.testing.assert_allclose(exp.scores, cos, rtol=1e-5)
-    fn_maps = ic.GradCAM(model, "features")(xr, ic.OutputTarget(lambda o: o[:, 3]))
-    np.testing.assert_allclose(fn_maps, ic.GradCAM(model, "features")(xr, 3), atol=1e-6)
-    # per-sample callables, batched: each chunk keys on its own callables
-    f, g = ic.OutputTarget(lambda o: o[:, 3]), ic.OutputTarget(lambda o: o[:, 1])
-    x4 = reference_inputs(4)
-    got = ic.get_backend(model).predict(model, x4, resolve_targets([f, g, f, f], 4),
-                                        batch_size=2)
-    np.testing.assert_allclose(got, model(x4).numpy()[np.arange(4), [3, 1, 3, 3]], rtol=1e-5)
-
-
-def test_non_finite_gradients_give_zeros_and_warn():
-    model = km.small_convnet(seed=2)
-    x = km.random_images(2, 16)
-    x[0, 3, 3, 0] = np.inf
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        maps = ic.GradCAM(model, "conv2")(x, 1)
-    assert any("non-finite" in str(w.message) for w in caught)
-    assert (maps[0] == 0).all() and maps[1].max() == pytest.approx(1.0)
-
-
-# -- the optional capabilities ------------------------------------------------------------------
-def test_patched_scores(backend, convnet, x16):
-    spec = resolve_targets([0, 1, 2], 3)
-    masks = np.ones((3, 16), np.float32)
-    masks[1, :8] = 0
-    masks[2] = 0
-    got = backend.patched_scores(convnet, x16, "conv2", masks, spec, batch_size=4)
-    assert got.shape == (3, 3)
-    np.testing.assert_allclose(got[0], backend.predict(convnet, x16, spec), rtol=1e-5)
-    bias = convnet.get_layer("fc").bias.numpy()[[0, 1, 2]]
-    np.testing.assert_allclose(got[2], bias, atol=1e-5)  # all channels zeroed: bias only
-    assert not np.allclose(got[1], got[0])
-    with pytest.raises(ValueError, match="16"):
-        backend.patched_scores(convnet, x16, "conv2", np.ones((1, 5), np.float32), spec)
-
-
-def test_input_gradients(backend, convnet, x16):
-    values, grads = backend.input_gradients(convnet, x16, "conv1", np.array([0, 3, 5]))
-    xt = tf.constant(x16)
-    probe = keras.Model(convnet.input, convnet.get_layer("conv1").output)
-    with tf.GradientTape() as tape:
-        tape.watch(xt)
-        obj = tf.gather(tf.reduce_mean(probe(xt), axis=(1, 2)), [0, 3, 5], axis=1, batch_dims=1)
-    np.testing.assert_allclose(values, obj.numpy(), rtol=1e-5)
-    np.testing.assert_allclose(grads, tape.gradient(obj, xt).numpy(), atol=1e-6)
-    with pytest.raises(ValueError, match="out of range"):
-        backend.input_gradients(convnet, x16, "conv1", np.array([0, 3, 99]))
-    values, _ = backend.input_gradients(convnet, x16, None, np.array([1, 1, 1]))
-    np.testing.assert_allclose(values, convnet(x16).numpy()[:, 1], rtol=1e-5)
 
 
 # -- registration -------------------------------------------------------------------------------

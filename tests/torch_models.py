@@ -2,30 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
+from interp_torch.testing import ReferenceNet
 from torch import nn
 
-from interp_core.testing.reference import ReferenceWeights
-
-
-class ReferenceNet(nn.Module):
-    """The reference model (interp_core.testing.reference) in torch."""
-
-    def __init__(self, w: ReferenceWeights) -> None:
-        super().__init__()
-        conv = nn.Conv2d(3, 8, 3)
-        kernel = np.ascontiguousarray(w.conv_kernel.transpose(3, 2, 0, 1))
-        conv.weight.data = torch.from_numpy(kernel)
-        conv.bias.data = torch.from_numpy(w.conv_bias.copy())
-        self.features = nn.Sequential(conv, nn.ReLU())
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(8, 5)
-        self.fc.weight.data = torch.from_numpy(w.fc_weight.copy())
-        self.fc.bias.data = torch.from_numpy(w.fc_bias.copy())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.pool(self.features(x)).flatten(1))
+__all__ = ["Block", "ReferenceNet", "SmallResNet"]  # ReferenceNet lives in interp_torch.testing
 
 
 class Block(nn.Module):

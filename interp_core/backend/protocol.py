@@ -24,8 +24,14 @@ GRADIENTS = "gradients"  # capture(..., gradients=True)
 INPUT_GRADIENTS = "input_gradients"  # input_gradients(...): feature visualisation
 ACTIVATION_PATCH = "activation_patch"  # patched_scores(...): Ablation-CAM
 LINEAR_WEIGHTS = "linear_weights"  # linear_weights(...): CAM from the dense layer
+SCORE_INPUT_GRADIENTS = "score_input_gradients"  # score_input_gradients(...): Saliency, IG, ...
+GUIDED_BACKPROP = "guided_backprop"  # score_input_gradients(..., guided=True)
+BIAS_GRADIENTS = "bias_gradients"  # bias_gradients(...): FullGrad
 
-ALL_CAPABILITIES = frozenset({GRADIENTS, INPUT_GRADIENTS, ACTIVATION_PATCH, LINEAR_WEIGHTS})
+ALL_CAPABILITIES = frozenset({
+    GRADIENTS, INPUT_GRADIENTS, ACTIVATION_PATCH, LINEAR_WEIGHTS, SCORE_INPUT_GRADIENTS,
+    GUIDED_BACKPROP, BIAS_GRADIENTS,
+})
 
 
 @dataclass(frozen=True)
@@ -63,15 +69,12 @@ class Capture:
         class, e.g. :class:`~interp_core.targets.OutputTarget`).
     input_spatial : tuple[int, ...]
         Spatial shape of the input (``(H, W)`` for images), the size maps are resized to.
-    outputs : np.ndarray or None
-        float32 model outputs ``(N, ...)`` where the adapter had them at no extra cost.
     """
 
     layers: dict[str, LayerCapture]
     scores: np.ndarray
     targets: np.ndarray
     input_spatial: tuple[int, ...]
-    outputs: np.ndarray | None = None
 
 
 @runtime_checkable
@@ -181,4 +184,83 @@ class InputGradientBackend(Protocol):
         gradients : np.ndarray
             float32, the input's shape and native layout: d(sum of objectives)/d(input).
         """
+        ...
+
+
+@dataclass(frozen=True)
+class InputGradients:
+    """Gradients of the target scores with respect to the input.
+
+    Attributes
+    ----------
+    scores : np.ndarray
+        float32 ``(N,)``, the target score of each sample.
+    targets : np.ndarray
+        int64 ``(N,)``, the class each score is of (``-1`` for non-class targets).
+    gradients : np.ndarray
+        float32, the input's shape and native layout: d(sum of scores)/d(input); with
+        ``guided=True``, the guided-backpropagation signal instead (every ReLU's backward
+        passes only positive gradients where its input was positive).
+    """
+
+    scores: np.ndarray
+    targets: np.ndarray
+    gradients: np.ndarray
+
+
+@dataclass(frozen=True)
+class BiasGradients:
+    """What FullGrad needs from one forward and backward pass.
+
+    Attributes
+    ----------
+    scores, targets : np.ndarray
+        As in :class:`InputGradients`.
+    input_gradients : np.ndarray
+        float32, the input's shape and native layout: d(sum of scores)/d(input).
+    biases : dict[str, np.ndarray]
+        Per layer that adds a per-channel bias to a spatial output (convolutions with a bias,
+        batch normalisation in inference mode), its effective bias, float32 ``(C,)``: for batch
+        norm ``beta - mean * gamma / sqrt(var + eps)``.
+    gradients : dict[str, np.ndarray]
+        Per such layer, d(sum of scores)/d(the layer's output *before* any activation the layer
+        applies itself), float32 channels-last ``(N, *spatial, C)``.
+    """
+
+    scores: np.ndarray
+    targets: np.ndarray
+    input_gradients: np.ndarray
+    biases: dict[str, np.ndarray]
+    gradients: dict[str, np.ndarray]
+
+
+class ScoreInputGradientBackend(Protocol):
+    """Capability ``"score_input_gradients"`` (Saliency, SmoothGrad, Integrated Gradients,
+    Input x Gradient) and, with ``"guided_backprop"`` also declared, guided backpropagation."""
+
+    def score_input_gradients(
+        self, model: Any, inputs: Any, target: TargetSpec, *, batch_size: int = 32,
+        output: Any = None, guided: bool = False,
+    ) -> InputGradients:
+        """d(sum of target scores)/d(input), batched so that at most ``batch_size`` samples
+        run at once.
+
+        ``guided=True`` (only where ``"guided_backprop"`` is declared) replaces the backward
+        pass of every ReLU of the forward pass by the guided rule of Springenberg et al.
+        (2015): ``grad_in = grad_out * (x > 0) * (grad_out > 0)``; the forward pass and the
+        user's model are unchanged.
+        """
+        ...
+
+
+class BiasGradientBackend(Protocol):
+    """Capability ``"bias_gradients"`` (FullGrad). Optional; third-party adapters need not
+    implement it."""
+
+    def bias_gradients(
+        self, model: Any, inputs: Any, target: TargetSpec, *, output: Any = None,
+    ) -> BiasGradients:
+        """Input gradients and, for every layer with a per-channel bias on a spatial output,
+        the bias and the gradient of the summed scores at that layer's pre-activation output,
+        from one forward and backward pass."""
         ...

@@ -1,13 +1,28 @@
-"""The reference model: fixed NumPy weights, a closed-form NumPy forward and backward.
+"""The reference models: fixed NumPy weights, a closed-form NumPy forward and backward.
 
-Architecture (every adapter's test builds the same one in its framework from these weights)::
+Every adapter builds the same models in its framework from these weights
+(``interp_<fw>.testing.reference_model(weights, variant)``). Three variants share one spatial
+layer and differ in the head after it::
 
-    x (N, 10, 10, 3)                    channels last here; torch takes (N, 3, 10, 10)
-    "features": Conv 3x3, 3 -> 8, valid padding, bias, then ReLU      -> A (N, 8, 8, 8)
-    global average pooling                                             -> (N, 8)
-    "fc": Dense 8 -> 5, bias                                           -> logits (N, 5)
+    "features": Conv 3x3, 3 -> 8, valid padding, bias, then ReLU       -> A (N, H-2, W-2, 8)
 
-Closed forms: ``dScore_k/dA = W_fc[k] / (8 * 8)`` at every position, so Grad-CAM equals CAM.
+    variant         input (H, W, 3)   head                                   output
+    "gap"           (10, 10, 3)       global average pool, "fc" Dense 8 -> K  (N, K)
+    "flatten"       (9, 12, 3)        flatten (h, w, c order), "fc" Dense    (N, K)
+                                      7*10*8 -> K
+    "segmentation"  (9, 12, 3)        "fc": 1x1 convolution 8 -> K          (N, 7, 10, K)
+
+Shapes are channels last here; torch takes ``(N, 3, H, W)``, and its flatten runs in ``(c, h, w)``
+order, so its dense weight is this one with the columns permuted. ``K`` is 5 unless the weights
+say otherwise (a single logit for binary targets).
+
+Closed forms of ``dScore_k/dA``:
+
+- ``"gap"``: ``W_fc[k] / (8 * 8)`` at every position, so Grad-CAM equals CAM and an adapter that
+  averaged gradients over space, or swapped H and W, would still agree with it;
+- ``"flatten"``: ``W_fc[k]`` reshaped to ``(7, 10, 8)``: a gradient that varies over space and
+  channels on a non-square map, on which Grad-CAM, HiResCAM, LayerCAM and XGrad-CAM all differ;
+- ``"segmentation"``: ``mask[h, w] * W_fc[k]``, for :class:`~interp_core.SegmentationTarget`.
 
 :class:`ReferenceBackend` computes captures of :class:`ReferenceModel` in pure NumPy; it is the
 oracle the conformance suite compares adapters with, and the in-test "toy" third-party adapter.
@@ -17,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -28,9 +43,18 @@ from interp_core.backend.protocol import (
     Capture,
     LayerCapture,
 )
-from interp_core.backend.targets import TargetSpec, check_class_range
+from interp_core.backend.scoring import target_scores
+from interp_core.backend.targets import TargetSpec
 
-INPUT_SHAPE = (10, 10, 3)  # (H, W, C_in), channels last
+Variant = Literal["gap", "flatten", "segmentation"]
+#: Every reference model, and the input (H, W, C_in) each takes (channels last).
+INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
+    "gap": (10, 10, 3),
+    "flatten": (9, 12, 3),
+    "segmentation": (9, 12, 3),
+}
+VARIANTS: tuple[str, ...] = tuple(INPUT_SHAPES)
+INPUT_SHAPE = INPUT_SHAPES["gap"]  # (H, W, C_in) of the "gap" model
 KERNEL = 3
 CHANNELS = 8
 CLASSES = 5
@@ -38,9 +62,27 @@ LAYER = "features"
 FC = "fc"
 
 
+def check_variant(variant: str) -> str:
+    """``variant`` if it names a reference model, else a ValueError listing the names."""
+    if variant not in INPUT_SHAPES:
+        raise ValueError(f"unknown reference variant {variant!r}; the variants are {VARIANTS}")
+    return variant
+
+
+def input_shape(variant: str = "gap") -> tuple[int, int, int]:
+    """The input ``(H, W, 3)`` of a variant, channels last."""
+    return INPUT_SHAPES[check_variant(variant)]
+
+
+def feature_shape(variant: str = "gap") -> tuple[int, int, int]:
+    """The activations of ``"features"`` for one sample: ``(H - 2, W - 2, 8)``."""
+    h, w, _ = input_shape(variant)
+    return (h - KERNEL + 1, w - KERNEL + 1, CHANNELS)
+
+
 @dataclass(frozen=True)
 class ReferenceWeights:
-    """Weights of the reference model, float32.
+    """Weights of a reference model, float32.
 
     Attributes
     ----------
@@ -49,9 +91,10 @@ class ReferenceWeights:
     conv_bias : np.ndarray
         ``(8,)``.
     fc_weight : np.ndarray
-        ``(classes=5, channels=8)`` (torch layout; Keras/Flax kernels are its transpose).
+        ``(K, 8)`` for ``"gap"`` and ``"segmentation"`` (torch layout; Keras/Flax kernels are
+        its transpose); ``(K, 7 * 10 * 8)`` for ``"flatten"``, columns in ``(h, w, c)`` order.
     fc_bias : np.ndarray
-        ``(5,)``.
+        ``(K,)``.
     """
 
     conv_kernel: np.ndarray
@@ -59,23 +102,34 @@ class ReferenceWeights:
     fc_weight: np.ndarray
     fc_bias: np.ndarray
 
+    @property
+    def classes(self) -> int:
+        """``K``, the number of outputs."""
+        return int(self.fc_weight.shape[0])
 
-def reference_weights(seed: int = 0) -> ReferenceWeights:
-    """The fixed weights (same seed, same numbers on every machine)."""
+
+def reference_weights(seed: int = 0, variant: str = "gap", classes: int = CLASSES
+                      ) -> ReferenceWeights:
+    """The fixed weights of ``variant`` (same seed, same numbers on every machine).
+
+    The convolution is the same in every variant; ``classes=1`` gives a single-logit model.
+    """
     rng = np.random.default_rng(seed)
-    return ReferenceWeights(
-        conv_kernel=rng.normal(0, 0.4, (KERNEL, KERNEL, INPUT_SHAPE[2], CHANNELS)).astype(
-            np.float32
-        ),
-        conv_bias=rng.normal(0, 0.1, CHANNELS).astype(np.float32),
-        fc_weight=rng.normal(0, 0.5, (CLASSES, CHANNELS)).astype(np.float32),
-        fc_bias=rng.normal(0, 0.1, CLASSES).astype(np.float32),
-    )
+    conv_kernel = rng.normal(0, 0.4, (KERNEL, KERNEL, 3, CHANNELS)).astype(np.float32)
+    conv_bias = rng.normal(0, 0.1, CHANNELS).astype(np.float32)
+    if check_variant(variant) == "flatten":
+        inputs = int(np.prod(feature_shape(variant)))
+        fc_weight = rng.normal(0, 0.5 / np.sqrt(inputs / CHANNELS), (classes, inputs))
+    else:
+        fc_weight = rng.normal(0, 0.5, (classes, CHANNELS))
+    fc_bias = rng.normal(0, 0.1, classes)
+    return ReferenceWeights(conv_kernel, conv_bias, fc_weight.astype(np.float32),
+                            fc_bias.astype(np.float32))
 
 
-def reference_inputs(n: int = 4, seed: int = 1) -> np.ndarray:
-    """A batch ``(n, 10, 10, 3)`` float32, channels last."""
-    return np.random.default_rng(seed).normal(0, 1, (n, *INPUT_SHAPE)).astype(np.float32)
+def reference_inputs(n: int = 4, seed: int = 1, variant: str = "gap") -> np.ndarray:
+    """A batch ``(n, H, W, 3)`` float32, channels last."""
+    return np.random.default_rng(seed).normal(0, 1, (n, *input_shape(variant))).astype(np.float32)
 
 
 def conv_valid(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -89,30 +143,188 @@ def conv_valid(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarra
     return (out + bias).astype(np.float32)
 
 
-class ReferenceModel:
-    """The reference model in NumPy: ``model(x)`` gives logits ``(N, 5)``."""
+def conv_valid_input_gradient(upstream: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """The backward of :func:`conv_valid` with respect to its input, float64.
 
-    def __init__(self, weights: ReferenceWeights | None = None) -> None:
-        self.weights = weights or reference_weights()
+    ``upstream`` ``(N, h, w, Co)`` is d(objective)/d(output); returns ``(N, h+k-1, w+k-1, Ci)``.
+    """
+    k = kernel.shape[0]
+    n, h, w, _ = upstream.shape
+    grads = np.zeros((n, h + k - 1, w + k - 1, kernel.shape[2]), dtype=np.float64)
+    for i in range(k):
+        for j in range(k):
+            grads[:, i : i + h, j : j + w, :] += np.einsum(
+                "nhwd,cd->nhwc", upstream, kernel[i, j].astype(np.float64))
+    return grads
+
+
+class ReferenceModel:
+    """A reference model in NumPy: ``model(x)`` gives logits ``(N, K)`` (``(N, h, w, K)`` for
+    ``"segmentation"``)."""
+
+    def __init__(self, weights: ReferenceWeights | None = None, variant: str = "gap") -> None:
+        self.variant = check_variant(variant)
+        self.weights = weights if weights is not None else reference_weights(variant=variant)
+        expected = int(np.prod(feature_shape(variant))) if variant == "flatten" else CHANNELS
+        if self.weights.fc_weight.shape[1] != expected:
+            raise ValueError(
+                f"fc_weight has shape {self.weights.fc_weight.shape}, but the {variant!r} "
+                f"reference model needs (K, {expected}): use reference_weights(variant="
+                f"{variant!r})"
+            )
 
     def features(self, x: np.ndarray) -> np.ndarray:
-        """Activations of ``"features"``: ``(N, 8, 8, 8)``."""
+        """Activations of ``"features"``: ``(N, H-2, W-2, 8)``."""
         w = self.weights
         return np.maximum(conv_valid(np.asarray(x, np.float32), w.conv_kernel, w.conv_bias), 0)
 
     def head(self, activations: np.ndarray) -> np.ndarray:
-        """Global average pooling then the dense layer: ``(N, 8, 8, 8)`` -> ``(N, 5)``."""
-        pooled = activations.mean(axis=(1, 2))
-        return (pooled @ self.weights.fc_weight.T + self.weights.fc_bias).astype(np.float32)
+        """Everything after ``"features"``: ``(N, h, w, 8)`` -> the model output."""
+        w = self.weights
+        a = np.asarray(activations)
+        if self.variant == "gap":
+            inputs = a.mean(axis=(1, 2))
+        elif self.variant == "flatten":
+            inputs = a.reshape(len(a), -1)
+        else:
+            inputs = a
+        return (inputs @ w.fc_weight.T + w.fc_bias).astype(np.float32)
+
+    def head_gradient(self, activations_shape: tuple[int, ...], output_gradient: np.ndarray
+                      ) -> np.ndarray:
+        """Closed-form backward of :meth:`head`: d(objective)/d(output) -> d(objective)/dA.
+
+        ``output_gradient`` has the output's shape; the result ``activations_shape``, float64.
+        """
+        g = np.asarray(output_gradient, dtype=np.float64) @ self.weights.fc_weight.astype(
+            np.float64)
+        if self.variant == "gap":
+            h, w = activations_shape[1:3]
+            return np.broadcast_to(g[:, None, None, :] / (h * w), activations_shape).copy()
+        return g.reshape(activations_shape)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.head(self.features(x))
 
 
+# -- closed forms of the target scores ------------------------------------------------------
+class NumpyOps:
+    """:class:`~interp_core.backend.scoring.TensorOps` in NumPy (channels last)."""
+
+    channel_axis = -1
+
+    @staticmethod
+    def const(array: np.ndarray, like: np.ndarray) -> np.ndarray:
+        array = np.asarray(array)
+        if np.issubdtype(array.dtype, np.integer):
+            return array.astype(np.int64)
+        return array.astype(np.asarray(like).dtype)
+
+    @staticmethod
+    def flatten(x: np.ndarray) -> np.ndarray:
+        return x.reshape(x.shape[0], -1)
+
+    @staticmethod
+    def row_sum(x: np.ndarray) -> np.ndarray:
+        return x.sum(axis=1)
+
+    @staticmethod
+    def argmax(x: np.ndarray) -> np.ndarray:
+        return x.argmax(axis=1)
+
+    @staticmethod
+    def pick(x: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        return x[np.arange(len(x)), indices]
+
+    @staticmethod
+    def sqrt(x: np.ndarray) -> np.ndarray:
+        return np.sqrt(x)
+
+
+NUMPY_OPS = NumpyOps()
+
+
+def score_gradient(output: np.ndarray, spec: TargetSpec, top1: np.ndarray | None = None
+                   ) -> np.ndarray:
+    """d(sum of target scores)/d(output), float64, the output's shape.
+
+    Closed forms for class, top-1, binary, segmentation and similarity targets. An
+    :class:`~interp_core.OutputTarget` is any function, so it gets central differences in
+    float64, exact up to rounding for the linear functions the conformance suite uses.
+    """
+    out = np.asarray(output, dtype=np.float64)
+    n = len(out)
+    if spec.kind in ("class", "top1"):
+        classes = top1 if spec.kind == "top1" else spec.indices
+        grad = np.zeros_like(out)
+        grad[np.arange(n), classes] = 1.0
+        return grad
+    if spec.kind == "binary":
+        return np.broadcast_to(spec.signs.reshape((n,) + (1,) * (out.ndim - 1)), out.shape) * 1.0
+    if spec.kind == "segmentation":
+        onehot = np.eye(out.shape[-1])[spec.indices]  # (N, K)
+        return spec.masks[..., None].astype(np.float64) * onehot.reshape(
+            (n,) + (1,) * (out.ndim - 2) + (out.shape[-1],))
+    flat = out.reshape(n, -1)
+    if spec.kind == "similarity":
+        emb = spec.embeddings.astype(np.float64)
+        norm = np.sqrt((flat * flat).sum(axis=1, keepdims=True) + 1e-12)
+        dot = (flat * emb).sum(axis=1, keepdims=True)
+        return (emb / norm - dot * flat / norm**3).reshape(out.shape)
+    step = 1e-3
+    grad = np.zeros_like(flat)
+    for j in range(flat.shape[1]):
+        up, down = flat.copy(), flat.copy()
+        up[:, j] += step
+        down[:, j] -= step
+        scores_up, _ = target_scores(up.reshape(out.shape), spec, NUMPY_OPS)
+        scores_down, _ = target_scores(down.reshape(out.shape), spec, NUMPY_OPS)
+        grad[:, j] = (np.asarray(scores_up) - np.asarray(scores_down)) / (2 * step)
+    return grad.reshape(out.shape)
+
+
+def input_gradients(model: ReferenceModel, inputs: np.ndarray, layer: str | None,
+                    channels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Closed-form ``Backend.input_gradients`` of a reference model, float64.
+
+    The objective of sample ``n`` is the spatial mean of channel ``channels[n]`` of ``layer``'s
+    output (``None``: of the model output).
+
+    Returns
+    -------
+    values : np.ndarray
+        ``(N,)`` float64 objectives.
+    gradients : np.ndarray
+        ``(N, H, W, 3)`` float64, d(sum of objectives)/d(input), channels last.
+    """
+    w = model.weights
+    x = np.asarray(inputs, dtype=np.float64)
+    idx = np.asarray(channels, dtype=np.int64)
+    pre = conv_valid(x, w.conv_kernel.astype(np.float64), w.conv_bias).astype(np.float64)
+    acts = np.maximum(pre, 0)
+    rows = np.arange(len(x))
+    if layer == LAYER:
+        values = acts.mean(axis=(1, 2))[rows, idx]
+        upstream = np.zeros_like(acts)
+        upstream[rows, :, :, idx] = 1.0 / np.prod(acts.shape[1:3])
+    elif layer is None:
+        out = model.head(acts).astype(np.float64)
+        per_channel = out.reshape(len(out), -1, out.shape[-1]).mean(axis=1)
+        values = per_channel[rows, idx]
+        out_grad = np.zeros_like(out)
+        out_grad[rows, ..., idx] = 1.0 / (out[0, ..., 0].size)
+        upstream = model.head_gradient(acts.shape, out_grad)
+    else:
+        raise ValueError(f"unknown layer {layer!r}; the reference model's layer is {LAYER!r}")
+    return values, conv_valid_input_gradient(upstream * (pre > 0), w.conv_kernel)
+
+
+# -- the NumPy adapter ----------------------------------------------------------------------
 class ReferenceBackend:
     """A complete adapter for :class:`ReferenceModel`, in NumPy with closed-form gradients.
 
-    Supports class and top-1 targets (what the closed form covers).
+    Scores every target kind through :func:`~interp_core.backend.scoring.target_scores`, so it
+    means what every adapter means by a target.
     """
 
     name = "reference"
@@ -138,53 +350,43 @@ class ReferenceBackend:
         self._check_layers(layers)
         x = np.asarray(inputs, dtype=np.float32)
         acts = model.features(x)
-        logits = model.head(acts)
-        classes = self._classes(target, logits)
-        scores = logits[np.arange(len(x)), classes]
+        out = model.head(acts)
+        scores, top1 = target_scores(out, target, NUMPY_OPS)
         grads = None
         if gradients:
-            h, w = acts.shape[1:3]
-            per_sample = model.weights.fc_weight[classes] / (h * w)
-            grads = np.broadcast_to(per_sample[:, None, None, :], acts.shape).astype(np.float32)
+            out_grad = score_gradient(out, target, top1)
+            grads = model.head_gradient(acts.shape, out_grad).astype(np.float32)
         return Capture(
-            layers={LAYER: LayerCapture(LAYER, acts, grads)},
-            scores=scores.astype(np.float32), targets=classes, input_spatial=x.shape[1:3],
-            outputs=logits,
+            layers={LAYER: LayerCapture(LAYER, acts, grads)} if layers else {},
+            scores=np.asarray(scores, np.float32), targets=target.resolved_indices(top1),
+            input_spatial=x.shape[1:3],
         )
-
-    def _classes(self, target: TargetSpec, logits: np.ndarray) -> np.ndarray:
-        if target.kind == "top1":
-            return logits.argmax(axis=1).astype(np.int64)
-        if target.kind != "class":
-            raise ValueError(f"the reference backend scores class targets, not {target.kind!r}")
-        check_class_range(target, logits.shape[1])
-        return target.indices
 
     def predict(self, model: ReferenceModel, inputs: Any, target: TargetSpec, *,
                 batch_size: int = 32, output: Any = None) -> np.ndarray:
-        logits = model(np.asarray(inputs, dtype=np.float32))
-        return logits[np.arange(len(logits)), self._classes(target, logits)].astype(np.float32)
+        x = np.asarray(inputs, dtype=np.float32)
+        parts = [target_scores(model(x[i : i + batch_size]), target.take(slice(i, i + batch_size)),
+                               NUMPY_OPS)[0] for i in range(0, len(x), batch_size)]
+        return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
 
     def patched_scores(self, model: ReferenceModel, inputs: Any, layer: Any,
                        channel_masks: np.ndarray, target: TargetSpec, *, batch_size: int = 32,
                        output: Any = None) -> np.ndarray:
-        """Closed form: the head is linear in the pooled activations, so a channel mask
-        multiplies the pooled vector: ``logits[m, n] = (pooled[n] * mask[m]) @ W.T + b``."""
+        """Scores of ``model.head(A * mask)`` for each mask: ``(M, N)``."""
         self._check_layers([layer])
         masks = np.asarray(channel_masks, dtype=np.float32)
         if masks.ndim != 2 or masks.shape[1] != CHANNELS:
             raise ValueError(
-                f"channel_masks must be (M, {CHANNELS}) for layer {LAYER!r}, got {masks.shape}"
+                f"channel_masks must be (M, {CHANNELS}) for layer {LAYER!r} with {CHANNELS} "
+                f"channels, got {masks.shape}"
             )
-        pooled = model.features(np.asarray(inputs, dtype=np.float32)).mean(axis=(1, 2))
-        w = model.weights
-        logits = (masks[:, None, :] * pooled[None]) @ w.fc_weight.T + w.fc_bias  # (M, N, K)
-        n = pooled.shape[0]
-        rows = [logits[m, np.arange(n), self._classes(target, logits[m])]
-                for m in range(len(masks))]
-        return np.asarray(rows, dtype=np.float32).reshape(len(masks), n)
+        acts = model.features(np.asarray(inputs, dtype=np.float32))
+        rows = [target_scores(model.head(acts * mask), target, NUMPY_OPS)[0] for mask in masks]
+        return np.asarray(rows, dtype=np.float32).reshape(len(masks), len(acts))
 
     def linear_weights(self, model: ReferenceModel, fc: Any = None) -> np.ndarray:
+        if fc not in (None, FC):
+            raise ValueError(f"fc layer {fc!r} has no (outputs, inputs) weight; use {FC!r}")
         return model.weights.fc_weight
 
     def to_numpy(self, x: Any) -> np.ndarray:

@@ -41,9 +41,10 @@ from interp_core.backend.protocol import (
     LayerCapture,
 )
 from interp_core.backend.targets import TargetSpec
+from interp_core.methods.layer_choice import choose_layer
 from interp_core.split import Split
 from interp_jax import nnx_model, split_model
-from interp_jax.layers import AdapterError, check_ran, first_array, recorder
+from interp_jax.layers import AdapterError, check_ran, layer_outputs, recorder
 from interp_jax.ops import JaxOps
 
 try:
@@ -221,27 +222,19 @@ class JaxBackend:
             return split_model.LAYER
         structure, arrays = self._program(model)
         x = self._inputs(structure, arrays, inputs)
-        order: list[str] = []
+        types = {name: type(nnx_model.navigate(model, parts)).__name__
+                 for name, parts in structure.paths.items()}
+        seen = layer_outputs(structure, arrays, x, channels_first=self.channel_axis == 1,
+                             type_names=types)
+        first = jax.tree_util.tree_map(lambda a: a[:1], x)
 
-        def probe(name: str) -> Callable[[Any], Any]:
-            def handle(out: Any) -> Any:
-                a = first_array(out)
-                if a is not None and self._is_spatial(a.shape):
-                    order.append(name)
-                return out
-            return handle
+        def probe(names: list[str]) -> dict[str, np.ndarray]:
+            cap = self.capture(model, first, names, TargetSpec("top1", 1))
+            return {name: c.gradients for name, c in cap.layers.items()}
 
-        handlers = {name: probe(name) for name in structure.layer_names()}
-        jax.eval_shape(lambda a, xx: structure.forward(a, xx, handlers, probe=True), arrays, x)
-        if not order:
-            raise ValueError(
-                "no submodule of the model produced a spatial output (N, *spatial, C) with more "
-                "than one position; pass layer= explicitly"
-            )
-        return order[-1]
-
-    def _is_spatial(self, shape: Sequence[int]) -> bool:
-        return len(shape) >= 3 and int(np.prod(self._spatial(shape))) > 1
+        leaf = jax.tree_util.tree_leaves(x)[0]
+        return choose_layer(seen, self._spatial(leaf.shape), int(leaf.shape[0]),
+                            native_channels_first=self.channel_axis == 1, gradient_probe=probe)
 
     # -- capture ----------------------------------------------------------------------------
     def capture(
@@ -271,7 +264,6 @@ class JaxBackend:
             layers=captured, scores=_as_numpy(result["scores"]),
             targets=target.resolved_indices(None if top1 is None else np.asarray(top1)),
             input_spatial=self._spatial(jax.tree_util.tree_leaves(x)[0].shape),
-            outputs=_as_numpy(result["outputs"]),
         )
 
     def _capture_fn(self, structure: Any, names: list[str], plan: TargetPlan,
@@ -298,19 +290,18 @@ class JaxBackend:
         def run(arrays: Any, x: Any, consts: Any) -> dict[str, Any]:
             self.trace_count += 1
             if not gradients:
-                scores, top1, acts, out = scored(arrays, x, consts, None)
-                return {"scores": scores, "top1": top1, "acts": acts, "outputs": out}
+                scores, top1, acts, _ = scored(arrays, x, consts, None)
+                return {"scores": scores, "top1": top1, "acts": acts}
             shapes = jax.eval_shape(activations, arrays, x)
             zeros = tuple(jnp.zeros(s.shape, s.dtype) for s in shapes)
 
             def objective(deltas: Any) -> tuple[Any, Any]:
-                scores, top1, acts, out = scored(arrays, x, consts, deltas)
-                return scores.sum(), (scores, top1, acts, out)
+                scores, top1, acts, _ = scored(arrays, x, consts, deltas)
+                return scores.sum(), (scores, top1, acts)
 
-            (_, (scores, top1, acts, out)), grads = jax.value_and_grad(
+            (_, (scores, top1, acts)), grads = jax.value_and_grad(
                 objective, has_aux=True)(zeros)
-            return {"scores": scores, "top1": top1, "acts": acts, "grads": grads,
-                    "outputs": out}
+            return {"scores": scores, "top1": top1, "acts": acts, "grads": grads}
 
         return run
 

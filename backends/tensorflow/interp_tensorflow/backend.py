@@ -40,10 +40,10 @@ from interp_core.backend.protocol import (
     LayerCapture,
 )
 from interp_core.backend.targets import TargetSpec, select_output
-from interp_tensorflow.compiled import Program, forward, is_keras_model
+from interp_core.methods.layer_choice import choose_layer
+from interp_tensorflow.compiled import Program, class_axis, forward, is_keras_model
 from interp_tensorflow.layers import (
-    intercepted,
-    layer_data_format,
+    layer_outputs,
     layer_paths,
     model_data_format,
     resolve,
@@ -125,33 +125,19 @@ class TensorFlowBackend:
         return layer_paths(model)
 
     def default_layer(self, model: Any, inputs: Any) -> str:
+        """The core's choice (:func:`~interp_core.methods.layer_choice.choose_layer`) from one
+        eager pass on the first sample, with one top-1 gradient pass for token models."""
         _check_model(model)
         x = _first_samples(self._prepare(inputs, model), 1)
         fmt = model_data_format(model)
-        order: list[str] = []
-        hooks = []
-        seen: set[int] = set()
-        for path, layer in walk(model):
-            if id(layer) in seen:
-                continue
-            seen.add(id(layer))
-            layer_fmt = layer_data_format(layer, fmt)
+        spatial = spatial_shape(tuple(tf.nest.flatten(x)[0].shape), fmt)
 
-            def hook(t: tf.Tensor, path: str = path, layer_fmt: str = layer_fmt) -> tf.Tensor:
-                shape = tuple(t.shape)
-                if len(shape) >= 3 and int(np.prod(spatial_shape(shape, layer_fmt))) > 1:
-                    order.append(path)
-                return t
+        def probe(names: list[str]) -> dict[str, np.ndarray]:
+            cap = self.capture(model, x, names, TargetSpec("top1", 1))
+            return {name: c.gradients for name, c in cap.layers.items()}
 
-            hooks.append((path, layer, hook))
-        with intercepted(hooks):
-            model(x, training=False)
-        if not order:
-            raise ValueError(
-                "no layer of the model produced a spatial output (N, *spatial, C) with more "
-                "than one position; pass layer= explicitly"
-            )
-        return order[-1]
+        return choose_layer(layer_outputs(model, x), spatial, 1,
+                            native_channels_first=fmt == "channels_first", gradient_probe=probe)
 
     # -- compiled passes ------------------------------------------------------------------
     def _count_trace(self) -> None:
@@ -178,7 +164,8 @@ class TensorFlowBackend:
         if spec.kind in ("fn", "top1"):
             return []  # top-1 needs none; callables are part of the program key
         shape = self._output_shape(model, x, output)
-        return [tf.convert_to_tensor(c) for c in plan_targets(spec, shape).consts]
+        axis = class_axis(model)
+        return [tf.convert_to_tensor(c) for c in plan_targets(spec, shape, axis).consts]
 
     def _output_shape(self, model: Any, x: Any, output: Any) -> tuple[int, ...]:
         leaves = tf.nest.flatten(x)
@@ -221,7 +208,6 @@ class TensorFlowBackend:
             scores=result["scores"].numpy(),
             targets=target.resolved_indices(None if top1 is None else top1.numpy()),
             input_spatial=self._input_spatial(model, x),
-            outputs=result["outputs"].numpy(),
         )
 
     def _input_spatial(self, model: Any, x: Any) -> tuple[int, ...]:

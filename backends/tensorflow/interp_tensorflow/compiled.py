@@ -151,7 +151,8 @@ class Program:
         return getattr(self, f"_{self.mode}")(self._model, self._spec, *args)
 
     def _ops(self, consts: Sequence[tf.Tensor]) -> TensorOps:
-        return TFOps() if self.kind == "fn" else ReplayOps(TFOps(), consts)
+        ops = TFOps(class_axis(self._model))
+        return ops if self.kind == "fn" else ReplayOps(ops, consts)
 
     def _layers(self, model: Any) -> list[tuple[str, Any, str]]:
         default = model_data_format(model)
@@ -199,14 +200,13 @@ class Program:
             "grads": grads,
             "scores": tf.cast(scores, tf.float32),
             "top1": top1,
-            "outputs": tf.cast(out, tf.float32),
         }
         bad = non_finite_samples(x)
         if bad is not None:
             mark = lambda t: mark_samples(t, bad)  # noqa: E731
             result["acts"] = [mark(t) for t in result["acts"]]
             result["grads"] = None if grads is None else [mark(t) for t in result["grads"]]
-            result["scores"], result["outputs"] = mark(result["scores"]), mark(result["outputs"])
+            result["scores"] = mark(result["scores"])
         return result
 
     def _layout(self, t: tf.Tensor, data_format: str) -> tf.Tensor:
@@ -260,7 +260,7 @@ class Program:
                 raise ValueError(f"output of shape {tuple(target.shape)} has no channel axis")
             count = int(target.shape[-1])
             index = tf.clip_by_value(tf.cast(channels, tf.int64), 0, count - 1)
-            values = channel_objective(target, index, TFOps(), -1)
+            values = channel_objective(target, index, TFOps(), -1)  # canonical: channels last
             total = tf.reduce_sum(values)
         grad = tape.gradient(total, x)
         if grad is None:
@@ -268,6 +268,12 @@ class Program:
                              "path, or integer inputs)")
         return {"values": values, "grads": tf.cast(grad, tf.float32),
                 "channels": tf.constant(count, tf.int64)}
+
+
+def class_axis(model: Any) -> int:
+    """Where a dense (segmentation) output of ``model`` keeps its classes: 1 for a
+    ``channels_first`` model, else -1."""
+    return 1 if model_data_format(model) == "channels_first" else -1
 
 
 def is_keras_model(model: Any) -> bool:

@@ -18,10 +18,17 @@ import tensorflow as tf
 
 
 class TFOps:
-    """The tensor operations of :class:`~interp_core.backend.scoring.TensorOps`, for Keras
-    outputs (classes last)."""
+    """The tensor operations of :class:`~interp_core.backend.scoring.TensorOps`, for Keras.
 
-    channel_axis = -1
+    Parameters
+    ----------
+    channel_axis : int
+        Where a dense (segmentation) output keeps its classes: -1, or 1 for a
+        ``data_format="channels_first"`` model.
+    """
+
+    def __init__(self, channel_axis: int = -1) -> None:
+        self.channel_axis = channel_axis
 
     def const(self, array: np.ndarray, like: tf.Tensor) -> tf.Tensor:
         array = np.asarray(array)
