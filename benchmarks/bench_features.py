@@ -33,22 +33,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import interp_core as ic
 from interp_core.backend.layout import input_layout
-from interp_core.datasets.demo import demo_model, demo_weights
+from interp_core.datasets.demo import demo_model, demo_weights, random_demo_weights
 
 LAYER = "block3"
-
-
-def random_demo_weights(seed: int = 0) -> dict[str, np.ndarray]:
-    """He-initialised weights of the demo model's documented shapes (before it is trained)."""
-    rng = np.random.default_rng(seed)
-    weights = {}
-    for i, (cin, cout) in enumerate([(3, 16), (16, 32), (32, 64)], start=1):
-        weights[f"block{i}/kernel"] = (rng.normal(0, 1, (3, 3, cin, cout))
-                                       * np.sqrt(2 / (9 * cin))).astype(np.float32)
-        weights[f"block{i}/bias"] = rng.normal(0, 0.01, cout).astype(np.float32)
-    weights["fc/kernel"] = rng.normal(0, 0.1, (64, 5)).astype(np.float32)
-    weights["fc/bias"] = np.zeros(5, np.float32)
-    return weights
 
 
 # -- hand-written baselines: one forward+backward of the batch ------------------------------

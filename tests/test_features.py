@@ -27,6 +27,7 @@ import pytest
 import interp_core as ic
 from interp_core.backend.layout import input_layout
 from interp_core.backend.protocol import INPUT_GRADIENTS
+from interp_core.datasets.demo import random_demo_weights
 from interp_core.features.grids import most_active
 from interp_core.features.params import DecorrelatedImage, _adjoint_weights
 from interp_core.imaging import gaussian_blur, gaussian_matrix
@@ -418,24 +419,11 @@ def _reference_in(backend: str, data_format: str = "channels_last") -> Any:
     return ic.Split(features, lambda a: a.mean(axis=(1, 2)) @ w.fc_weight.T + w.fc_bias)
 
 
-def _demo_weights(seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded random weights of the demo model's documented shapes (He initialisation)."""
-    rng = np.random.default_rng(seed)
-    weights = {}
-    for i, (cin, cout) in enumerate([(3, 16), (16, 32), (32, 64)], start=1):
-        weights[f"block{i}/kernel"] = (rng.normal(0, 1, (3, 3, cin, cout))
-                                       * np.sqrt(2 / (9 * cin))).astype(np.float32)
-        weights[f"block{i}/bias"] = rng.normal(0, 0.01, cout).astype(np.float32)
-    weights["fc/kernel"] = rng.normal(0, 0.1, (64, 5)).astype(np.float32)
-    weights["fc/bias"] = np.zeros(5, np.float32)
-    return weights
-
-
 def _demo_in(backend: str) -> Any:
     from interp_core.datasets.demo import demo_model
 
     _require(backend)
-    return demo_model(backend, weights=_demo_weights())
+    return demo_model(backend, weights=random_demo_weights())
 
 
 @pytest.mark.parametrize("decorrelate", [False, True])

@@ -67,3 +67,20 @@ def demo_model(backend: str | None = None, weights: dict[str, np.ndarray] | None
         raise ValueError(f"backend {backend!r} does not provide the demo model")
     build = load_attribute(reg, reg.demo)
     return build(demo_weights() if weights is None else weights)
+
+
+def random_demo_weights(seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded He-initialised weights of the demo architecture (the model before training).
+
+    Same keys and shapes as :func:`demo_weights`; the same seed gives the same weights on
+    every machine.
+    """
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for i, (cin, cout) in enumerate([(3, 16), (16, 32), (32, 64)], start=1):
+        weights[f"block{i}/kernel"] = (rng.normal(0, 1, (3, 3, cin, cout))
+                                       * np.sqrt(2 / (9 * cin))).astype(np.float32)
+        weights[f"block{i}/bias"] = rng.normal(0, 0.01, cout).astype(np.float32)
+    weights["fc/kernel"] = rng.normal(0, 0.1, (64, len(CLASSES))).astype(np.float32)
+    weights["fc/bias"] = np.zeros(len(CLASSES), np.float32)
+    return weights
