@@ -12,6 +12,7 @@ stay importable from here for compatibility).
 """
 
 from interp_core.api import explain, methods
+from interp_core.audit import AuditResult, audit
 from interp_core.backend.hookspecs import hookimpl
 from interp_core.backend.protocol import Backend, Capture, LayerCapture
 from interp_core.backend.registry import (
@@ -44,6 +45,7 @@ from interp_core.split import Split
 from interp_core.targets import (
     BinaryTarget,
     ClassTarget,
+    DetectionTarget,
     OutputTarget,
     SegmentationTarget,
     SimilarityTarget,
@@ -53,12 +55,47 @@ from interp_core.viz import overlay, save_png
 __version__ = "0.1.0"
 
 __all__ = [
-    "CAM", "AblationCAM", "Backend", "BackendRegistration", "BinaryTarget", "CAMMethod", "Capture",
+    "CAM",
+    "AblationCAM",
+    "AuditResult",
+    "Backend",
+    "BackendRegistration",
+    "BinaryTarget",
+    "CAMMethod",
+    "Capture",
     "ChannelWeightCAM",
-    "ClassTarget", "EigenCAM", "EigenGradCAM", "Explanation", "GradCAM", "GradCAMElementWise",
-    "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "LayerCapture", "OutputTarget", "ScoreCAM",
-    "SegmentationTarget", "SimilarityTarget", "Split", "XGradCAM", "__version__", "backends",
-    "explain", "feature_grid", "feature_maps", "filter_patterns", "get_backend", "hookimpl",
-    "methods", "normalize_minmax", "overlay", "register_backend", "reset_registry",
-    "resize_bilinear", "save_png", "tokens_to_grid",
+    "ClassTarget",
+    "DetectionTarget",
+    "EigenCAM",
+    "EigenGradCAM",
+    "Explanation",
+    "GradCAM",
+    "GradCAMElementWise",
+    "GradCAMPlusPlus",
+    "HiResCAM",
+    "LayerCAM",
+    "LayerCapture",
+    "OutputTarget",
+    "ScoreCAM",
+    "SegmentationTarget",
+    "SimilarityTarget",
+    "Split",
+    "XGradCAM",
+    "__version__",
+    "audit",
+    "backends",
+    "explain",
+    "feature_grid",
+    "feature_maps",
+    "filter_patterns",
+    "get_backend",
+    "hookimpl",
+    "methods",
+    "normalize_minmax",
+    "overlay",
+    "register_backend",
+    "reset_registry",
+    "resize_bilinear",
+    "save_png",
+    "tokens_to_grid",
 ]

@@ -56,4 +56,54 @@ class OutputTarget:
     fn: Callable[[Any], Any]
 
 
-Target = ClassTarget | BinaryTarget | SegmentationTarget | SimilarityTarget | OutputTarget
+@dataclass(frozen=True, eq=False)
+class DetectionTarget:
+    """Score of one image's detections, for models that return per-image detections.
+
+    The output is a list with one mapping per image holding ``"boxes"`` ``(K, 4)`` as
+    ``(x1, y1, x2, y2)`` in input pixels, ``"labels"`` ``(K,)`` and ``"scores"`` ``(K,)`` (what
+    torchvision's Faster R-CNN, RetinaNet, FCOS, SSD and Mask R-CNN return in eval mode).
+
+    - With ``box``: the detection of class ``label`` (any class when ``label`` is None) whose
+      box overlaps ``box`` most, if that IoU is at least ``iou_threshold``; score = IoU + the
+      detection's score, as pytorch-grad-cam's ``FasterRCNNBoxScoreTarget`` (the IoU term lets
+      the box regression reach the map).
+    - Without ``box``: the scores of all detections of class ``label`` summed (of all
+      detections when ``label`` is None). A plain int target on a detection model means this.
+
+    An image where nothing matches scores 0 (its map is empty); when no image of the batch
+    matches, explaining raises an error that lists the detections found.
+
+    Parameters
+    ----------
+    label : int, optional
+        Class index, as in the model's ``"labels"``.
+    box : sequence of 4 floats, optional
+        ``(x1, y1, x2, y2)`` in the input's pixel coordinates.
+    iou_threshold : float
+        Least IoU for a detection to match ``box``.
+    """
+
+    label: int | None = None
+    box: Any = None
+    iou_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.box is not None:
+            box = np.asarray(self.box, dtype=np.float64).ravel()
+            if box.shape != (4,) or not np.isfinite(box).all() or not (
+                    box[2] >= box[0] and box[3] >= box[1]):
+                raise ValueError(
+                    f"DetectionTarget box={self.box!r} must be 4 finite numbers "
+                    "(x1, y1, x2, y2) with x2 >= x1 and y2 >= y1"
+                )
+        if self.label is not None and int(self.label) < 0:
+            raise ValueError(f"DetectionTarget label={self.label} must be >= 0 or None")
+        if not 0.0 <= float(self.iou_threshold) <= 1.0:
+            raise ValueError(
+                f"DetectionTarget iou_threshold={self.iou_threshold} must be in [0, 1]"
+            )
+
+
+Target = (ClassTarget | BinaryTarget | SegmentationTarget | SimilarityTarget | OutputTarget
+          | DetectionTarget)

@@ -2,8 +2,10 @@
 
     python scripts/make_gallery_picture.py [--backend torch] [--rows 4]
 
-Runs `interp demo` into a temporary folder and tiles its first rows (input, then one overlay
-per method) with the method names on top.
+Runs `interp demo` into a temporary folder and tiles its first rows with the method names on
+top, in two bands: the CAM family (maps from one layer), then the methods that attribute to the
+input (``needs == "input gradients"`` in ``interp_core.methods.method_table()``). Each band
+starts with the input images.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from interp_core.cli import command as cli
+from interp_core.methods import method_table
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "images" / "demo_gallery.png"
 TILE = 128
 LABEL = 18
+GAP = 12
 
 
 def main() -> None:
@@ -27,22 +31,30 @@ def main() -> None:
     parser.add_argument("--backend", default="torch")
     parser.add_argument("--rows", type=int, default=4)
     args = parser.parse_args()
+    needs = {m.name: m.needs for m in method_table()}
     with tempfile.TemporaryDirectory() as tmp:
         if cli.main(["demo", "--backend", args.backend, "--out", tmp]) != 0:
             raise SystemExit("interp demo failed")
         folder = Path(tmp)
         methods = [m for m in cli.DEMO_METHODS
                    if (folder / f"image_00_{m.replace('+', 'p')}.png").exists()]
-        columns = ["input", *methods]
-        canvas = Image.new("RGB", (TILE * len(columns), LABEL + TILE * args.rows), "white")
+        bands = [["input", *(m for m in methods if needs[m] != "input gradients")],
+                 ["input", *(m for m in methods if needs[m] == "input gradients")]]
+        bands = [b for b in bands if len(b) > 1]
+        width = TILE * max(len(b) for b in bands)
+        band_height = LABEL + TILE * args.rows
+        canvas = Image.new("RGB", (width, band_height * len(bands) + GAP * (len(bands) - 1)),
+                           "white")
         draw = ImageDraw.Draw(canvas)
-        for j, name in enumerate(columns):
-            draw.text((j * TILE + 4, 3), name, fill="black")
-            for i in range(args.rows):
-                suffix = "" if name == "input" else f"_{name.replace('+', 'p')}"
-                tile = Image.open(folder / f"image_{i:02d}{suffix}.png").convert("RGB")
-                canvas.paste(tile.resize((TILE, TILE), Image.Resampling.BILINEAR),
-                             (j * TILE, LABEL + i * TILE))
+        for b, columns in enumerate(bands):
+            top = b * (band_height + GAP)
+            for j, name in enumerate(columns):
+                draw.text((j * TILE + 4, top + 3), name, fill="black")
+                for i in range(args.rows):
+                    suffix = "" if name == "input" else f"_{name.replace('+', 'p')}"
+                    tile = Image.open(folder / f"image_{i:02d}{suffix}.png").convert("RGB")
+                    canvas.paste(tile.resize((TILE, TILE), Image.Resampling.BILINEAR),
+                                 (j * TILE, top + LABEL + i * TILE))
     OUT.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(OUT, optimize=True)
     print(f"wrote {OUT} ({OUT.stat().st_size // 1024} KB, {np.asarray(canvas).shape})")

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from interp_core.backend.detection import detection_scores, is_detection_output
 from interp_core.backend.targets import TargetSpec, check_binary_output, check_class_range
 
 
@@ -66,9 +67,11 @@ def target_scores(output: Any, spec: TargetSpec, ops: TensorOps) -> tuple[Any, A
 
     Parameters
     ----------
-    output : framework tensor
+    output : framework tensor, or a list of per-image detection mappings
         The selected model output, ``(N, K)`` for classifiers, ``(N, 1)`` or ``(N,)`` for a
-        single logit, ``(N, K, *S)``/``(N, *S, K)`` for segmentation.
+        single logit, ``(N, K, *S)``/``(N, *S, K)`` for segmentation; for detection models,
+        one mapping of ``"boxes"``, ``"labels"``, ``"scores"`` per image
+        (:mod:`interp_core.backend.detection`).
     spec : TargetSpec
         Resolved targets of the batch.
     ops : TensorOps
@@ -81,9 +84,16 @@ def target_scores(output: Any, spec: TargetSpec, ops: TensorOps) -> tuple[Any, A
     top1 : tensor ``(N,)`` or None
         The argmax classes when ``spec.kind == "top1"``, else None.
     """
-    shape = tuple(int(d) for d in output.shape)
     if spec.kind == "fn":
         return _fn_scores(output, spec, ops), None
+    if is_detection_output(output):
+        return detection_scores(output, spec, ops)
+    if spec.kind == "detection":
+        raise ValueError(
+            f"DetectionTarget needs a detection output (a list of per-image mappings with "
+            f"'boxes', 'labels', 'scores'), got {type(output).__name__}; pick it with output="
+        )
+    shape = tuple(int(d) for d in output.shape)
     if spec.kind in ("top1", "class"):
         if len(shape) != 2:
             raise ValueError(

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -16,6 +16,7 @@ import numpy as np
 from interp_core.targets import (
     BinaryTarget,
     ClassTarget,
+    DetectionTarget,
     OutputTarget,
     SegmentationTarget,
     SimilarityTarget,
@@ -23,7 +24,7 @@ from interp_core.targets import (
 )
 
 #: What a :class:`TargetSpec` scores.
-TargetKind = Literal["top1", "class", "binary", "segmentation", "similarity", "fn"]
+TargetKind = Literal["top1", "class", "binary", "segmentation", "similarity", "fn", "detection"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,9 +35,10 @@ class TargetSpec:
     ----------
     kind : str
         ``"top1"`` (argmax of the output, chosen inside the forward pass), ``"class"``,
-        ``"binary"``, ``"segmentation"``, ``"similarity"`` or ``"fn"``.
+        ``"binary"``, ``"segmentation"``, ``"similarity"``, ``"fn"`` or ``"detection"``.
     indices : np.ndarray or None
-        int64 ``(N,)`` class indices (``class`` and ``segmentation``).
+        int64 ``(N,)`` class indices (``class`` and ``segmentation``; ``detection``: ``-1``
+        for any class).
     signs : np.ndarray or None
         float32 ``(N,)``, +1 or -1 (``binary``).
     masks : np.ndarray or None
@@ -46,6 +48,11 @@ class TargetSpec:
     fns : tuple of callables or None
         One ``fn(output) -> (N,)`` per sample (``fn``); adapters call each distinct callable
         once on the whole output and pick the sample's score.
+    boxes : np.ndarray or None
+        float64 ``(N, 4)`` boxes ``(x1, y1, x2, y2)`` to match, NaN rows for none
+        (``detection``).
+    thresholds : np.ndarray or None
+        float64 ``(N,)`` least IoU of a match (``detection``).
     """
 
     kind: TargetKind
@@ -55,6 +62,8 @@ class TargetSpec:
     masks: np.ndarray | None = None
     embeddings: np.ndarray | None = None
     fns: tuple[Callable[[Any], Any], ...] | None = None
+    boxes: np.ndarray | None = None
+    thresholds: np.ndarray | None = None
 
     def resolved_indices(self, top1: np.ndarray | None = None) -> np.ndarray:
         """Class index per sample, ``-1`` where the target is not a class; ``(N,)`` int64."""
@@ -80,12 +89,13 @@ class TargetSpec:
         n = None if self.n is None else len(np.arange(self.n)[index])
         return TargetSpec(
             self.kind, n, pick(self.indices), pick(self.signs), pick(self.masks),
-            pick(self.embeddings), fns,
+            pick(self.embeddings), fns, pick(self.boxes), pick(self.thresholds),
         )
 
 
 def _as_target(t: Any) -> Target:
-    if isinstance(t, ClassTarget | BinaryTarget | SegmentationTarget | SimilarityTarget):
+    if isinstance(t, ClassTarget | BinaryTarget | SegmentationTarget | SimilarityTarget
+                  | DetectionTarget):
         return t
     if isinstance(t, OutputTarget):
         return t
@@ -101,7 +111,8 @@ def _as_target(t: Any) -> Target:
         return OutputTarget(t)
     raise TypeError(
         f"target {t!r} of type {type(t).__name__} is not understood: use an int class index, "
-        "ClassTarget, BinaryTarget, SegmentationTarget, SimilarityTarget or OutputTarget"
+        "ClassTarget, BinaryTarget, SegmentationTarget, SimilarityTarget, DetectionTarget or "
+        "OutputTarget"
     )
 
 
@@ -163,6 +174,14 @@ def resolve_targets(targets: Any, n: int) -> TargetSpec:
         if (norms == 0).any():
             raise ValueError("SimilarityTarget embedding has zero norm")
         return TargetSpec("similarity", n, embeddings=emb / norms)
+    if isinstance(first, DetectionTarget):
+        labels = np.array([-1 if t.label is None else int(t.label) for t in items],
+                          dtype=np.int64)
+        boxes = np.array([np.full(4, np.nan) if t.box is None
+                          else np.asarray(t.box, dtype=np.float64).ravel() for t in items])
+        thresholds = np.array([float(t.iou_threshold) for t in items], dtype=np.float64)
+        return TargetSpec("detection", n, indices=labels, boxes=boxes.reshape(n, 4),
+                          thresholds=thresholds)
     return TargetSpec("fn", n, fns=tuple(t.fn for t in items))
 
 
@@ -195,9 +214,10 @@ def select_output(raw: Any, output: Any = None) -> Any:
     raw : tensor, tuple, list, dict, or object with attributes
         What the model returned.
     output : None, str, int or callable
-        ``None``: ``raw.logits`` / ``raw["logits"]`` when present, else the first element of a
-        tuple/list/dict, else ``raw`` itself. ``str``: that key or attribute. ``int``: that
-        position. ``callable``: ``output(raw)``.
+        ``None``: ``raw.logits`` / ``raw["logits"]`` when present; a list or tuple of
+        per-image mappings (detections, as torchvision detection models return) as it is;
+        else the first element of a tuple/list/dict, else ``raw`` itself. ``str``: that key
+        or attribute. ``int``: that position. ``callable``: ``output(raw)``.
     """
     if callable(output):
         return output(raw)
@@ -219,10 +239,16 @@ def select_output(raw: Any, output: Any = None) -> Any:
     if isinstance(raw, dict):
         return raw["logits"] if "logits" in raw else next(iter(raw.values()))
     if isinstance(raw, tuple | list):
-        return raw[0]
+        return raw if is_per_image_mappings(raw) else raw[0]
     if hasattr(raw, "logits") and not hasattr(raw, "shape"):
         return raw.logits
     return raw
+
+
+def is_per_image_mappings(raw: Any) -> bool:
+    """Whether ``raw`` is a non-empty list/tuple of mappings, one per image (detections)."""
+    return isinstance(raw, list | tuple) and bool(raw) and all(
+        isinstance(r, Mapping) for r in raw)
 
 
 def fixed_targets(spec: TargetSpec, classes: np.ndarray) -> TargetSpec:

@@ -3,6 +3,7 @@
     interp demo [--backend torch|tensorflow|jax] [--out DIR] [--overwrite]
     interp explain MODEL IMAGES... --method gradcam --layer NAME [--target N] [--out DIR]
                    [--resume | --overwrite]
+    interp audit MODEL SOURCE --out DIR [--engine local|ray] [--resume]
     interp backends [--verbose] | methods | layers MODEL
 
 Errors print one line and exit with status 2 (``--debug`` shows the traceback). ``explain``
@@ -26,6 +27,7 @@ import numpy as np
 from interp_core.api import methods
 from interp_core.backend.layout import to_backend_layout
 from interp_core.backend.registry import backends, get_backend
+from interp_core.cli.audit import add_audit_parser
 from interp_core.cli.errors import CLIError, Terminated, sigterm_as_interrupt
 from interp_core.cli.gallery import GalleryRow, write_gallery
 from interp_core.cli.imageio import (
@@ -45,8 +47,10 @@ from interp_core.viz import overlay, save_png
 
 __all__ = ["CLIError", "build_parser", "load_model", "main"]
 
-DEMO_METHODS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam", "cam",
-                "scorecam", "ablationcam")
+DEMO_METHODS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam",
+                "gradcam-guidedgrads", "eigencam", "kpcacam", "cam", "scorecam", "ablationcam",
+                "guidedgradcam", "guidedbackprop", "saliency", "smoothgrad",
+                "integratedgradients", "inputxgradient", "fullgrad")
 DEMO_IMAGES = 8
 DEMO_SEED = 7  # held out: the training script draws from seeds 1000 and 2000
 DISPLAY = 192  # pixels of the gallery pictures
@@ -285,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--resume", action="store_true",
                          help=f"skip the images already in OUT/{RESULTS} and add the rest")
     explain.set_defaults(func=cmd_explain)
+
+    add_audit_parser(sub)
 
     listing = sub.add_parser("backends", help="installed backends")
     listing.add_argument("--verbose", "-v", action="store_true",

@@ -13,41 +13,9 @@ import numpy as np
 
 from interp_core.backend.protocol import LINEAR_WEIGHTS
 from interp_core.methods.base import CAMMethod, ChannelWeightCAM, LayerContext
+from interp_core.methods.smoothing import first_component
 
-
-def first_component(X: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Projection of each sample's positions on its first principal component.
-
-    Parameters
-    ----------
-    X : np.ndarray
-        ``(N, *spatial, C)``; each sample's positions are the observations, channels the
-        variables, centred per channel before the SVD (as pytorch-grad-cam does).
-    reference : np.ndarray
-        ``(N, *spatial)``; the sign of each projection is chosen so that it correlates
-        positively with this map (the SVD alone leaves the sign arbitrary).
-
-    Returns
-    -------
-    np.ndarray
-        ``(N, *spatial)`` float32.
-    """
-    n, spatial, c = X.shape[0], X.shape[1:-1], X.shape[-1]
-    flat = X.reshape(n, -1, c).astype(np.float64)
-    flat = flat - flat.mean(axis=1, keepdims=True)
-    # The projection on the first right-singular vector v1 is X v1 = s1 u1. Both come from the
-    # eigen-decomposition of the smaller Gram matrix (positions or channels), batched: several
-    # times faster than a full SVD and identical up to the sign, which is fixed below.
-    if flat.shape[1] <= c:
-        values, vectors = np.linalg.eigh(flat @ flat.transpose(0, 2, 1))
-        proj = vectors[:, :, -1] * np.sqrt(np.maximum(values[:, -1:], 0.0))
-    else:
-        _, vectors = np.linalg.eigh(flat.transpose(0, 2, 1) @ flat)
-        proj = (flat @ vectors[:, :, -1:])[..., 0]
-    ref = reference.reshape(n, -1).astype(np.float64)
-    corr = ((proj - proj.mean(1, keepdims=True)) * (ref - ref.mean(1, keepdims=True))).sum(1)
-    proj *= np.where(corr < 0, -1.0, 1.0)[:, None]
-    return proj.reshape((n, *spatial)).astype(np.float32)
+__all__ = ["CAM", "EigenCAM", "EigenGradCAM", "first_component"]
 
 
 class EigenCAM(CAMMethod):
@@ -55,6 +23,10 @@ class EigenCAM(CAMMethod):
 
     name = "eigencam"
     needs_gradients = False
+
+    def layer_terms(self, activations: np.ndarray, gradients: np.ndarray | None,
+                    ctx: LayerContext) -> np.ndarray:
+        return activations  # eigen_smooth gives Eigen-CAM itself
 
     def layer_map(self, activations: np.ndarray, gradients: np.ndarray | None,
                   ctx: LayerContext) -> np.ndarray:
@@ -66,9 +38,14 @@ class EigenGradCAM(CAMMethod):
 
     name = "eigengradcam"
 
+    def layer_terms(self, activations: np.ndarray, gradients: np.ndarray | None,
+                    ctx: LayerContext) -> np.ndarray:
+        return gradients * activations  # eigen_smooth gives Eigen-Grad-CAM itself
+
     def layer_map(self, activations: np.ndarray, gradients: np.ndarray | None,
                   ctx: LayerContext) -> np.ndarray:
-        product = gradients * activations
+        # float64: G * A of large float32 values overflows to inf (and the SVD fails)
+        product = gradients.astype(np.float64) * activations
         return first_component(product, product.sum(axis=-1))
 
 

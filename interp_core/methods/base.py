@@ -20,10 +20,13 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from interp_core.backend.inputs import check_batch
+from interp_core.backend.layout import CHANNELS_FIRST, declared_layout
 from interp_core.backend.protocol import Backend, Capture
 from interp_core.backend.registry import get_backend
 from interp_core.backend.targets import TargetSpec, resolve_targets
 from interp_core.methods.postprocess import fuse_layers, normalize_minmax, relu, resize_bilinear
+from interp_core.methods.smoothing import augmented_explanation, principal_projection
+from interp_core.methods.tokens import as_grid
 
 #: How the maps of several layers combine.
 Fuse = Literal["mean", "max", "sum"]
@@ -98,6 +101,15 @@ class CAMMethod:
         Switch off the ReLU, min-max normalisation, or resizing to the input's size.
     fuse : {"mean", "max", "sum"}
         How maps of several layers combine (after each is min-max scaled and resized).
+    aug_smooth : bool
+        Test-time augmentation as pytorch-grad-cam's: the mean of the maps of the input
+        flipped (off/on) and scaled by 0.9, 1 and 1.1, each map flipped back (six runs;
+        :func:`~interp_core.methods.smoothing.augmented_explanation`).
+    eigen_smooth : bool
+        Each layer's map is the first principal component of its per-channel terms instead of
+        their sum (pytorch-grad-cam's ``eigen_smooth``;
+        :func:`~interp_core.methods.smoothing.principal_projection`). Methods without
+        per-channel terms refuse it.
     """
 
     name: ClassVar[str] = ""
@@ -115,12 +127,21 @@ class CAMMethod:
         normalize: bool = True,
         upsample: bool = True,
         fuse: Fuse = "mean",
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
         **options: Any,
     ) -> None:
         if options:
             raise TypeError(
                 f"{type(self).__name__} got unknown options {sorted(options)}; it takes "
-                "backend, reshape, output, relu, normalize, upsample, fuse"
+                "backend, reshape, output, relu, normalize, upsample, fuse, aug_smooth, "
+                "eigen_smooth"
+            )
+        if eigen_smooth and not self.has_layer_terms():
+            raise TypeError(
+                f"{type(self).__name__} has no per-channel terms to project, so eigen_smooth="
+                "True does not apply; use it with a method whose map is a sum over channels "
+                "(Grad-CAM, Grad-CAM++, XGrad-CAM, HiResCAM, LayerCAM, Score-CAM, ...)"
             )
         self.model = model
         self.layers_arg = layer
@@ -131,6 +152,8 @@ class CAMMethod:
         self.normalize = normalize
         self.upsample = upsample
         self.fuse = fuse
+        self.aug_smooth = bool(aug_smooth)
+        self.eigen_smooth = bool(eigen_smooth)
         self._default_layer: str | None = None
 
     # -- the pipeline -------------------------------------------------------------------
@@ -140,6 +163,14 @@ class CAMMethod:
 
     def explain(self, x: Any, targets: Any = None) -> Explanation:
         """Run the method on a batch ``x`` and return an :class:`Explanation`."""
+        if self.aug_smooth:
+            check_batch(x)
+            return augmented_explanation(self._explain_plain, x, targets, self.backend,
+                                         self.model, self.upsample)
+        return self._explain_plain(x, targets)
+
+    def _explain_plain(self, x: Any, targets: Any = None) -> Explanation:
+        """:meth:`explain` without test-time augmentation."""
         n = check_batch(x)
         layers = self._layers(x)
         spec = resolve_targets(targets, n)
@@ -151,7 +182,8 @@ class CAMMethod:
         raw: dict[str, np.ndarray] = {}
         weights: dict[str, np.ndarray] = {}
         for layer, (name, layer_capture) in zip(layers, capture.layers.items(), strict=True):
-            acts, grads = self._canonical(name, layer_capture.activations, layer_capture.gradients)
+            acts, grads = self._canonical(name, layer_capture.activations,
+                                          layer_capture.gradients, capture.input_spatial)
             ctx = LayerContext(self.backend, self.model, x, spec, capture, layer, name)
             raw[name], layer_weights = self._checked_map(name, acts, grads, ctx)
             if layer_weights is not None:
@@ -214,9 +246,24 @@ class CAMMethod:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """The raw map ``(N, *spatial)`` and, for channel-weight methods, the weights ``(N, C)``.
 
-        The default is :meth:`layer_map` with no weights; :class:`ChannelWeightCAM` overrides it.
+        The default is :meth:`layer_map` with no weights (with ``eigen_smooth``, the principal
+        projection of :meth:`layer_terms`); :class:`ChannelWeightCAM` overrides it.
         """
+        if self.eigen_smooth:
+            return principal_projection(self.layer_terms(activations, gradients, ctx)), None
         return self.layer_map(activations, gradients, ctx), None
+
+    def layer_terms(
+        self, activations: np.ndarray, gradients: np.ndarray | None, ctx: LayerContext
+    ) -> np.ndarray:
+        """Per-channel terms ``(N, *spatial, C)`` whose sum over channels is the raw map, for
+        methods that have them (what ``eigen_smooth`` projects)."""
+        raise NotImplementedError
+
+    @classmethod
+    def has_layer_terms(cls) -> bool:
+        """Whether the method's map is a sum of per-channel terms (``eigen_smooth`` applies)."""
+        return cls.layer_terms is not CAMMethod.layer_terms
 
     # -- helpers ------------------------------------------------------------------------
     def _layers(self, x: Any) -> list[Any]:
@@ -232,11 +279,17 @@ class CAMMethod:
         return [arg]
 
     def _canonical(
-        self, name: str, acts: np.ndarray, grads: np.ndarray | None
+        self, name: str, acts: np.ndarray, grads: np.ndarray | None,
+        input_spatial: Sequence[int] | None = None,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         if self.reshape is not None:
             acts = np.asarray(self.reshape(acts), dtype=np.float32)
             grads = None if grads is None else np.asarray(self.reshape(grads), dtype=np.float32)
+        elif input_spatial is not None:
+            # Token layers (N, T, C) and channels-last grids become (N, *grid, C) on their own.
+            native_first = declared_layout(self.backend, self.model) == CHANNELS_FIRST
+            acts, grads, _ = as_grid(acts, grads, input_spatial,
+                                     native_channels_first=native_first)
         if acts.ndim < 3:
             raise ValueError(
                 f"layer {name!r} has output shape {acts.shape} with no spatial axes; "
@@ -295,7 +348,14 @@ class ChannelWeightCAM(CAMMethod):
         self, activations: np.ndarray, gradients: np.ndarray | None, ctx: LayerContext
     ) -> tuple[np.ndarray, np.ndarray]:
         weights = np.asarray(self.channel_weights(activations, gradients, ctx), dtype=np.float32)
+        if self.eigen_smooth:
+            return principal_projection(activations * weights.reshape(
+                (len(weights),) + (1,) * (activations.ndim - 2) + (-1,))), weights
         return weighted_sum(weights, activations), weights
+
+    @classmethod
+    def has_layer_terms(cls) -> bool:
+        return True  # w_c * A_c
 
 
 def spatial_axes(a: np.ndarray) -> tuple[int, ...]:

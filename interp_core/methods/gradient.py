@@ -33,6 +33,17 @@ def gradcam_plus_plus_weights(A: np.ndarray, G: np.ndarray) -> np.ndarray:
     return (np.maximum(G, 0) * alpha).sum(axis=axes)
 
 
+def guided_gradient_weights(A: np.ndarray, G: np.ndarray) -> np.ndarray:
+    """Grad-CAM with "guided gradients": ``w_c = mean over space of (A > 0) (G > 0) G``.
+
+    The variant of the Grad-CAM callback in tf-explain (``GradCAM.compute_gradients`` in
+    ``tf_explain/core/grad_cam.py``, from the original Keras Grad-CAM tutorials): only positive
+    gradients at positions where the channel is active count. ``(N, C)``.
+    """
+    guided = np.where((A > 0) & (G > 0), G, 0.0)
+    return guided.mean(axis=spatial_axes(G))
+
+
 def xgradcam_weights(A: np.ndarray, G: np.ndarray) -> np.ndarray:
     """XGrad-CAM (Fu et al. 2020): ``w_c = sum(G_c * A_c) / sum(A_c)``. ``(N, C)``."""
     axes = spatial_axes(A)
@@ -57,6 +68,17 @@ class GradCAM(_GradientWeightCAM):
     weight_fn = staticmethod(gradcam_weights)
 
 
+class GuidedGradientsGradCAM(_GradientWeightCAM):
+    """Grad-CAM on "guided gradients" ``(A > 0) (G > 0) G`` (tf-explain's Grad-CAM callback).
+
+    Only positive gradients where the channel is active are averaged into the weights, so
+    channels that suppress the class never get a negative weight.
+    """
+
+    name = "gradcam-guidedgrads"
+    weight_fn = staticmethod(guided_gradient_weights)
+
+
 class GradCAMPlusPlus(_GradientWeightCAM):
     """Grad-CAM++: higher-order weights that handle several instances of a class better."""
 
@@ -76,6 +98,10 @@ class HiResCAM(CAMMethod):
 
     name = "hirescam"
 
+    def layer_terms(self, activations: np.ndarray, gradients: np.ndarray | None,
+                    ctx: LayerContext) -> np.ndarray:
+        return gradients * activations
+
     def layer_map(self, activations: np.ndarray, gradients: np.ndarray | None,
                   ctx: LayerContext) -> np.ndarray:
         return (gradients * activations).sum(axis=-1)
@@ -86,6 +112,10 @@ class GradCAMElementWise(CAMMethod):
 
     name = "gradcam-elementwise"
 
+    def layer_terms(self, activations: np.ndarray, gradients: np.ndarray | None,
+                    ctx: LayerContext) -> np.ndarray:
+        return np.maximum(gradients * activations, 0)
+
     def layer_map(self, activations: np.ndarray, gradients: np.ndarray | None,
                   ctx: LayerContext) -> np.ndarray:
         return np.maximum(gradients * activations, 0).sum(axis=-1)
@@ -95,6 +125,10 @@ class LayerCAM(CAMMethod):
     """LayerCAM (Jiang et al. 2021): ``sum_c relu(G_c) * A_c``; sharp on shallow layers."""
 
     name = "layercam"
+
+    def layer_terms(self, activations: np.ndarray, gradients: np.ndarray | None,
+                    ctx: LayerContext) -> np.ndarray:
+        return np.maximum(gradients, 0) * activations
 
     def layer_map(self, activations: np.ndarray, gradients: np.ndarray | None,
                   ctx: LayerContext) -> np.ndarray:

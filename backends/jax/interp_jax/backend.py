@@ -34,10 +34,15 @@ from interp_core.backend.policy import (
 )
 from interp_core.backend.protocol import (
     ACTIVATION_PATCH,
+    BIAS_GRADIENTS,
     GRADIENTS,
+    GUIDED_BACKPROP,
     INPUT_GRADIENTS,
     LINEAR_WEIGHTS,
+    SCORE_INPUT_GRADIENTS,
+    BiasGradients,
     Capture,
+    InputGradients,
     LayerCapture,
 )
 from interp_core.backend.targets import TargetSpec
@@ -94,6 +99,10 @@ def _as_numpy(a: Any) -> np.ndarray:
     return np.asarray(a).astype(np.float32, copy=False)
 
 
+class _ExpansionRefusedError(Exception):
+    """The model's code above a layer cannot take a batch expanded at that layer."""
+
+
 class JaxBackend:
     """interp-core backend for Flax NNX modules and :class:`~interp_core.Split` models.
 
@@ -112,7 +121,8 @@ class JaxBackend:
     """
 
     name = "jax"
-    capabilities = frozenset({GRADIENTS, LINEAR_WEIGHTS, ACTIVATION_PATCH, INPUT_GRADIENTS})
+    capabilities = frozenset({GRADIENTS, LINEAR_WEIGHTS, ACTIVATION_PATCH, INPUT_GRADIENTS,
+                              SCORE_INPUT_GRADIENTS, GUIDED_BACKPROP, BIAS_GRADIENTS})
 
     def __init__(self, layout: str = "channels_last", cache_size: int = 64) -> None:
         if layout.lower() not in _LAYOUTS:
@@ -218,6 +228,8 @@ class JaxBackend:
 
     # -- layers -----------------------------------------------------------------------------
     def default_layer(self, model: Any, inputs: Any) -> str:
+        """The core's choice (:func:`~interp_core.methods.layer_choice.choose_layer`) from one
+        abstract pass (``jax.eval_shape``) and one top-1 gradient pass on the first sample."""
         if isinstance(model, Split):
             return split_model.LAYER
         structure, arrays = self._program(model)
@@ -343,6 +355,14 @@ class JaxBackend:
         masks = np.asarray(channel_masks, dtype=np.float32)
         if masks.ndim != 2:
             raise ValueError(f"channel_masks must be (M, C), got shape {masks.shape}")
+        refused = self.__dict__.setdefault("_expansion_refused", set())
+        expansion_failed = False
+        if (structure.key, name) not in refused:
+            try:
+                return self._patched_expanded(model, structure, arrays, x, name, masks, target,
+                                              batch_size, output)
+            except _ExpansionRefusedError:
+                expansion_failed = True
         per_chunk = mask_chunks(len(masks), n, batch_size)
         tiled = target.tile(per_chunk)
         tiled_x = jax.eval_shape(lambda a: jax.tree_util.tree_map(
@@ -359,10 +379,57 @@ class JaxBackend:
                                                        np.float32)])
             scores = _as_numpy(fn(arrays, x, plan.consts, chunk))
             rows.append(scores.reshape(per_chunk, n)[:count])
+        if expansion_failed:  # only once the copies worked: not a bad request
+            refused.add((structure.key, name))
         return np.concatenate(rows, axis=0) if rows else np.zeros((0, n), np.float32)
 
+    def _patched_expanded(self, model: Any, structure: Any, arrays: Any, x: Any, name: str,
+                          masks: np.ndarray, target: TargetSpec, batch_size: int,
+                          output: Any) -> np.ndarray:
+        """Ablation from the layer on, one sample at a time: the compiled pass runs the
+        network below the layer on the sample alone and expands the layer's output to one
+        copy per mask. Every pass carries an extra all-ones mask whose score must equal the
+        unpatched one; a model whose code above the layer cannot take the expanded batch
+        raises :class:`_ExpansionRefusedError` (the caller then copies the input)."""
+        from interp_jax.layers import ModelTraceError
+
+        n = _batch_size(x)
+        per = mask_chunks(len(masks), 1, batch_size)
+        width = per + 1
+        plain = self.predict(model, x, target, batch_size=max(1, n), output=output)
+        ones = np.ones((1, masks.shape[1]), np.float32)
+        rows = np.empty((len(masks), n), dtype=np.float32)
+        for i in range(n):
+            sample, spec = _take(x, np.array([i])), target.take(np.array([i]))
+            tiled_x = jax.eval_shape(lambda a: jax.tree_util.tree_map(
+                lambda v: jnp.concatenate([v] * width), a), sample)
+            plan = self._plan(structure, arrays, tiled_x, spec.tile(width), output)
+            key = ("patched-expanded", structure.key, name, plan.key,
+                   split_model.Static(output))
+            fn = self._jitted(key, lambda plan=plan: self._patched_fn(
+                structure, name, plan, output, expand=True))
+            for start in range(0, len(masks), per):
+                chunk = masks[start : start + per]
+                count = len(chunk)
+                padded = np.concatenate([chunk, np.ones((width - count, masks.shape[1]),
+                                                        np.float32)])
+                padded[-1:] = ones
+                try:
+                    scores = _as_numpy(fn(arrays, sample, plan.consts, padded))
+                except (AdapterError, ModelTraceError, TypeError, ValueError) as exc:
+                    if start == 0 and i == 0:
+                        raise _ExpansionRefusedError from exc
+                    raise
+                if scores.shape != (width,) or not np.allclose(scores[-1], plain[i],
+                                                               rtol=1e-4, atol=1e-5):
+                    raise _ExpansionRefusedError
+                rows[start : start + count, i] = scores[:count]
+        return rows
+
     def _patched_fn(self, structure: Any, name: str, plan: TargetPlan,
-                    output: Any) -> Callable[..., Any]:
+                    output: Any, expand: bool = False) -> Callable[..., Any]:
+        """The masked pass: ``x`` copied once per mask, or (``expand``) run once and the
+        layer's output expanded to one copy per mask."""
         axis = self.channel_axis
         ops = JaxOps(axis)
 
@@ -370,7 +437,8 @@ class JaxBackend:
             self.trace_count += 1
             m = masks.shape[0]
             n = _batch_size(x)
-            tiled = jax.tree_util.tree_map(lambda v: jnp.concatenate([v] * m), x)
+            tiled = x if expand else jax.tree_util.tree_map(
+                lambda v: jnp.concatenate([v] * m), x)
             seen: dict[str, Any] = {}
 
             def patch(a: Any) -> Any:
@@ -381,6 +449,8 @@ class JaxBackend:
                         f"channel_masks have {masks.shape[1]} channels but layer {name!r} has "
                         f"{channels} (output shape {tuple(a.shape)})"
                     )
+                if expand:
+                    a = jnp.concatenate([a] * m)
                 spatial = (1,) * (a.ndim - 2)
                 shape = (m, 1, *spatial, channels) if axis == -1 else (m, 1, channels, *spatial)
                 grouped = a.reshape((m, n, *a.shape[1:]))
@@ -389,6 +459,134 @@ class JaxBackend:
             out = structure.forward(arrays, tiled, {name: patch}, output=output)
             check_ran(seen, [name])
             return plan.score(out, consts, ops)[0]
+
+        return run
+
+    # -- gradients of the target scores at the input ----------------------------------------
+    def score_input_gradients(
+        self, model: Any, inputs: Any, target: TargetSpec, *, batch_size: int = 32,
+        output: Any = None, guided: bool = False,
+    ) -> InputGradients:
+        structure, arrays = self._program(model)
+        x = self._float_input(structure, arrays, inputs, "score_input_gradients")
+        n = int(x.shape[0])
+        size = max(1, min(batch_size, n))
+        scores, grads, tops = [], [], []
+        for start in range(0, n, size):
+            # The last chunk repeats its final sample so every chunk has one shape.
+            index = np.minimum(np.arange(start, start + size), n - 1)
+            chunk = x[index]
+            plan = self._plan(structure, arrays, chunk, target.take(index), output)
+            key = ("score_grads", structure.key, plan.key, bool(guided),
+                   split_model.Static(output))
+            fn = self._jitted(key, lambda plan=plan: self._score_gradients_fn(
+                structure, plan, output, guided))
+            s, g, top1 = jax.device_get(fn(arrays, chunk, plan.consts))
+            keep = n - start
+            scores.append(_as_numpy(s)[:keep])
+            grads.append(_as_numpy(g)[:keep])
+            tops.append(None if top1 is None else np.asarray(top1)[:keep])
+        top = None if tops[0] is None else np.concatenate(tops)
+        values, gradients = np.concatenate(scores), np.concatenate(grads)
+        warn_non_finite("score_input_gradients", values, gradients)
+        return InputGradients(values, target.resolved_indices(top), gradients)
+
+    def _float_input(self, structure: Any, arrays: Any, inputs: Any, what: str) -> Any:
+        x = self._inputs(structure, arrays, inputs)
+        if not isinstance(x, jax.Array):
+            raise ValueError(f"{what} needs a single input array, not a tuple or dict")
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            x = x.astype(jnp.float32)
+        return x
+
+    def _score_gradients_fn(self, structure: Any, plan: TargetPlan, output: Any,
+                            guided: bool) -> Callable[..., Any]:
+        from interp_jax.layers import guided_relus
+
+        ops = JaxOps(self.channel_axis)
+
+        def forward(arrays: Any, x: Any) -> Any:
+            return structure.forward(arrays, x, {}, output=output)
+
+        run_model = guided_relus(forward) if guided else forward
+
+        def run(arrays: Any, x: Any, consts: Any) -> tuple[Any, Any, Any]:
+            self.trace_count += 1
+
+            def objective(xx: Any) -> tuple[Any, Any]:
+                scores, top1 = plan.score(run_model(arrays, xx), consts, ops)
+                return scores.sum(), (scores, top1)
+
+            (_, (scores, top1)), grads = jax.value_and_grad(objective, has_aux=True)(x)
+            return scores, grads, top1
+
+        return run
+
+    def bias_gradients(
+        self, model: Any, inputs: Any, target: TargetSpec, *, output: Any = None,
+    ) -> BiasGradients:
+        if isinstance(model, Split):
+            raise NotImplementedError(
+                "FullGrad needs every biased layer of the model, which a Split hides inside "
+                "its callables; explain the Flax NNX module itself, or use GradCAM"
+            )
+        structure, arrays = self._program(model)
+        x = self._float_input(structure, arrays, inputs, "bias_gradients")
+        biases = dict(nnx_model.bias_modules(model))
+        ran = self._ran_once(structure, arrays, x, list(biases))
+        plan = self._plan(structure, arrays, x, target, output)
+        key = ("bias_grads", structure.key, tuple(ran), plan.key, split_model.Static(output))
+        fn = self._jitted(key, lambda: self._bias_gradients_fn(structure, ran, plan, output))
+        result = jax.device_get(fn(arrays, x, plan.consts))
+        grads = {name: self._canonical(g, False)
+                 for name, g in zip(ran, result["grads"], strict=True)}
+        grads = {k: v for k, v in grads.items() if v.ndim >= 3}
+        top1 = result["top1"]
+        return BiasGradients(
+            scores=_as_numpy(result["scores"]),
+            targets=target.resolved_indices(None if top1 is None else np.asarray(top1)),
+            input_gradients=_as_numpy(result["input"]),
+            biases={k: biases[k] for k in grads}, gradients=grads,
+        )
+
+    def _ran_once(self, structure: Any, arrays: Any, x: Any, names: list[str]) -> list[str]:
+        """The layers among ``names`` that run exactly once in the forward pass, in order."""
+        seen: dict[str, int] = {}
+
+        def count(name: str) -> Callable[[Any], Any]:
+            def handle(out: Any) -> Any:
+                seen[name] = seen.get(name, 0) + 1
+                return out
+            return handle
+
+        jax.eval_shape(lambda a, xx: structure.forward(
+            a, xx, {n: count(n) for n in names}, probe=True), arrays, x)
+        return [n for n in names if seen.get(n) == 1]
+
+    def _bias_gradients_fn(self, structure: Any, names: list[str], plan: TargetPlan,
+                           output: Any) -> Callable[..., Any]:
+        ops = JaxOps(self.channel_axis)
+
+        def scored(arrays: Any, x: Any, consts: Any, deltas: Any) -> tuple[Any, Any]:
+            store: dict[str, Any] = {}
+            handlers = {n: recorder(n, store, None if deltas is None else deltas[i])
+                        for i, n in enumerate(names)}
+            out = structure.forward(arrays, x, handlers, output=output)
+            check_ran(store, names)
+            return plan.score(out, consts, ops), tuple(store[n] for n in names)
+
+        def run(arrays: Any, x: Any, consts: Any) -> dict[str, Any]:
+            self.trace_count += 1
+            shapes = jax.eval_shape(lambda a, xx: scored(a, xx, consts, None)[1], arrays, x)
+            zeros = tuple(jnp.zeros(s.shape, s.dtype) for s in shapes)
+
+            def objective(xx: Any, deltas: Any) -> tuple[Any, Any]:
+                (scores, top1), _ = scored(arrays, xx, consts, deltas)
+                return scores.sum(), (scores, top1)
+
+            (_, (scores, top1)), (g_in, g_layers) = jax.value_and_grad(
+                objective, argnums=(0, 1), has_aux=True)(x, zeros)
+            return {"scores": scores, "top1": top1, "input": g_in, "grads": g_layers}
 
         return run
 

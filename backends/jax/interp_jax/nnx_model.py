@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 from flax import nnx
 
 from interp_core.backend.targets import select_output
@@ -287,3 +288,25 @@ def dense_modules(model: nnx.Module) -> list[tuple[str, nnx.Module]]:
     """``(name, module)`` of every ``nnx.Linear`` of ``model``, in definition order."""
     return [(path_name(p), m) for p, m in _walk(model)
             if isinstance(m, nnx.Linear)]
+
+
+def bias_modules(model: nnx.Module) -> list[tuple[str, np.ndarray]]:
+    """``(name, effective bias)`` of every ``nnx.Conv`` with a bias and every ``nnx.BatchNorm``
+    (``bias - mean * scale / sqrt(var + epsilon)``, the bias it adds in inference mode), in
+    definition order; biases float32 ``(C,)``. What FullGrad's bias gradients multiply."""
+    found = []
+    for parts, module in _walk(model):
+        if isinstance(module, nnx.Conv) and getattr(module, "bias", None) is not None:
+            bias = np.asarray(variable_value(module.bias), dtype=np.float64)
+        elif isinstance(module, nnx.BatchNorm):
+            mean = np.asarray(variable_value(module.mean), dtype=np.float64)
+            var = np.asarray(variable_value(module.var), dtype=np.float64)
+            scale = (np.ones_like(mean) if module.scale is None
+                     else np.asarray(variable_value(module.scale), dtype=np.float64))
+            shift = (np.zeros_like(mean) if module.bias is None
+                     else np.asarray(variable_value(module.bias), dtype=np.float64))
+            bias = shift - mean * scale / np.sqrt(var + module.epsilon)
+        else:
+            continue
+        found.append((path_name(parts), bias.reshape(-1).astype(np.float32)))
+    return found

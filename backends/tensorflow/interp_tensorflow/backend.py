@@ -33,16 +33,23 @@ from interp_core.backend.policy import (
 )
 from interp_core.backend.protocol import (
     ACTIVATION_PATCH,
+    BIAS_GRADIENTS,
     GRADIENTS,
+    GUIDED_BACKPROP,
     INPUT_GRADIENTS,
     LINEAR_WEIGHTS,
+    SCORE_INPUT_GRADIENTS,
+    BiasGradients,
     Capture,
+    InputGradients,
     LayerCapture,
 )
 from interp_core.backend.targets import TargetSpec, select_output
 from interp_core.methods.layer_choice import choose_layer
 from interp_tensorflow.compiled import Program, class_axis, forward, is_keras_model
 from interp_tensorflow.layers import (
+    bias_layers,
+    eager_gradients,
     layer_outputs,
     layer_paths,
     model_data_format,
@@ -53,6 +60,10 @@ from interp_tensorflow.layers import (
 
 #: Programs kept per model (oldest dropped first); each holds its traced concrete functions.
 MAX_PROGRAMS_PER_MODEL = 32
+
+
+class _ExpansionRefusedError(Exception):
+    """The model's code above a layer cannot take a batch expanded at that layer."""
 
 
 class TensorFlowBackend:
@@ -66,7 +77,8 @@ class TensorFlowBackend:
     """
 
     name = "tensorflow"
-    capabilities = frozenset({GRADIENTS, LINEAR_WEIGHTS, ACTIVATION_PATCH, INPUT_GRADIENTS})
+    capabilities = frozenset({GRADIENTS, LINEAR_WEIGHTS, ACTIVATION_PATCH, INPUT_GRADIENTS,
+                              SCORE_INPUT_GRADIENTS, GUIDED_BACKPROP, BIAS_GRADIENTS})
 
     def __init__(self) -> None:
         self.trace_count = 0
@@ -126,18 +138,14 @@ class TensorFlowBackend:
 
     def default_layer(self, model: Any, inputs: Any) -> str:
         """The core's choice (:func:`~interp_core.methods.layer_choice.choose_layer`) from one
-        eager pass on the first sample, with one top-1 gradient pass for token models."""
+        eager pass on the first sample and one eager top-1 gradient pass (no trace)."""
         _check_model(model)
         x = _first_samples(self._prepare(inputs, model), 1)
         fmt = model_data_format(model)
         spatial = spatial_shape(tuple(tf.nest.flatten(x)[0].shape), fmt)
-
-        def probe(names: list[str]) -> dict[str, np.ndarray]:
-            cap = self.capture(model, x, names, TargetSpec("top1", 1))
-            return {name: c.gradients for name, c in cap.layers.items()}
-
         return choose_layer(layer_outputs(model, x), spatial, 1,
-                            native_channels_first=fmt == "channels_first", gradient_probe=probe)
+                            native_channels_first=fmt == "channels_first",
+                            gradient_probe=lambda names: eager_gradients(model, x, names))
 
     # -- compiled passes ------------------------------------------------------------------
     def _count_trace(self) -> None:
@@ -249,6 +257,15 @@ class TensorFlowBackend:
         if masks.ndim != 2:
             raise ValueError(f"channel_masks must be (M, C), got shape {masks.shape}")
         n = int(x.shape[0])
+        with self._lock:
+            refused = self.__dict__.setdefault("_expansion_refused",
+                                               weakref.WeakKeyDictionary()).setdefault(model, set())
+        expansion_failed = False
+        if path not in refused:
+            try:
+                return self._patched_expanded(model, x, path, masks, target, batch_size, output)
+            except _ExpansionRefusedError:
+                expansion_failed = True
         per_chunk = mask_chunks(len(masks), n, batch_size)
         program = self._program(model, "patch", (path,), kind=target.kind, fns=_fns(target),
                                 output=output)
@@ -260,7 +277,94 @@ class TensorFlowBackend:
             consts = self._constants(model, tiled, spec, output)
             scores = self._run(program, model, spec, tiled, consts, tf.constant(chunk))
             rows.append(scores.numpy().reshape(len(chunk), n))
+        if expansion_failed:  # only once the copies worked: not a bad request
+            refused.add(path)
         return np.concatenate(rows, axis=0) if rows else np.zeros((0, n), np.float32)
+
+    def _patched_expanded(self, model: Any, x: tf.Tensor, path: str, masks: np.ndarray,
+                          target: TargetSpec, batch_size: int, output: Any) -> np.ndarray:
+        """Ablation from the layer on, one sample at a time: the compiled pass runs the
+        network below the layer on the sample alone and expands the layer's output to one
+        copy per mask. Every pass carries an extra all-ones mask whose score must equal the
+        unpatched one; a model whose code above the layer cannot take the expanded batch
+        raises :class:`_ExpansionRefusedError` (the caller then copies the input)."""
+        n = int(x.shape[0])
+        per = mask_chunks(len(masks), 1, batch_size)
+        width = per + 1
+        plain = self.predict(model, x, target, batch_size=max(1, n), output=output)
+        program = self._program(model, "patch", (path,), kind=target.kind, fns=_fns(target),
+                                output=output, expand=True)
+        rows = np.empty((len(masks), n), dtype=np.float32)
+        for i in range(n):
+            sample = x[i : i + 1]
+            spec = target.take(np.array([i])).tile(width)
+            consts = self._constants(model, tf.tile(sample, [width] + [1] * (x.shape.rank - 1)),
+                                     spec, output)
+            for start in range(0, len(masks), per):
+                chunk = masks[start : start + per]
+                count = len(chunk)
+                padded = np.concatenate([chunk, np.ones((width - count, masks.shape[1]),
+                                                        np.float32)])
+                padded[-1:] = 1.0
+                try:
+                    scores = self._run(program, model, spec, sample, consts,
+                                       tf.constant(padded)).numpy()
+                except (ValueError, TypeError, tf.errors.InvalidArgumentError) as exc:
+                    if start == 0 and i == 0:
+                        raise _ExpansionRefusedError from exc
+                    raise
+                if scores.shape != (width,) or not np.allclose(scores[-1], plain[i],
+                                                               rtol=1e-4, atol=1e-5):
+                    raise _ExpansionRefusedError
+                rows[start : start + count, i] = scores[:count]
+        return rows
+
+    # -- gradients of the target scores at the input --------------------------------------
+    def score_input_gradients(
+        self, model: Any, inputs: Any, target: TargetSpec, *, batch_size: int = 32,
+        output: Any = None, guided: bool = False,
+    ) -> InputGradients:
+        x = self._float_input(model, inputs, "score_input_gradients")
+        n = int(x.shape[0])
+        scores, grads, tops = [], [], []
+        for sl in chunks(n, batch_size):
+            chunk, spec = x[sl], target.take(sl)
+            program = self._program(model, "score_gradients", (), kind=spec.kind,
+                                    fns=_fns(spec), output=output, guided=bool(guided))
+            result = self._run(program, model, spec, chunk,
+                               self._constants(model, chunk, spec, output))
+            scores.append(result["scores"].numpy())
+            grads.append(result["grads"].numpy())
+            tops.append(None if result["top1"] is None else result["top1"].numpy())
+        top = None if tops[0] is None else np.concatenate(tops)
+        return InputGradients(np.concatenate(scores), target.resolved_indices(top),
+                              np.concatenate(grads))
+
+    def bias_gradients(
+        self, model: Any, inputs: Any, target: TargetSpec, *, output: Any = None,
+    ) -> BiasGradients:
+        x = self._float_input(model, inputs, "bias_gradients")
+        found = bias_layers(model)
+        paths = tuple(p for p, _, _ in found)
+        program = self._program(model, "bias_gradients", paths, kind=target.kind,
+                                fns=_fns(target), output=output)
+        result = self._run(program, model, target, x, self._constants(model, x, target, output))
+        grads = {p: g.numpy() for p, g in result["grads"].items()}
+        biases = {p: b for p, _, b in found if p in grads}
+        top1 = result["top1"]
+        return BiasGradients(
+            scores=result["scores"].numpy(),
+            targets=target.resolved_indices(None if top1 is None else top1.numpy()),
+            input_gradients=result["input"].numpy(), biases=biases,
+            gradients={p: grads[p] for p in paths if p in grads},
+        )
+
+    def _float_input(self, model: Any, inputs: Any, what: str) -> tf.Tensor:
+        _check_model(model)
+        x = self._prepare(inputs, model)
+        if not tf.is_tensor(x) or not x.dtype.is_floating:
+            raise NotImplementedError(f"{what} supports one floating-point input tensor")
+        return x
 
     # -- dense weights and input gradients ------------------------------------------------
     def linear_weights(self, model: Any, fc: Any = None) -> np.ndarray:

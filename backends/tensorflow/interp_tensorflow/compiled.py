@@ -35,13 +35,27 @@ from interp_core.backend.targets import TargetSpec, select_output
 from interp_tensorflow.layers import (
     Hook,
     intercepted,
+    is_bias_convolution,
     layer_data_format,
     model_data_format,
     output_layer,
+    recording_pre_activations,
     resolve,
     squashing,
 )
 from interp_tensorflow.ops import TFOps
+
+#: The gradient that guided backpropagation gives every ``Relu`` op of a compiled pass.
+GUIDED_RELU = "InterpCoreGuidedRelu"
+
+
+def _guided_relu_gradient(op: Any, grad: tf.Tensor) -> tf.Tensor:
+    """Guided backpropagation through ReLU: ``g * (y > 0) * (g > 0)``."""
+    return tf.where((op.outputs[0] > 0) & (grad > 0), grad, tf.zeros_like(grad))
+
+
+with contextlib.suppress(KeyError):  # registered by an earlier import of this module
+    tf.RegisterGradient(GUIDED_RELU)(_guided_relu_gradient)
 
 
 def forward(model: Any, x: Any, hooks: Sequence[tuple[str, Any, Hook]], output: Any) -> Any:
@@ -105,12 +119,18 @@ class Program:
     Parameters
     ----------
     mode : str
-        ``"capture"``, ``"predict"``, ``"patch"`` or ``"input_gradients"``.
+        ``"capture"``, ``"predict"``, ``"patch"``, ``"input_gradients"``, ``"score_gradients"``
+        or ``"bias_gradients"``.
     paths : tuple of str
         Resolved layer paths (empty for ``predict``; the objective layer or none for
         ``input_gradients``).
     gradients, native_layout : bool
         Capture options.
+    guided : bool
+        ``"score_gradients"``: every ``Relu`` op of the pass gets the guided gradient.
+    expand : bool
+        ``"patch"``: the input is one sample, run once; the layer's output is expanded to one
+        copy per mask (ablation from the layer on).
     kind : str
         The target kind (``spec.kind``); ``"fn"`` specs also key on their callables.
     output : None, str, int or callable
@@ -121,10 +141,13 @@ class Program:
 
     def __init__(self, mode: str, paths: tuple[str, ...], *, gradients: bool = False,
                  native_layout: bool = False, kind: str = "", output: Any = None,
-                 on_trace: Callable[[], None] | None = None) -> None:
+                 on_trace: Callable[[], None] | None = None, guided: bool = False,
+                 expand: bool = False) -> None:
         self.mode = mode
         self.paths = paths
         self.gradients = gradients
+        self.guided = guided
+        self.expand = expand
         self.native_layout = native_layout
         self.kind = kind
         self.output = output
@@ -224,6 +247,8 @@ class Program:
 
         def hook(t: tf.Tensor) -> tf.Tensor:
             m_count, channels = int(masks.shape[0]), int(masks.shape[1])
+            if self.expand:
+                t = tf.tile(t, [m_count] + [1] * (t.shape.rank - 1))
             axis = 1 if fmt == "channels_first" else t.shape.rank - 1
             if int(t.shape[axis]) != channels:
                 raise ValueError(
@@ -268,6 +293,57 @@ class Program:
                              "path, or integer inputs)")
         return {"values": values, "grads": tf.cast(grad, tf.float32),
                 "channels": tf.constant(count, tf.int64)}
+
+
+    def _score_gradients(self, model: Any, spec: TargetSpec, x: tf.Tensor,
+                         consts: Sequence[tf.Tensor]) -> dict[str, Any]:
+        """d(sum of target scores)/d(input); symbolic ``tf.gradients`` so that the guided
+        gradient override of the ``Relu`` ops (a graph's ``gradient_override_map``) applies."""
+        graph = tf.compat.v1.get_default_graph()
+        override = (graph.gradient_override_map({"Relu": GUIDED_RELU}) if self.guided
+                    else contextlib.nullcontext())
+        with override:
+            out = forward(model, x, [], self.output)
+        scores, top1 = target_scores(out, spec, self._ops(consts))
+        (grad,) = tf.gradients(tf.reduce_sum(scores), [x])
+        if grad is None:
+            raise ValueError("the target score does not depend on the input (a "
+                             "non-differentiable path, or integer inputs)")
+        return {"scores": tf.cast(scores, tf.float32), "top1": top1,
+                "grads": tf.cast(grad, tf.float32)}
+
+    def _bias_gradients(self, model: Any, spec: TargetSpec, x: tf.Tensor,
+                        consts: Sequence[tf.Tensor]) -> dict[str, Any]:
+        """Input gradients and the gradients at every biased layer's pre-activation output
+        (convolutions: the input of their activation; batch norm: its output)."""
+        layers = self._layers(model)
+        store: dict[str, tf.Tensor] = {}
+        tape = tf.GradientTape(watch_accessed_variables=False)
+
+        def record(path: str, t: tf.Tensor) -> tf.Tensor:
+            if path in store:
+                raise layer_ran_twice_error(path)
+            tape.watch(t)
+            store[path] = t
+            return t
+
+        convs = [(p, layer) for p, layer, _ in layers if is_bias_convolution(layer)]
+        hooks = [(p, layer, functools.partial(record, p)) for p, layer, _ in layers
+                 if not is_bias_convolution(layer)]
+        with tape:
+            tape.watch(x)
+            with recording_pre_activations(convs, record):
+                out = forward(model, x, hooks, self.output)
+            scores, top1 = target_scores(out, spec, self._ops(consts))
+            total = tf.reduce_sum(scores)
+        ran = [(p, fmt) for p, _, fmt in layers if p in store and store[p].shape.rank >= 3]
+        grads = tape.gradient(total, [x, *(store[p] for p, _ in ran)])
+        if grads[0] is None:
+            raise ValueError("the target score does not depend on the input")
+        layer_grads = {p: canonical(tf.zeros_like(store[p]) if g is None else g, fmt)
+                       for (p, fmt), g in zip(ran, grads[1:], strict=True)}
+        return {"scores": tf.cast(scores, tf.float32), "top1": top1,
+                "input": tf.cast(grads[0], tf.float32), "grads": layer_grads}
 
 
 def class_axis(model: Any) -> int:

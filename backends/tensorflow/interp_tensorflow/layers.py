@@ -23,7 +23,10 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
+
+from interp_core.methods.layer_choice import LayerOutput
 
 #: A hook gets the layer's (first) output tensor and returns the tensor to pass on.
 Hook = Callable[[tf.Tensor], tf.Tensor]
@@ -277,3 +280,135 @@ def _record_input(call: Callable[..., Any], store: dict[str, Any]) -> Callable[.
         return call(inputs, *args, **kwargs)
 
     return call_and_record
+
+
+# -- the dry run of the default layer -----------------------------------------------------------
+def layer_outputs(model: Any, x: Any) -> list[LayerOutput]:
+    """What every layer emitted in one eager pass of ``model`` on ``x``, in the order the outputs
+    were produced, shapes in the core's channels-last layout (a layer that ran several times:
+    its last run)."""
+    fmt = model_data_format(model)
+    seen: dict[str, LayerOutput] = {}
+    hooks = []
+    visited: set[int] = set()
+    for path, layer in walk(model):
+        if id(layer) in visited:
+            continue
+        visited.add(id(layer))
+        layer_fmt = layer_data_format(layer, fmt)
+
+        def hook(t: tf.Tensor, path: str = path, layer_fmt: str = layer_fmt,
+                 type_name: str = type(layer).__name__) -> tf.Tensor:
+            shape = tuple(int(d) for d in t.shape)
+            if layer_fmt == "channels_first" and len(shape) >= 3:
+                shape = (shape[0], *shape[2:], shape[1])
+            calls = seen.pop(path).calls + 1 if path in seen else 1
+            seen[path] = LayerOutput(path, shape, type_name, calls)
+            return t
+
+        hooks.append((path, layer, hook))
+    with intercepted(hooks):
+        model(x, training=False)
+    return list(seen.values())
+
+
+# -- biased layers (FullGrad) -------------------------------------------------------------------
+_CONVOLUTIONS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+
+
+def is_bias_convolution(layer: Any) -> bool:
+    """A convolution that adds a bias (its activation, if any, comes after the bias)."""
+    return isinstance(layer, _CONVOLUTIONS) and bool(getattr(layer, "use_bias", False)) \
+        and getattr(layer, "bias", None) is not None
+
+
+def effective_bias(layer: Any) -> np.ndarray | None:
+    """The per-channel bias ``layer`` adds in inference mode, float32 ``(C,)``, or None.
+
+    Convolutions: their ``bias``. ``BatchNormalization``: ``beta - moving_mean * gamma /
+    sqrt(moving_variance + epsilon)`` (``beta`` 0 without ``center``, ``gamma`` 1 without
+    ``scale``).
+    """
+    if is_bias_convolution(layer):
+        return np.asarray(keras.ops.convert_to_numpy(layer.bias), np.float32).reshape(-1)
+    if isinstance(layer, keras.layers.BatchNormalization):
+        value = lambda v: np.asarray(keras.ops.convert_to_numpy(v), np.float64)  # noqa: E731
+        mean, var = value(layer.moving_mean), value(layer.moving_variance)
+        gamma = value(layer.gamma) if layer.scale else np.ones_like(mean)
+        beta = value(layer.beta) if layer.center else np.zeros_like(mean)
+        return (beta - mean * gamma / np.sqrt(var + layer.epsilon)).astype(np.float32)
+    return None
+
+
+def bias_layers(model: Any) -> list[tuple[str, Any, np.ndarray]]:
+    """``(path, layer, effective bias)`` of every biased convolution and batch norm, each
+    layer once, depth first."""
+    found, seen = [], set()
+    for path, layer in walk(model):
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        bias = effective_bias(layer)
+        if bias is not None:
+            found.append((path, layer, bias))
+    return found
+
+
+@contextlib.contextmanager
+def recording_pre_activations(layers: Sequence[tuple[str, Any]],
+                              record: Callable[[str, tf.Tensor], tf.Tensor]) -> Iterator[None]:
+    """For the block, each convolution's activation first passes its input (the convolution
+    plus bias, before the activation) through ``record(path, t)``; removed in ``finally``."""
+    undo: list[tuple[Any, str, Any]] = []
+    try:
+        for path, layer in layers:
+            activation = layer.activation
+
+            def recorded(x: tf.Tensor, *args: Any, path: str = path,
+                         activation: Any = activation, **kwargs: Any) -> tf.Tensor:
+                return activation(record(path, x), *args, **kwargs)
+
+            undo.append((layer, "activation", _set(layer, "activation", recorded)))
+        yield
+    finally:
+        for obj, attr, previous in reversed(undo):
+            _restore(obj, attr, previous)
+
+
+def eager_gradients(model: Any, x: Any, names: Sequence[str]) -> dict[str, Any]:
+    """Gradients of the top-1 output of ``model(x)`` at the layers ``names``, from one eager
+    pass (no ``tf.function`` trace: the default layer's check stays cheap), channels-last.
+
+    Raises
+    ------
+    ValueError
+        The model's (first) output is not ``(N, classes)``.
+    """
+    fmt = model_data_format(model)
+    store: dict[str, tf.Tensor] = {}
+    hooks = []
+    for path, layer in resolve(model, list(names)):
+
+        def hook(t: tf.Tensor, path: str = path) -> tf.Tensor:
+            tape.watch(t)
+            store[path] = t
+            return t
+
+        hooks.append((path, layer, hook))
+    with tf.GradientTape() as tape, intercepted(hooks):
+        out = first_tensor(model(x, training=False))
+        if out is None or out.shape.rank != 2:
+            raise ValueError("the default layer's check needs a (N, classes) output")
+        score = tf.reduce_sum(tf.reduce_max(out, axis=1))
+    paths = [p for p in names if p in store]
+    grads = tape.gradient(score, [store[p] for p in paths])
+    found = {}
+    for path, grad in zip(paths, grads, strict=True):
+        if grad is None:
+            grad = tf.zeros_like(store[path])
+        layer_fmt = layer_data_format(resolve(model, [path])[0][1], fmt)
+        rank = grad.shape.rank
+        if layer_fmt == "channels_first" and rank >= 3:
+            grad = tf.transpose(grad, [0, *range(2, rank), 1])
+        found[path] = grad.numpy()
+    return found

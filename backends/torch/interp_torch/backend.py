@@ -10,6 +10,7 @@ grad mode and the hook dictionaries are restored afterwards, also when an except
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -30,16 +31,31 @@ from interp_core.backend.policy import (
 )
 from interp_core.backend.protocol import (
     ACTIVATION_PATCH,
+    BIAS_GRADIENTS,
     GRADIENTS,
+    GUIDED_BACKPROP,
     INPUT_GRADIENTS,
     LINEAR_WEIGHTS,
+    SCORE_INPUT_GRADIENTS,
+    BiasGradients,
     Capture,
+    InputGradients,
     LayerCapture,
 )
 from interp_core.backend.scoring import target_scores
 from interp_core.backend.targets import TargetSpec, select_output
-from interp_torch.layers import first_tensor, hooked, layer_names, replace_first_tensor, resolve
-from interp_torch.ops import OPS, to_numpy
+from interp_core.methods.layer_choice import choose_layer
+from interp_torch.layers import (
+    bias_layers,
+    first_tensor,
+    hooked,
+    layer_names,
+    layer_outputs,
+    replace_first_tensor,
+    replaying_below,
+    resolve,
+)
+from interp_torch.ops import OPS, channels_last, guided_relus, to_numpy
 
 
 @contextlib.contextmanager
@@ -101,13 +117,23 @@ def _expected_input(model: nn.Module) -> str:
 #: Why a layer may not have run: hooks only see modules that forward() calls.
 _HOOK_HINT = "hooks see the modules that forward() calls"
 
+#: Models whose code after a layer cannot take a batch expanded at that layer (ablation then
+#: copies the input) and models that refuse channels-last inputs.
+_EXPANSION_REFUSED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+_CHANNELS_LAST_REFUSED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+
+
+class _ExpansionRefusedError(Exception):
+    """The model's code after the layer cannot take a batch expanded at the layer."""
+
 
 class TorchBackend:
     """interp-core backend for ``torch.nn.Module`` models (inputs ``(N, C, *spatial)``)."""
 
     name = "torch"
     input_layout = "channels_first"
-    capabilities = frozenset({GRADIENTS, LINEAR_WEIGHTS, ACTIVATION_PATCH, INPUT_GRADIENTS})
+    capabilities = frozenset({GRADIENTS, LINEAR_WEIGHTS, ACTIVATION_PATCH, INPUT_GRADIENTS,
+                              SCORE_INPUT_GRADIENTS, GUIDED_BACKPROP, BIAS_GRADIENTS})
 
     # -- conversions ----------------------------------------------------------------------
     def to_numpy(self, x: Any) -> np.ndarray:
@@ -168,24 +194,19 @@ class TorchBackend:
         return layer_names(model)
 
     def default_layer(self, model: nn.Module, inputs: Any) -> str:
-        order: list[str] = []
+        """The core's choice (:func:`~interp_core.methods.layer_choice.choose_layer`) from one
+        dry run and one top-1 gradient pass on the first sample (which layers reach it)."""
+        x = self._prepare(inputs, model)
+        with _explaining(model):
+            seen = layer_outputs(model, lambda: self._run(model, x))
+        first = take(x, slice(0, 1))
 
-        def make_hook(name: str) -> Callable[..., None]:
-            def hook(module: nn.Module, args: Any, out: Any) -> None:
-                t = first_tensor(out)
-                if t is not None and t.ndim >= 3 and int(np.prod(t.shape[2:])) > 1:
-                    order.append(name)
-            return hook
+        def probe(names: list[str]) -> dict[str, np.ndarray]:
+            cap = self.capture(model, first, names, TargetSpec("top1", 1))
+            return {name: c.gradients for name, c in cap.layers.items()}
 
-        named = [(n, m) for n, m in model.named_modules() if n]
-        with _explaining(model), hooked(named, make_hook):
-            self._run(model, self._prepare(inputs, model))
-        if not order:
-            raise ValueError(
-                "no layer of the model produced a spatial output (N, C, *spatial) with more than "
-                "one position; pass layer= explicitly"
-            )
-        return order[-1]
+        return choose_layer(seen, self._input_spatial(x), int(first_input(x).shape[0]),
+                            native_channels_first=True, gradient_probe=probe)
 
     # -- capture --------------------------------------------------------------------------
     def capture(
@@ -257,7 +278,7 @@ class TorchBackend:
         parts = []
         with _explaining(model):
             for sl in chunks(int(first_input(x).shape[0]), batch_size):
-                out = select_output(self._run(model, take(x, sl)), output)
+                out = select_output(self._run_fast(model, take(x, sl)), output)
                 scores, _ = target_scores(out, target.take(sl), OPS)
                 parts.append(to_numpy(scores, False))
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
@@ -266,39 +287,213 @@ class TorchBackend:
         self, model: nn.Module, inputs: Any, layer: Any, channel_masks: np.ndarray,
         target: TargetSpec, *, batch_size: int = 32, output: Any = None,
     ) -> np.ndarray:
+        """Scores with the layer's output multiplied by each mask, ``(M, N)``.
+
+        Ablation runs from the layer on: each sample runs through the whole network once
+        (batch 1); what the modules below the layer produce is recorded and replayed in the
+        sample's later passes (:func:`~interp_torch.layers.replaying_below`), and the layer's
+        output is expanded to one copy per mask by a forward hook, so only the part above the
+        layer runs on the copies. (A torch module's forward is arbitrary code, so the part
+        above the layer cannot be cut out as a function; the ancestors' own forward code
+        still runs, on the replayed values.) The first recorded and the first replayed pass
+        each carry an all-ones mask that must give the unpatched score; a model whose code
+        after the layer cannot take the expanded batch (a batch size read before the layer,
+        say) falls back to copying the input, every copy running the whole network.
+        """
         ((name, module),) = resolve(model, [layer])
         x = self._prepare(inputs, model)
         if isinstance(x, tuple | list | dict):
             raise NotImplementedError("patched_scores supports single-tensor inputs")
-        n = x.shape[0]
         masks = np.asarray(channel_masks, dtype=np.float32)
+        if masks.ndim != 2:
+            raise ValueError(f"channel_masks must be (M, C), got shape {masks.shape}")
+        n = int(x.shape[0])
         per_chunk = mask_chunks(len(masks), n, batch_size)
-        current: dict[str, torch.Tensor] = {}
+        with _explaining(model):
+            if model in _EXPANSION_REFUSED:
+                return self._patched_tiled(model, x, name, module, masks, target, per_chunk,
+                                           output)
+            try:
+                return self._patched_from_layer(model, x, name, module, masks, target,
+                                                batch_size, output)
+            except _ExpansionRefusedError:
+                rows = self._patched_tiled(model, x, name, module, masks, target, per_chunk,
+                                           output)
+                _EXPANSION_REFUSED.add(model)  # only once the copies worked: not a bad request
+                return rows
 
-        def make_hook(_: str) -> Callable[..., Any]:
-            def hook(mod: nn.Module, args: Any, out: Any) -> Any:
-                t = first_tensor(out)
-                m = current["mask"].to(device=t.device, dtype=t.dtype)
-                if m.shape[1] != t.shape[1]:
-                    raise ValueError(
-                        f"channel_masks have {m.shape[1]} channels but layer {name!r} has "
-                        f"{t.shape[1]}"
-                    )
-                shape = (m.shape[0], 1, m.shape[1]) + (1,) * (t.ndim - 2)
-                patched = t.reshape(m.shape[0], n, *t.shape[1:]) * m.reshape(shape)
-                return replace_first_tensor(out, patched.reshape(t.shape))
-            return hook
+    @staticmethod
+    def _mask_hook(name: str, current: dict[str, Any]) -> Callable[..., Any]:
+        """A forward hook: the layer's output (``n`` samples, or expanded to ``M`` copies of
+        them first where ``current["expand"]``) times ``current["mask"]`` ``(M, C)``."""
+        def hook(mod: nn.Module, args: Any, out: Any) -> Any:
+            t = first_tensor(out)
+            m = current["mask"].to(device=t.device, dtype=t.dtype)
+            if m.shape[1] != t.shape[1]:
+                raise ValueError(
+                    f"channel_masks have {m.shape[1]} channels but layer {name!r} has "
+                    f"{t.shape[1]}"
+                )
+            if current["expand"]:
+                t = t.repeat((m.shape[0],) + (1,) * (t.ndim - 1))
+            n = t.shape[0] // m.shape[0]
+            shape = (m.shape[0], 1, m.shape[1]) + (1,) * (t.ndim - 2)
+            patched = t.reshape(m.shape[0], n, *t.shape[1:]) * m.reshape(shape)
+            return replace_first_tensor(out, patched.reshape(t.shape))
+        return hook
 
+    def _patched_from_layer(self, model: nn.Module, x: torch.Tensor, name: str,
+                            module: nn.Module, masks: np.ndarray, target: TargetSpec,
+                            batch_size: int, output: Any) -> np.ndarray:
+        """Ablation from the layer on, one sample at a time: the first pass of a sample runs
+        the whole network once (batch 1) and records what the modules below the layer
+        produced (:func:`~interp_torch.layers.replaying_below`); later passes replay that, and
+        only the layer's output onwards runs, on one copy per mask."""
+        n = int(x.shape[0])
+        per_chunk = max(1, min(batch_size, len(masks)))
+        current: dict[str, Any] = {"expand": True}
+        rows = np.empty((len(masks), n), dtype=np.float32)
+        plain = self._scores_of(model, x, target, output)
+        ones = np.ones((1, masks.shape[1]), np.float32)
+        with contextlib.ExitStack() as stack:
+            try:
+                replay = stack.enter_context(replaying_below(model, module))
+            except ValueError as exc:  # the layer is the model itself
+                raise _ExpansionRefusedError from exc
+            stack.enter_context(hooked([(name, module)],
+                                       lambda _: self._mask_hook(name, current)))
+            for i in range(n):
+                sample, spec = x[i : i + 1], target.take(np.array([i]))
+                for index, start in enumerate(range(0, len(masks), per_chunk)):
+                    (replay.record if index == 0 else replay.replay)()
+                    chunk = masks[start : start + per_chunk]
+                    # The first two passes (recorded, replayed) each carry an all-ones mask,
+                    # which must reproduce the unpatched score.
+                    check = i == 0 and index <= 1
+                    if check:
+                        chunk = np.concatenate([chunk, ones])
+                    current["mask"] = torch.from_numpy(chunk)
+                    try:
+                        out = select_output(self._run(model, sample), output)
+                        scores, _ = target_scores(out, spec.tile(len(chunk)), OPS)
+                    except (ValueError, RuntimeError, IndexError, KeyError) as exc:
+                        if check:
+                            raise _ExpansionRefusedError from exc
+                        raise
+                    got = to_numpy(scores, False).reshape(-1)
+                    if check:
+                        if got.shape != (len(chunk),) or not np.allclose(
+                                got[-1], plain[0], rtol=1e-4, atol=1e-5):
+                            raise _ExpansionRefusedError
+                        got = got[:-1]
+                    rows[start : start + len(got), i] = got
+        return rows
+
+    def _patched_tiled(self, model: nn.Module, x: torch.Tensor, name: str, module: nn.Module,
+                       masks: np.ndarray, target: TargetSpec, per_chunk: int,
+                       output: Any) -> np.ndarray:
+        n = int(x.shape[0])
+        current: dict[str, Any] = {"expand": False}
         rows = []
-        with _explaining(model), hooked([(name, module)], make_hook):
+        with hooked([(name, module)], lambda _: self._mask_hook(name, current)):
             for start in range(0, len(masks), per_chunk):
                 chunk = torch.from_numpy(masks[start : start + per_chunk])
                 current["mask"] = chunk
                 tiled = x.repeat((len(chunk),) + (1,) * (x.ndim - 1))
-                out = select_output(self._run(model, tiled), output)
+                out = select_output(self._run_fast(model, tiled), output)
                 scores, _ = target_scores(out, target.tile(len(chunk)), OPS)
                 rows.append(to_numpy(scores, False).reshape(len(chunk), n))
         return np.concatenate(rows, axis=0)
+
+    def _scores_of(self, model: nn.Module, x: Any, target: TargetSpec,
+                   output: Any) -> np.ndarray:
+        """Target scores of one forward pass (no hooks added), float32 ``(N,)``."""
+        out = select_output(self._run_fast(model, x), output)
+        return to_numpy(target_scores(out, target, OPS)[0], False)
+
+    def _run_fast(self, model: nn.Module, x: Any) -> Any:
+        """``model(x)`` with an image batch in channels-last memory format on the CPU, where
+        oneDNN's convolutions are faster (same values, same shape); a model whose code refuses
+        that layout (``view`` on a permuted tensor) runs on ``x`` as given from then on."""
+        fast = channels_last(x) if torch.is_tensor(x) else x
+        if fast is x or model in _CHANNELS_LAST_REFUSED:
+            return self._run(model, x)
+        try:
+            return self._run(model, fast)
+        except ValueError:
+            _CHANNELS_LAST_REFUSED.add(model)
+            return self._run(model, x)
+
+    # -- gradients of the target scores at the input --------------------------------------
+    def score_input_gradients(
+        self, model: nn.Module, inputs: Any, target: TargetSpec, *, batch_size: int = 32,
+        output: Any = None, guided: bool = False,
+    ) -> InputGradients:
+        _refuse_inference_mode()
+        x = self._prepare(inputs, model)
+        if not torch.is_tensor(x) or not x.is_floating_point():
+            raise NotImplementedError(
+                "score_input_gradients needs one floating-point input tensor, got "
+                f"{_describe(x)}")
+        scores, grads, tops = [], [], []
+        with _explaining(model, grad_enabled=True):
+            for sl in chunks(int(x.shape[0]), batch_size):
+                leaf = x[sl].detach().requires_grad_(True)
+                with guided_relus() if guided else contextlib.nullcontext():
+                    out = select_output(self._run_fast(model, leaf), output)
+                    s, top1 = target_scores(out, target.take(sl), OPS)
+                if not s.requires_grad:
+                    raise ValueError("the target score does not depend on the input (a "
+                                     "non-differentiable path, or integer inputs)")
+                (g,) = torch.autograd.grad(s.sum(), [leaf])
+                scores.append(to_numpy(s, False))
+                grads.append(to_numpy(g, False))
+                tops.append(None if top1 is None else top1.cpu().numpy())
+        top = None if tops[0] is None else np.concatenate(tops)
+        return InputGradients(np.concatenate(scores), target.resolved_indices(top),
+                              np.concatenate(grads))
+
+    def bias_gradients(
+        self, model: nn.Module, inputs: Any, target: TargetSpec, *, output: Any = None,
+    ) -> BiasGradients:
+        _refuse_inference_mode()
+        x = self._prepare(inputs, model)
+        if not torch.is_tensor(x) or not x.is_floating_point():
+            raise NotImplementedError(
+                f"bias_gradients needs one floating-point input tensor, got {_describe(x)}")
+        x = x.detach().requires_grad_(True)
+        found = bias_layers(model)
+        store: dict[str, torch.Tensor] = {}
+
+        def make_hook(name: str) -> Callable[..., Any]:
+            def hook(module: nn.Module, args: Any, out: Any) -> Any:
+                t = first_tensor(out)
+                if t is None or t.ndim < 3:
+                    return None
+                if name in store:
+                    raise layer_ran_twice_error(name)
+                store[name] = t
+                return replace_first_tensor(out, t.clone())  # shielded from in-place ReLUs
+            return hook
+
+        with _explaining(model, grad_enabled=True), hooked(
+                [(name, module) for name, module, _ in found], make_hook):
+            out = select_output(self._run(model, x), output)
+            scores, top1 = target_scores(out, target, OPS)
+            if not scores.requires_grad:
+                raise ValueError("the target score does not depend on the input")
+            names = [name for name, _, _ in found if name in store]
+            grads = torch.autograd.grad(scores.sum(), [x, *(store[k] for k in names)],
+                                        allow_unused=True)
+        biases = {name: bias for name, _, bias in found}
+        layer_grads = {k: to_numpy(torch.zeros_like(store[k]) if g is None else g, True)
+                       for k, g in zip(names, grads[1:], strict=True)}
+        return BiasGradients(
+            scores=to_numpy(scores, False),
+            targets=target.resolved_indices(None if top1 is None else top1.cpu().numpy()),
+            input_gradients=to_numpy(grads[0], False),
+            biases={k: to_numpy(biases[k], False) for k in layer_grads}, gradients=layer_grads,
+        )
 
     # -- dense weights and input gradients ------------------------------------------------
     def linear_weights(self, model: nn.Module, fc: Any = None) -> np.ndarray:

@@ -11,8 +11,9 @@ from typing import Any
 
 from interp_core.backend import BackendRegistration, hookimpl
 
-#: File suffixes this adapter loads (``torch.save(model, path)``; TorchScript gets an error).
-MODEL_FILES = (".pt", ".pth", ".ts", ".jit")
+#: File suffixes this adapter loads (``torch.save(model, path)``, ``torch.export.save`` programs
+#: as ``.pt2``; TorchScript gets an error).
+MODEL_FILES = (".pt", ".pth", ".ts", ".jit", ".pt2")
 
 
 @hookimpl

@@ -1,0 +1,250 @@
+"""Audit throughput and driver memory: the engines against a hand-written loop.
+
+On ``--images`` (2,000) generated shapes images (64x64 PNGs with a manifest of boxes), the
+demo torch model, Grad-CAM on ``block3`` plus the pointing game:
+
+1. local engine images/s / a hand-written loop (load PNG, forward + backward with
+   ``torch.autograd.grad`` on the layer's output, Grad-CAM, upsample, pointing game, overlay
+   PNG): target >= 0.85. Both run with one CPU thread.
+2. Ray engine with 2 actors of 1 thread / local engine with 1 thread: target >= 1.6 on 2
+   cores. Reported end to end with Ray already running (a cluster is started once, not per
+   run; the time of ``ray.init`` is printed too), and for the batches alone: images over the
+   time from the first batch's start to the last batch's end in the workers (no start-up,
+   no merge), from a trace the benchmark adds to the engines' batch worker. CPU time per
+   image in the workers is printed as well.
+3. Driver peak memory (max RSS) of a run over 2,000 rows vs 20,000 rows (the same files
+   listed ten times under different ids): target < 1.2x; for both engines.
+
+Each measurement runs in a fresh process (threads fixed by OMP/MKL/OPENBLAS_NUM_THREADS
+before numpy and torch load; peak memory from ``getrusage``). Torch is imported before the
+clock starts in every variant. The load average is printed before and after: on a busy
+machine the wall-clock ratios are noise; run it on a quiet one.
+
+    python benchmarks/audit.py [--images 2000] [--size 64] [--big 20000] [--repeats 2]
+                               [--skip-ray] [--skip-memory]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import functools
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BATCH = 32
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+# -- data ---------------------------------------------------------------------------------
+def make_data(root: Path, n: int, repeats: int, size: int = 64) -> tuple[Path, Path]:
+    """``n`` shapes PNGs; a manifest of them and one listing them ``repeats`` times."""
+    from interp_core.datasets import CLASSES, make_shapes
+    from interp_core.viz import save_png
+
+    data = make_shapes(n, size=size, seed=11)
+    rows = []
+    for i in range(n):
+        path = root / "images" / f"{i:05d}.png"
+        save_png(path, data.images[i])
+        y0, x0, y1, x1 = (int(v) for v in data.boxes[i])
+        rows.append({"id": f"{i:05d}", "path": f"images/{i:05d}.png",
+                     "label": CLASSES[int(data.labels[i])], "group": "ab"[i % 2],
+                     "x0": x0, "y0": y0, "x1": x1, "y1": y1})
+    small, big = root / "manifest.csv", root / "manifest_big.csv"
+    for target, copies in ((small, 1), (big, repeats)):
+        with open(target, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            for k in range(copies):
+                writer.writerows({**r, "id": f"{k}-{r['id']}"} for r in rows)
+    return small, big
+
+
+# -- the variants (each in its own process) ------------------------------------------------
+def hand_loop(manifest: Path, out: Path) -> int:
+    """What a user would write by hand with torch: no library pipeline, no result files."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F  # noqa: N812  (the usual torch spelling)
+    from PIL import Image
+
+    from interp_core.datasets.demo import demo_model
+    from interp_core.viz import overlay, save_png
+
+    with open(manifest, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    model = demo_model("torch")
+    captured: dict[str, torch.Tensor] = {}
+    model.block3.register_forward_hook(lambda m, i, o: captured.__setitem__("a", o))
+    hits = []
+    for s in range(0, len(rows), BATCH):
+        chunk = rows[s:s + BATCH]
+        images = np.stack([np.asarray(Image.open(manifest.parent / r["path"]).convert("RGB"),
+                                      dtype=np.float32) / 255.0 for r in chunk])
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+        logits = model(x)
+        top = logits.argmax(1)
+        (grads,) = torch.autograd.grad(logits.gather(1, top[:, None]).sum(), captured["a"])
+        with torch.no_grad():
+            acts = captured["a"]
+            cam = torch.relu((grads.mean((2, 3), keepdim=True) * acts).sum(1, keepdim=True))
+            cam = F.interpolate(cam, size=x.shape[2:], mode="bilinear", align_corners=False)[:, 0]
+            lo = cam.amin((1, 2), keepdim=True)
+            hi = cam.amax((1, 2), keepdim=True)
+            maps = ((cam - lo) / (hi - lo).clamp_min(1e-12)).numpy()
+        for j, r in enumerate(chunk):
+            y, xx = np.unravel_index(int(maps[j].argmax()), maps[j].shape)
+            hits.append(int(r["y0"]) <= y < int(r["y1"]) and int(r["x0"]) <= xx < int(r["x1"]))
+            save_png(out / f"{r['id']}.png", overlay(images[j], maps[j]))
+    return len(hits)
+
+
+def traced(cls: type, path: str) -> type:
+    """``cls`` (the engines' batch worker) that appends each batch's wall and CPU times to
+    ``path``: the steady-state rate of the workers, without start-up and merge."""
+
+    class Traced(cls):  # type: ignore[misc, valid-type]
+        def __call__(self, batch: object) -> object:
+            wall, cpu = time.time(), time.process_time()
+            rows = super().__call__(batch)
+            with open(path, "a") as handle:
+                handle.write(json.dumps([os.getpid(), wall, time.time(),
+                                         time.process_time() - cpu, batch.num_rows]) + "\n")
+            return rows
+
+    return Traced
+
+
+def steady_state(path: Path) -> dict[str, float]:
+    """Images/s from the first batch's start to the last batch's end, and CPU s per image."""
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    window = max(r[2] for r in records) - min(r[1] for r in records)
+    images = sum(r[4] for r in records)
+    return {"steady_rate": images / window, "cpu_per_image": sum(r[3] for r in records) / images,
+            "workers": len({r[0] for r in records})}
+
+
+def child(kind: str, manifest: Path, out: Path, size: int) -> dict[str, object]:
+    """One timed run of one variant in this (fresh) process; peak memory of the process."""
+    import torch  # noqa: F401  (loaded before the clock in every variant)
+
+    import interp_core.audit.engine_local as engine_local
+    from interp_core.audit import audit
+    from interp_core.datasets.demo import demo_model
+
+    demo_model("torch")  # adapter and weights loaded once, as a warm process has them
+    trace = out / "batches.jsonl"
+    init = 0.0
+    if kind == "ray":
+        import logging
+
+        import ray
+
+        import interp_core.audit.engine_ray as engine_ray
+
+        engine_ray.run_ray = functools.partial(
+            engine_ray.run_ray, worker_class=traced(engine_ray.RayBatchWorker, str(trace)))
+        t = time.perf_counter()
+        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING,
+                 log_to_driver=False)
+        init = time.perf_counter() - t
+    elif kind == "local":
+        engine_local.run_local = functools.partial(
+            engine_local.run_local, worker_class=traced(engine_local.BatchWorker, str(trace)))
+    start, cpu = time.perf_counter(), time.process_time()
+    if kind == "hand":
+        images = hand_loop(manifest, out / "run")
+    else:
+        result = audit("demo:torch", manifest, out / "run", engine=kind, threads=1, size=size,
+                       workers=2 if kind == "ray" else None, progress=False)
+        images = result.images
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
+    found = {"seconds": seconds, "cpu": cpu, "images": images, "ray_init": init,
+             "peak_mb": peak}
+    return {**found, **(steady_state(trace) if trace.exists() else {})}
+
+
+def run_child(kind: str, manifest: Path, out: Path, size: int) -> dict[str, object]:
+    env = {**os.environ, **dict.fromkeys(THREAD_VARS, "1"), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    shutil.rmtree(out, ignore_errors=True)
+    (out / "run").mkdir(parents=True)
+    os.sync()  # the previous run's files are flushed before this one's clock starts
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", kind, str(manifest), str(out), str(size)],
+        env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{kind} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--size", type=int, default=64, help="image side in pixels")
+    parser.add_argument("--big", type=int, default=20000)
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="processes per variant, run in turn (the fastest is kept)")
+    parser.add_argument("--skip-ray", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--child", nargs=4, metavar=("KIND", "MANIFEST", "OUT", "SIZE"))
+    args = parser.parse_args()
+    if args.child:
+        kind, manifest, out, size = args.child
+        print(json.dumps(child(kind, Path(manifest), Path(out), int(size))))
+        return
+
+    root = Path(tempfile.mkdtemp(prefix="interp-audit-bench-"))
+    try:
+        small, big = make_data(root, args.images, max(1, args.big // args.images), args.size)
+        print(f"{args.images} shapes images {args.size}x{args.size}, Grad-CAM block3 + "
+              f"pointing game, batch {BATCH}, 1 thread per process/actor; "
+              f"cores: {os.cpu_count()}; load average before: {os.getloadavg()[0]:.1f}")
+        kinds = ("hand", "local") + (() if args.skip_ray else ("ray",))
+        found: dict[str, list[dict[str, object]]] = {k: [] for k in kinds}
+        for _ in range(args.repeats):  # kinds take turns, so machine noise hits them alike
+            for kind in kinds:
+                found[kind].append(run_child(kind, small, root / f"out-{kind}", args.size))
+        best = {k: min(v, key=lambda r: r["seconds"]) for k, v in found.items()}
+        steady = {k: max(r.get("steady_rate", 0.0) for r in v) for k, v in found.items()}
+        n = args.images
+        for kind in kinds:
+            r = best[kind]
+            extra = f"; {1000 * r['cpu'] / n:.2f} ms CPU/image in the process"
+            if kind != "hand":
+                extra += (f"; batches alone {steady[kind]:6.1f} images/s, "
+                          f"{1000 * r['cpu_per_image']:.2f} ms CPU/image in the workers")
+            print(f"  {kind:<6} {n / r['seconds']:6.1f} images/s ({r['seconds']:6.2f} s){extra}")
+        cpu = {k: min(r["cpu"] for r in v) for k, v in found.items()}
+        print(f"local engine / hand loop: {best['hand']['seconds'] / best['local']['seconds']:.2f}"
+              f" wall clock, {cpu['hand'] / cpu['local']:.2f} in CPU time of the process "
+              "(both single-threaded; load-independent) (target >= 0.85)")
+        if not args.skip_ray:
+            ray = best["ray"]
+            print(f"ray 2 actors x 1 thread / local 1 thread: "
+                  f"{best['local']['seconds'] / ray['seconds']:.2f} end to end, Ray running "
+                  f"(+ {ray['ray_init']:.1f} s to start Ray); "
+                  f"{steady['ray'] / steady['local']:.2f} batches alone (target >= 1.6)")
+        if not args.skip_memory:
+            engines = ["local"] + ([] if args.skip_ray else ["ray"])
+            for engine in engines:
+                a = run_child(engine, small, root / f"mem-{engine}-small", args.size)
+                b = run_child(engine, big, root / f"mem-{engine}-big", args.size)
+                print(f"driver peak memory, {engine}: {a['images']} rows {a['peak_mb']:.0f} MiB,"
+                      f" {b['images']} rows {b['peak_mb']:.0f} MiB: "
+                      f"{b['peak_mb'] / a['peak_mb']:.2f}x (target < 1.2)")
+        print(f"load average after: {os.getloadavg()[0]:.1f}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,248 @@
+"""The per-batch work shared by every engine: images in, result rows out.
+
+:class:`BatchWorker` is built once per process (the local engine) or once per Ray actor; it
+builds the model from the config and then maps a pyarrow table of work items
+(:func:`interp_core.audit.sources.work_schema`) to a table of result rows
+(:func:`interp_core.audit.results.part_schema`), one per item, in the same order. An image
+that cannot be read becomes a row with ``error`` set; it never stops the batch. Both engines
+feed the same batches (consecutive ``batch_size`` slices of the work table) to the same code,
+so they produce the same rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from interp_core.audit.config import AuditConfig, build_model, set_framework_threads
+from interp_core.audit.results import encode_maps, part_schema
+from interp_core.backend.layout import to_backend_layout
+from interp_core.backend.registry import get_backend
+from interp_core.backend.targets import resolve_targets
+from interp_core.methods import method_class
+from interp_core.methods.postprocess import interpolation_matrix
+from interp_core.metrics import (
+    average_drop,
+    deletion,
+    energy_pointing_game,
+    insertion,
+    pointing_game,
+)
+from interp_core.viz import overlay, save_png
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def overlay_name(item_id: str) -> str:
+    """``overlays/<stem>-<hash>.png``: readable, unique per id, stable across runs."""
+    stem = _UNSAFE.sub("_", Path(item_id).stem)[:60] or "image"
+    digest = hashlib.sha1(item_id.encode("utf-8")).hexdigest()[:10]
+    return f"overlays/{stem}-{digest}.png"
+
+
+def load_image(path: str, size: tuple[int, int]) -> tuple[np.ndarray, int, int]:
+    """An image file as float32 ``(H, W, 3)`` in [0, 1] at ``size``, and its original
+    width and height. Raises ValueError naming the file when it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            rgb = img.convert("RGB")
+            if (width, height) != (size[1], size[0]):
+                rgb = rgb.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            return np.asarray(rgb, dtype=np.float32) / 255.0, width, height
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ValueError(f"cannot read {path!r} as an image: {exc}") from exc
+
+
+def load_mask(path: str, size: tuple[int, int]) -> np.ndarray:
+    """A mask image as bool ``(H, W)`` at ``size`` (non-zero pixels are the object)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            small = img.convert("L").resize((size[1], size[0]), Image.Resampling.NEAREST)
+            return np.asarray(small) > 0
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ValueError(f"cannot read mask {path!r}: {exc}") from exc
+
+
+def box_region(box: tuple[float, float, float, float], width: int, height: int,
+               size: tuple[int, int]) -> np.ndarray:
+    """A box ``(x0, y0, x1, y1)`` in original pixels as a bool ``(H, W)`` mask at ``size``."""
+    x0, y0, x1, y1 = box
+    if not (x1 > x0 and y1 > y0):
+        raise ValueError(f"box (x0, y0, x1, y1)={box} is empty: it needs x1 > x0 and y1 > y0")
+    sy, sx = size[0] / height, size[1] / width
+    rows = np.arange(size[0])
+    cols = np.arange(size[1])
+    in_y = (rows >= math.floor(y0 * sy)) & (rows < math.ceil(y1 * sy))
+    in_x = (cols >= math.floor(x0 * sx)) & (cols < math.ceil(x1 * sx))
+    return in_y[:, None] & in_x[None, :]
+
+
+def downsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Half-pixel bilinear resize of ``(N, H, W)`` maps to ``size`` (the weights of
+    :func:`~interp_core.methods.postprocess.resize_bilinear`, applied as two matrix
+    products)."""
+    rows = interpolation_matrix(maps.shape[1], size[0]).astype(np.float32)
+    cols = interpolation_matrix(maps.shape[2], size[1]).astype(np.float32)
+    return np.ascontiguousarray(rows @ maps.astype(np.float32) @ cols.T)
+
+
+def stored_map_size(size: tuple[int, int], longest: int) -> tuple[int, int]:
+    """The map's stored ``(h, w)``: the input's aspect, longest side at most ``longest``."""
+    scale = min(1.0, longest / max(size))
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+class BatchWorker:
+    """Builds the model once; then ``worker(batch) -> rows`` (both pyarrow tables).
+
+    Parameters
+    ----------
+    config : AuditConfig
+        The run's settings; ``config.model`` is built here (never shipped as a live object).
+    model : optional
+        A live model to use instead (the local engine with a model object).
+    """
+
+    def __init__(self, config: AuditConfig, model: Any = None) -> None:
+        self.config = config
+        self.model = build_model(config.model, config.cwd) if model is None else model
+        self._restore_threads = set_framework_threads(config.threads)
+        if config.device == "cuda" and model is None and hasattr(self.model, "to"):
+            self.model = self.model.to("cuda")
+        self.backend = get_backend(config.backend if config.backend else self.model)
+        self.cam = method_class(config.method)(self.model, config.layer,
+                                               backend=self.backend.name,
+                                               **config.method_options)
+        self.map_hw = stored_map_size(config.size, config.map_size)
+        self.out = Path(config.out)
+
+    def close(self) -> None:
+        """Give the framework back its thread count (the local engine's process is the
+        user's)."""
+        self._restore_threads()
+
+    # -- one batch ------------------------------------------------------------------------
+    def __call__(self, batch: Any) -> Any:
+        import pyarrow as pa
+
+        items = batch.to_pylist()
+        rows: list[dict[str, Any]] = [_base_row(item) for item in items]
+        loaded: list[int] = []
+        images, regions = [], []
+        for i, item in enumerate(items):
+            try:
+                image, width, height = load_image(item["path"], self.config.size)
+                region = self._region(item, width, height)
+            except ValueError as exc:
+                rows[i]["error"] = str(exc)
+                continue
+            rows[i]["width"], rows[i]["height"] = width, height
+            loaded.append(i)
+            images.append(image)
+            regions.append(region)
+        if loaded:
+            self._explain(items, rows, loaded, np.stack(images), regions)
+        return pa.Table.from_pylist(rows, schema=part_schema())
+
+    def _region(self, item: dict[str, Any], width: int, height: int) -> np.ndarray | None:
+        if item.get("mask"):
+            return load_mask(item["mask"], self.config.size)
+        if item.get("box_x0") is not None:
+            box = (item["box_x0"], item["box_y0"], item["box_x1"], item["box_y1"])
+            return box_region(box, width, height, self.config.size)
+        return None
+
+    def _targets(self, x: Any, labels: list[int | None]) -> tuple[Any, np.ndarray | None,
+                                                                  np.ndarray | None]:
+        """What to explain, and the (prediction, score) pair when it needs its own pass."""
+        target = self.config.target
+        if target == "predicted":
+            return None, None, None
+        top1 = resolve_targets(None, len(labels))
+        cap = self.backend.capture(self.model, x, [], top1, gradients=False,
+                                   output=self.cam.output)
+        predicted = np.asarray(cap.targets, dtype=np.int64)
+        if target == "label":
+            chosen = [p if lab is None else lab for lab, p in zip(labels, predicted, strict=True)]
+            return chosen, predicted, np.asarray(cap.scores, dtype=np.float32)
+        return int(target), predicted, np.asarray(cap.scores, dtype=np.float32)
+
+    def _explain(self, items: list[dict[str, Any]], rows: list[dict[str, Any]],
+                 loaded: list[int], images: np.ndarray, regions: list[np.ndarray | None]
+                 ) -> None:
+        cfg = self.config
+        mean = np.asarray(cfg.mean, dtype=np.float32)
+        std = np.asarray(cfg.std, dtype=np.float32)
+        x_np = to_backend_layout(((images - mean) / std).astype(np.float32), self.backend,
+                                 self.model)
+        x = self.backend.from_numpy(x_np, self.model)
+        labels = [items[i]["label_index"] for i in loaded]
+        targets, predicted, predicted_scores = self._targets(x, labels)
+        exp = self.cam.explain(x, targets)
+        maps = exp.maps
+        if predicted is None:
+            predicted, predicted_scores = exp.targets, exp.scores
+        metrics = self._metrics(x, maps, exp.targets, regions)
+        small = maps if tuple(maps.shape[1:]) == self.map_hw else downsample(maps, self.map_hw)
+        blobs = encode_maps(small)
+        for j, i in enumerate(loaded):
+            row = rows[i]
+            label = items[i]["label_index"]
+            row.update(
+                prediction=int(predicted[j]), prediction_score=float(predicted_scores[j]),
+                correct=None if label is None else bool(int(predicted[j]) == label),
+                target=int(exp.targets[j]), score=float(exp.scores[j]), map=blobs[j],
+                map_height=self.map_hw[0], map_width=self.map_hw[1],
+            )
+            for name, values in metrics.items():
+                value = values[j]
+                row[name] = None if value is None else (
+                    bool(value) if name == "pointing_game" else float(value))
+            if cfg.overlays:
+                name = overlay_name(items[i]["id"])
+                save_png(self.out / name, overlay(images[j], maps[j], alpha=cfg.alpha))
+                row["overlay"] = name
+
+    def _metrics(self, x: Any, maps: np.ndarray, targets: np.ndarray,
+                 regions: list[np.ndarray | None]) -> dict[str, list[Any]]:
+        n = len(maps)
+        out: dict[str, list[Any]] = {}
+        have = [j for j, r in enumerate(regions) if r is not None]
+        if have:
+            masks = np.stack([regions[j] for j in have])
+            hits = pointing_game(maps[have], masks=masks)
+            energy = energy_pointing_game(maps[have], masks=masks)
+            pg: list[Any] = [None] * n
+            en: list[Any] = [None] * n
+            for k, j in enumerate(have):
+                pg[j], en[j] = bool(hits[k]), float(energy[k])
+            out["pointing_game"], out["energy_in_box"] = pg, en
+        functions = {"deletion": ("deletion_auc", deletion),
+                     "insertion": ("insertion_auc", insertion),
+                     "average_drop": ("average_drop", average_drop)}
+        for metric in self.config.faithfulness:
+            column, fn = functions[metric]
+            values = fn(self.model, x, maps, targets.tolist(), backend=self.backend.name,
+                        batch_size=self.config.batch_size, output=self.cam.output)
+            out[column] = [float(v) for v in values]
+        return out
+
+
+def _base_row(item: dict[str, Any]) -> dict[str, Any]:
+    """A result row with the work item's columns and nothing computed yet."""
+    return {
+        "id": item["id"], "index": item["index"], "path": item["path"],
+        "label": item["label"], "label_index": item["label_index"], "group": item["group"],
+        "box_x0": item["box_x0"], "box_y0": item["box_y0"], "box_x1": item["box_x1"],
+        "box_y1": item["box_y1"], "mask": item["mask"], "error": None,
+    }

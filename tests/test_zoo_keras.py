@@ -1,0 +1,82 @@
+"""The Keras sweep: every keras.applications model (random weights) with the default layer and
+with its last convolution against a hand-written GradientTape reference
+(``tests/zoo_keras.py``); and a channels-first Keras model. The slower half is marked ``slow``.
+With ``INTERP_ZOO_RESULTS=DIR`` each outcome is appended to ``DIR/keras.jsonl`` for
+``scripts/make_models_table.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import require_framework
+
+tf = require_framework("tensorflow", "tensorflow")
+keras = require_framework("tensorflow", "keras")
+
+import zoo_keras  # noqa: E402
+
+import interp_core as ic  # noqa: E402
+
+
+def record(result: zoo_keras.Result) -> None:
+    folder = os.environ.get("INTERP_ZOO_RESULTS")
+    if folder:
+        path = Path(folder) / "keras.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(dataclasses.asdict(result)) + "\n")
+
+
+def _param(case: zoo_keras.Case) -> object:
+    return pytest.param(case, id=case.id, marks=[pytest.mark.slow] if case.slow else [])
+
+
+@pytest.mark.parametrize("case", [_param(c) for c in zoo_keras.CASES])
+def test_gradcam_default_and_named_layer_match_the_reference(case: zoo_keras.Case) -> None:
+    result = zoo_keras.check(case)
+    record(result)
+    assert not result.error, result.error
+    assert result.default_ok and result.named_ok
+
+
+def test_every_application_is_swept() -> None:
+    names = {n for n in dir(keras.applications)
+             if n[0].isupper() and callable(getattr(keras.applications, n))}
+    assert names == {c.name for c in zoo_keras.CASES}
+    assert sum(c.slow for c in zoo_keras.CASES) >= len(zoo_keras.CASES) // 3
+
+
+def _channels_first_model() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((3, 32, 32))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu",
+                            data_format="channels_first", name="conv1")(inp)
+    x = keras.layers.MaxPooling2D(data_format="channels_first", name="pool")(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", data_format="channels_first", name="conv2")(x)
+    x = keras.layers.Activation("relu", name="act")(x)
+    x = keras.layers.GlobalAveragePooling2D(data_format="channels_first", name="gap")(x)
+    return keras.Model(inp, keras.layers.Dense(4, name="fc")(x))
+
+
+def test_channels_first_keras_model() -> None:
+    model = _channels_first_model()
+    x = zoo_keras.make_input(32).transpose(0, 3, 1, 2)               # (1, 3, 32, 32)
+    exp = ic.GradCAM(model).explain(x)
+    assert exp.layers == ["act"]
+    split = keras.Model(model.inputs, [model.get_layer("act").output, model.output])
+    with tf.GradientTape() as tape:
+        acts, logits = split(x, training=False)
+        score = tf.reduce_max(logits, axis=1)
+    grads = tape.gradient(score, acts)                               # (1, 16, 16, 16) NCHW
+    raw = tf.reduce_sum(tf.reduce_mean(grads, axis=(2, 3), keepdims=True) * acts, axis=1)
+    np.testing.assert_allclose(exp.raw["act"], raw.numpy(), rtol=1e-4,
+                               atol=1e-5 * float(tf.reduce_max(tf.abs(raw))))
+    assert exp.maps.shape == (1, 32, 32)
+    named = ic.GradCAM(model, "conv1").explain(x)
+    assert named.raw["conv1"].shape == (1, 32, 32)
