@@ -21,7 +21,7 @@ demo: $(BIN)/python
 test: $(BIN)/python
 	$(BIN)/pip install -q -r requirements-dev.txt
 	$(BIN)/ruff check .
-	INTERP_TEST_BACKENDS=torch,tensorflow,jax INTERP_TEST_RAY=1 WANDB_MODE=offline $(BIN)/python -m pytest -q -m "not docs"
+	INTERP_TEST_BACKENDS=torch,tensorflow,jax INTERP_TEST_RAY=1 WANDB_MODE=offline $(BIN)/python -m pytest -q -m "not docs and not slow"
 
 docs: $(BIN)/python
 	$(BIN)/pip install -q -r requirements-dev.txt -r requirements-docs.txt

@@ -22,12 +22,15 @@ from interp_jax.testing import ConvReLU, ReferenceNNX  # noqa: E402
 
 import interp_core as ic  # noqa: E402
 from interp_core.backend.targets import resolve_targets  # noqa: E402
-from interp_core.methods import METHODS  # noqa: E402
+from interp_core.methods import METHODS, required_capabilities  # noqa: E402
 from interp_core.testing import reference as ref  # noqa: E402
 from interp_core.testing.conformance import BackendConformance  # noqa: E402
 
+#: Layer-gradient methods the NumPy oracle has a closed form for (input-gradient methods such as
+#: saliency are compared across frameworks in tests/test_methods_peers.py).
 GRADIENT_METHODS = sorted(
     name for name, cls in METHODS.items() if cls.needs_gradients and name != "cam"
+    and set(required_capabilities(name)) <= ref.ReferenceBackend.capabilities
 )
 
 

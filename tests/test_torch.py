@@ -126,11 +126,12 @@ def test_1d_and_3d_convolutions(dims, shape):
 def test_low_precision_models(dtype, x):
     torch.manual_seed(0)
     model = SmallResNet(classes=10).to(dtype)
-    maps = ic.GradCAM(model, "layer2")(x.numpy())  # float32 NumPy in, cast to the model dtype
+    # An explicit class: the top-1 of near-tied random logits can differ between precisions.
+    maps = ic.GradCAM(model, "layer2")(x.numpy(), 3)  # float32 NumPy in, cast to the model dtype
     ref = ic.GradCAM(SmallResNet(classes=10), "layer2")
     ref.model.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
     assert maps.dtype == np.float32
-    assert np.abs(maps - ref(x)).mean() < 0.05
+    assert np.abs(maps - ref(x, 3)).mean() < 0.05
     assert next(model.parameters()).dtype == dtype
 
 
