@@ -175,8 +175,10 @@ def test_token_layers_with_tokens_to_grid():
     exp = ic.GradCAM(model, "block", reshape=ic.tokens_to_grid(prefix=1)).explain(x)
     assert exp.raw["block"].shape == (2, 4, 4)
     assert exp.maps.shape == (2, 16, 16)
-    with pytest.raises(ValueError, match="tokens_to_grid"):
-        ic.GradCAM(model, "block.1")(x)
+    # Token layers are reshaped automatically: the same maps as an explicit tokens_to_grid.
+    automatic = ic.GradCAM(model, "block.1")(x, [0, 1])
+    explicit = ic.GradCAM(model, "block.1", reshape=ic.tokens_to_grid(prefix=1))(x, [0, 1])
+    np.testing.assert_allclose(automatic, explicit, atol=1e-6)
 
 
 def test_bad_layers(resnet, x):
