@@ -197,14 +197,17 @@ def _check(exp: ic.Explanation, model: nnx.Module, x: np.ndarray, layer: str,
     np.testing.assert_allclose(maps, expected, atol=ATOL * 5)
 
 
-def _record(case: Case, default_layer: str, seconds: tuple[float, float],
+def _record(case: Case, exp: ic.Explanation, seconds: tuple[float, float],
             error: str = "") -> None:
     folder = os.environ.get("INTERP_ZOO_RESULTS")
     if not folder:
         return
+    (default_layer,) = exp.layers
+    grid = "x".join(str(d) for d in exp.raw[default_layer].shape[1:])
+    reshape = f"tokens: {case.prefix} prefix + {grid}" if case.prefix else ""
     result = {"case": case.id, "family": case.name.removesuffix("NNX"), "source": "flax.nnx",
               "default_layer": default_layer, "named_layer": case.layer,
-              "reshape": "tokens" if case.prefix else "", "default_ok": not error,
+              "reshape": reshape, "default_ok": not error,
               "named_ok": not error, "error": error, "seconds": round(seconds[0], 2),
               "cpu_seconds": round(seconds[1], 2)}
     path = Path(folder) / "flax.jsonl"
@@ -229,6 +232,6 @@ def test_gradcam_default_and_named_layer_match_the_reference(case: Case) -> None
         _check(exp, model, x, case.default, case.prefix)
         _check(ic.GradCAM(model, case.layer).explain(x), model, x, case.layer, case.prefix)
     except AssertionError as exc:
-        _record(case, exp.layers[0], _elapsed(start, cpu), str(exc).splitlines()[0])
+        _record(case, exp, _elapsed(start, cpu), str(exc).splitlines()[0])
         raise
-    _record(case, exp.layers[0], _elapsed(start, cpu))
+    _record(case, exp, _elapsed(start, cpu))
