@@ -3,16 +3,39 @@
 #   make test   venv + everything (torch, tensorflow, jax adapters, Ray, dev tools), then ruff
 #               and the tests
 # A third builds the documentation: make docs (tutorials executed, site in build/site, checked in
-# Debian's Chromium). CI (.ci/run) runs make test, then make docs.
+# Debian's Chromium).
+# The model zoo has its own venv, $(ZOO) (default .venv-zoo, from requirements-zoo.txt: torch
+# with torchvision, timm, transformers, pytorch-grad-cam; 6 GB, ~5 min to build):
+#   make test-zoo      the not-slow half of the torch model sweep, detection, segmentation and
+#                      wrapper tests on real architectures (random weights, nothing downloaded)
+#   make models-table  every sweep (torch, keras, flax; slow half included, ~25 min), results in
+#                      .zoo-results/, then docs/models.md from them
+# CI (.ci/run) runs make test, make test-zoo, then make docs.
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
+ZOO ?= .venv-zoo
+# The zoo venv's stamp: a copy of the requirements it was built from (a venv's bin/python is a
+# link to the system's, whose age says nothing about the venv).
+ZOO_READY = $(ZOO)/installed-requirements-zoo.txt
+ZOO_TESTS = tests/test_zoo_torch.py tests/test_detection.py tests/test_segmentation.py \
+	tests/test_torch_wrappers.py
 
-.PHONY: demo test docs bench
+.PHONY: demo test test-zoo models-table docs bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+
+# The zoo venv: built, or brought up to date, whenever requirements-zoo.txt is newer than it.
+# It installs from a copy, which becomes the stamp once installed: an edit made meanwhile is
+# installed by the next run.
+$(ZOO_READY): requirements-zoo.txt
+	$(PYTHON) -m venv $(ZOO)
+	$(ZOO)/bin/python -m pip install -q --upgrade pip
+	cp requirements-zoo.txt $@.new
+	$(ZOO)/bin/pip install -q -r $@.new
+	mv $@.new $@
 
 demo: $(BIN)/python
 	$(BIN)/pip install -q -r requirements.txt
@@ -22,6 +45,16 @@ test: $(BIN)/python
 	$(BIN)/pip install -q -r requirements-dev.txt
 	$(BIN)/ruff check .
 	INTERP_TEST_BACKENDS=torch,tensorflow,jax INTERP_TEST_RAY=1 WANDB_MODE=offline $(BIN)/python -m pytest -q -m "not docs and not slow"
+
+test-zoo: $(ZOO_READY)
+	INTERP_TEST_ZOO=1 $(ZOO)/bin/python -m pytest -q -m "not slow" $(ZOO_TESTS)
+
+models-table: $(BIN)/python $(ZOO_READY)
+	$(BIN)/pip install -q -r requirements-dev.txt
+	rm -rf .zoo-results
+	INTERP_TEST_ZOO=1 INTERP_ZOO_RESULTS=.zoo-results $(ZOO)/bin/python -m pytest -q tests/test_zoo_torch.py
+	INTERP_TEST_BACKENDS=tensorflow,jax INTERP_ZOO_RESULTS=.zoo-results $(BIN)/python -m pytest -q tests/test_zoo_keras.py tests/test_zoo_flax.py
+	$(BIN)/python scripts/make_models_table.py .zoo-results
 
 docs: $(BIN)/python
 	$(BIN)/pip install -q -r requirements-dev.txt -r requirements-docs.txt

@@ -1,7 +1,8 @@
-"""Timing and peak-memory helpers shared by the benchmark scripts."""
+"""Timing, peak-memory and command-line helpers shared by the benchmark scripts."""
 
 from __future__ import annotations
 
+import argparse
 import gc
 import statistics
 import time
@@ -56,3 +57,12 @@ def peak_extra_mb(fn: Callable[[], object]) -> float:
     base = _status_kb("VmRSS")
     fn()
     return (_status_kb("VmHWM") - base) / 1024.0
+
+
+def benchmark_parser(doc: str, **int_options: int) -> argparse.ArgumentParser:
+    """A benchmark script's argument parser: described by the first line of its ``doc``, with an
+    integer option per keyword (``batch_size=16`` -> ``--batch-size``, default 16)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    for name, default in int_options.items():
+        parser.add_argument("--" + name.replace("_", "-"), type=int, default=default)
+    return parser

@@ -15,7 +15,6 @@ can write), one in NumPy like interp-core. Prints the median wall time of each a
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _measure import benchmark_parser
 from flax import nnx
 
 import interp_core as ic
@@ -133,12 +133,7 @@ def timed(fn: Callable[[], Any]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=15)
-    args = parser.parse_args()
+    args = benchmark_parser(__doc__, size=224, batch=8, width=64, repeats=15).parse_args()
 
     model = ResNet(width=args.width, rngs=nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(1), (args.batch, args.size, args.size, 3))

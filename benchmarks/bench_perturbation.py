@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import benchmark_parser
 from resnet50_torch import resnet50
 
 import interp_core as ic
@@ -251,13 +252,8 @@ def shapes_section(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--top-k", type=int, default=256)
-    parser.add_argument("--wide", type=int, default=8192)
-    parser.add_argument("--shapes", type=int, default=200)
+    parser = benchmark_parser(__doc__, repeats=1, size=224, batch_size=16, top_k=256, wide=8192,
+                              shapes=200)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--skip-peer", action="store_true")
     parser.add_argument("--only", choices=["resnet", "memory", "shapes"], default=None)

@@ -15,7 +15,6 @@ bilinear resize to 224 x 224 and the min-max normalisation (the baseline stops a
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import time
@@ -26,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 import tensorflow as tf
+from _measure import benchmark_parser
 
 import interp_core as ic
 
@@ -92,11 +92,7 @@ def peer_tf_keras_vis(model: keras.Model, x: tf.Tensor, ours: Callable[[], objec
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--size", type=int, default=224)
-    args = parser.parse_args()
+    args = benchmark_parser(__doc__, repeats=7, batch=8, size=224).parse_args()
 
     keras.utils.set_random_seed(0)
     model = keras.applications.ResNet50(weights=None, input_shape=(args.size, args.size, 3))

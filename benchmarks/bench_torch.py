@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import interleaved_medians, peak_extra_mb
+from _measure import benchmark_parser, interleaved_medians, peak_extra_mb
 from resnet50_torch import resnet50
 
 import interp_core as ic
@@ -53,10 +53,7 @@ def peak_memory_in_fresh_process(name: str, args: argparse.Namespace) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--size", type=int, default=224)
+    parser = benchmark_parser(__doc__, repeats=5, batch=8, size=224)
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
 

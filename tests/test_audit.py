@@ -176,6 +176,18 @@ def test_schema_is_versioned_and_documented(manifest_run):
         assert name in results_module.__doc__, name
     record = json.loads((manifest_run.out / "audit.json").read_text())
     assert record["status"] == "complete" and record["schema_version"] == SCHEMA_VERSION
+    # the demo model's layer: recorded per row, in the record and on the result
+    assert set(manifest_run.table(["layer"]).column("layer").to_pylist()) == {"block3"}
+    assert record["layers"] == ["block3"] and manifest_run.layers == ("block3",)
+
+
+def test_default_layer_is_recorded(tmp_path, dataset):
+    """With no layer given (a model that is not the demo spec), the row, the record and the
+    result name the layer the workers chose."""
+    result = audit("interp_torch.demo:DemoNet", dataset["manifest"], tmp_path / "out",
+                   progress=False, size=64, report=False)
+    assert result.layers == ("block3",)
+    assert set(result.table(["layer"]).column("layer").to_pylist()) == {"block3"}
 
 
 def test_report_names_classes_groups_and_wrong_reasons(dataset, manifest_run):

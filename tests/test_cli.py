@@ -193,3 +193,41 @@ def test_keras_file_is_loaded_by_the_tensorflow_adapter(tmp_path, capsys):
     model.save(tmp_path / "tiny.keras")
     assert run("layers", str(tmp_path / "tiny.keras")) == 0
     assert "conv" in capsys.readouterr().out.split()
+
+
+def _summary(printed: str, command: str) -> str:
+    return next(line for line in printed.splitlines() if line.startswith(f"interp {command}:"))
+
+
+def test_explain_prints_the_layer_it_used(tmp_path, capsys):
+    img = str(_write_images(tmp_path / "in", 2)[0])
+    common = ("interp_torch.demo:DemoNet", img, "--size", "64")
+    assert run("explain", *common, "--out", str(tmp_path / "default")) == 0
+    summary = _summary(capsys.readouterr().out, "explain")
+    recorded = json.loads((tmp_path / "default" / "results.jsonl").read_text())["layer"]
+    assert recorded  # the default layer the explanation came from, by name
+    assert f" at layer {recorded} (the default) on torch" in summary
+    assert run("explain", *common, "--layer", "block2", "--out", str(tmp_path / "named")) == 0
+    summary = _summary(capsys.readouterr().out, "explain")
+    assert " at layer block2 on torch" in summary and "(the default)" not in summary
+
+
+def test_audit_prints_the_layer_it_used(tmp_path, capsys):
+    pytest.importorskip("pyarrow.parquet")
+    _write_images(tmp_path / "data" / "circle", 2)
+    assert run("audit", "interp_torch.demo:DemoNet", str(tmp_path / "data"), "--layer",
+               "block2", "--size", "64", "--out", str(tmp_path / "o"), "--no-progress",
+               "--no-report") == 0
+    assert " at layer block2, " in _summary(capsys.readouterr().out, "audit")
+    assert run("audit", "interp_torch.demo:DemoNet", str(tmp_path / "data"), "--size", "64",
+               "--out", str(tmp_path / "d"), "--no-progress", "--no-report") == 0
+    assert " at layer block3 (the default), " in _summary(capsys.readouterr().out, "audit")
+
+
+def test_summary_names_the_layers():
+    from interp_core.cli.summary import layer_phrase
+
+    assert layer_phrase(["block3"], None) == "layer block3 (the default)"
+    assert layer_phrase(["a", "b"], ["a", "b"]) == "layers a, b"
+    assert layer_phrase([], "block2") == "layer block2"
+    assert layer_phrase([], None) == "the default layer"

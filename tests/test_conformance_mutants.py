@@ -147,26 +147,12 @@ _SUITE_FILE = '''
 import pytest
 from interp_torch import testing as torch_testing
 
-from interp_core.testing.conformance import BackendConformance
+from interp_core.testing.conformance import ConformanceFromModule
 from tests.test_conformance_mutants import MUTANTS
 
 
-class _Torch(BackendConformance):
-    @pytest.fixture
-    def reference_model(self):
-        return torch_testing.reference_model
-
-    @pytest.fixture
-    def to_input(self):
-        return torch_testing.to_input
-
-    @pytest.fixture
-    def model_state(self):
-        return torch_testing.model_state
-
-    @pytest.fixture
-    def structured_output_model(self):
-        return torch_testing.structured_output_model
+class _Torch(ConformanceFromModule, helpers=torch_testing):
+    pass
 '''
 
 _CLASS = '''

@@ -8,10 +8,9 @@ torchvision is installed (the zoo environment), and Faster R-CNN agrees with pyt
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
+import zoo_env
 
 import interp_core as ic
 from interp_core.backend.detection import iou
@@ -239,7 +238,7 @@ def test_the_yolo_recipe_explains_a_box():
 
 # -- torchvision detectors (zoo environment) ---------------------------------------------------
 def _torchvision_detector(name: str):
-    detection = pytest.importorskip("torchvision.models.detection")
+    detection = zoo_env.require("torchvision.models.detection")
     threshold = {"fasterrcnn_resnet50_fpn": {"box_score_thresh": 0.0}}.get(
         name, {"score_thresh": 0.0})
     torch.manual_seed(0)
@@ -288,9 +287,8 @@ def _by_hand_layer(model, x, layer, score_of, unpack: bool = True) -> np.ndarray
     return (g.mean(dim=(2, 3), keepdim=True) * store["a"]).sum(1).detach().numpy()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pytorch_grad_cam") is None,
-                    reason="pytorch-grad-cam is not installed")
 def test_faster_rcnn_agrees_with_pytorch_grad_cam(image):
+    zoo_env.require("pytorch_grad_cam")
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
 

@@ -24,7 +24,7 @@ import interp_core as ic  # noqa: E402
 from interp_core.backend.targets import resolve_targets  # noqa: E402
 from interp_core.methods import METHODS, required_capabilities  # noqa: E402
 from interp_core.testing import reference as ref  # noqa: E402
-from interp_core.testing.conformance import BackendConformance  # noqa: E402
+from interp_core.testing.conformance import ConformanceFromModule  # noqa: E402
 
 #: Layer-gradient methods the NumPy oracle has a closed form for (input-gradient methods such as
 #: saliency are compared across frameworks in tests/test_methods_peers.py).
@@ -94,23 +94,7 @@ def backend() -> JaxBackend:
 
 
 # -- conformance ----------------------------------------------------------------------------
-class TestJaxConformance(BackendConformance):
-    @pytest.fixture
-    def backend(self) -> str:
-        return "jax"
-
-    @pytest.fixture
-    def reference_model(self):
-        return jax_testing.reference_model
-
-    @pytest.fixture
-    def to_input(self):
-        return jax_testing.to_input
-
-    @pytest.fixture
-    def model_state(self):
-        return jax_testing.model_state
-
+class TestJaxConformance(ConformanceFromModule, backend="jax", helpers=jax_testing):
     @pytest.fixture
     def stateful_model(self):
         model = nnx.clone(_stateful_prototype())
@@ -118,10 +102,6 @@ class TestJaxConformance(BackendConformance):
         model.blocks[0].eval()  # mixed flags must stay exactly as they are
         x = np.random.default_rng(1).normal(size=(2, 12, 12, 3)).astype(np.float32)
         return model, "blocks.1", x
-
-    @pytest.fixture
-    def structured_output_model(self):
-        return jax_testing.structured_output_model
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))

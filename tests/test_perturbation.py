@@ -65,38 +65,45 @@ def slow_upsample_align_corners(a, size):
     return out
 
 
-def slow_scorecam(model, x, classes, channels=None):
+def slow_channel_maps(model, x, channels, channel_weights):
+    """``sum_ch w_ch * A[..., ch]`` per sample, one channel at a time; ``channel_weights(acts,
+    i, chans)`` gives sample ``i``'s weights of the channels ``chans`` (default: all)."""
     acts = model.features(x)
     n, _, _, c = acts.shape
     maps = np.zeros(acts.shape[:3])
     for i in range(n):
-        chans = range(c) if channels is None else channels[i]
-        scores = {}
+        chans = list(range(c) if channels is None else channels[i])
+        for weight, ch in zip(channel_weights(acts, i, chans), chans, strict=True):
+            maps[i] += weight * acts[i, :, :, ch]
+    return maps
+
+
+def slow_scorecam(model, x, classes, channels=None):
+    def softmax_of_masked_scores(acts, i, chans):
+        scores = []
         for ch in chans:
             up = slow_upsample_align_corners(acts[i, :, :, ch].astype(np.float64), x.shape[1:3])
             mask = (up - up.min()) / (up.max() - up.min() + 1e-8)
             masked = x[i] * mask[:, :, None]
-            scores[ch] = model(masked[None])[0, classes[i]]
-        s = np.array(list(scores.values()), dtype=np.float64)
+            scores.append(model(masked[None])[0, classes[i]])
+        s = np.array(scores, dtype=np.float64)
         w = np.exp(s - s.max())
-        w /= w.sum()
-        for weight, ch in zip(w, scores, strict=True):
-            maps[i] += weight * acts[i, :, :, ch]
-    return maps
+        return w / w.sum()
+
+    return slow_channel_maps(model, x, channels, softmax_of_masked_scores)
 
 
 def slow_ablationcam(model, x, classes, channels=None):
-    acts = model.features(x)
-    n, _, _, c = acts.shape
-    maps = np.zeros(acts.shape[:3])
-    for i in range(n):
+    def score_drops(acts, i, chans):
         original = model.head(acts[i : i + 1])[0, classes[i]]
-        for ch in range(c) if channels is None else channels[i]:
+        weights = []
+        for ch in chans:
             ablated = acts[i : i + 1].copy()
             ablated[..., ch] = 0
-            weight = (original - model.head(ablated)[0, classes[i]]) / original
-            maps[i] += weight * acts[i, :, :, ch]
-    return maps
+            weights.append((original - model.head(ablated)[0, classes[i]]) / original)
+        return weights
+
+    return slow_channel_maps(model, x, channels, score_drops)
 
 
 def dead_channel_model():

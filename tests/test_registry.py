@@ -247,6 +247,28 @@ def test_model_files_go_to_the_plugin_that_claims_them(tmp_path):
     assert registry.load_model_file(tmp_path / "net.onnx") is None
 
 
+@pytest.mark.usefixtures("clean_registry")
+def test_plugin_hooks_built_from_values(tmp_path):
+    from interp_core.backend.registration import claims, loads_files, registers
+
+    reg = ic.BackendRegistration("valued", factory="interp_core.testing.reference:ReferenceBackend")
+    plugin = types.SimpleNamespace(
+        interp_core_register_backends=registers(reg),
+        interp_core_claim_model=claims("valued", lambda model: isinstance(model, frozenset)),
+        interp_core_load_model=loads_files((".npy",), "numpy:load"),
+    )
+    with open(tmp_path / "w.NPY", "wb") as f:  # the suffix matches in any case
+        np.save(f, np.arange(3))
+    registry.register_backend(plugin)
+    assert registry.registrations()["valued"] is reg
+    assert registry.claimed_by(frozenset()) == "valued"
+    assert registry.claimed_by(()) != "valued"
+    np.testing.assert_array_equal(registry.load_model_file(tmp_path / "w.NPY"), np.arange(3))
+    assert registry.load_model_file(tmp_path / "w.onnx") is None
+    with pytest.raises(ValueError, match=r"package\.module:function"):
+        loads_files((".npy",), "numpy.load")
+
+
 @pytest.mark.parametrize("frameworks", ["torch", ("torch.nn",), ("",)])
 def test_frameworks_must_be_top_level_module_names(frameworks):
     with pytest.raises(ValueError, match="top-level module names"):

@@ -6,13 +6,12 @@ pytorch-grad-cam's ``SemanticSegmentationTarget`` where that is installed (the z
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
+import zoo_env
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("torchvision")
+torch = zoo_env.require("torch", module_level=True)
+zoo_env.require("torchvision", module_level=True)
 
 import interp_core as ic  # noqa: E402
 from interp_core.datasets.shapes import make_shapes  # noqa: E402
@@ -66,9 +65,8 @@ def test_torchvision_segmentation_models(name, image):
     assert exp.maps.shape == (1, SIZE, SIZE) and exp.maps.max() == pytest.approx(1.0)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pytorch_grad_cam") is None,
-                    reason="pytorch-grad-cam is not installed")
 def test_deeplabv3_agrees_with_pytorch_grad_cam(image):
+    zoo_env.require("pytorch_grad_cam")
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
 
@@ -90,7 +88,7 @@ def test_deeplabv3_agrees_with_pytorch_grad_cam(image):
 
 
 def test_segformer_from_a_config(image):
-    transformers = pytest.importorskip("transformers")
+    transformers = zoo_env.require("transformers")
     config = transformers.SegformerConfig(num_labels=4, num_encoder_blocks=2, depths=[1, 1],
                                           sr_ratios=[2, 1], hidden_sizes=[16, 32],
                                           num_attention_heads=[1, 2], decoder_hidden_size=32,

@@ -21,39 +21,19 @@ import interp_core as ic  # noqa: E402
 from interp_core.backend.targets import resolve_targets  # noqa: E402
 from interp_core.logging.sinks import FolderSink, TensorBoardSink  # noqa: E402
 from interp_core.methods import METHODS  # noqa: E402
-from interp_core.testing.conformance import BackendConformance  # noqa: E402
+from interp_core.testing.conformance import ConformanceFromModule  # noqa: E402
 from interp_core.testing.reference import reference_inputs, reference_weights  # noqa: E402
 from interp_core.testing.suite.hygiene import assert_same_state  # noqa: E402
 from tests import keras_models as km  # noqa: E402
 
 
 # -- conformance --------------------------------------------------------------------------------
-class TestTensorFlowConformance(BackendConformance):
-    @pytest.fixture
-    def backend(self) -> str:
-        return "tensorflow"
-
-    @pytest.fixture
-    def reference_model(self):
-        return tf_testing.reference_model
-
-    @pytest.fixture
-    def to_input(self):
-        return tf_testing.to_input
-
-    @pytest.fixture
-    def model_state(self):
-        return tf_testing.model_state
-
+class TestTensorFlowConformance(ConformanceFromModule, backend="tensorflow", helpers=tf_testing):
     @pytest.fixture
     def stateful_model(self):
         model = km.small_convnet(seed=1)  # BatchNorm, Dropout
         model.get_layer("stem").trainable = False  # mixed flags must come back exactly
         return model, "conv2", km.random_images(3, 16)
-
-    @pytest.fixture
-    def structured_output_model(self):
-        return tf_testing.structured_output_model
 
 
 class TestTensorFlowChannelsFirstConformance(TestTensorFlowConformance):

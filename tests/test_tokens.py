@@ -252,3 +252,38 @@ def test_a_model_without_grid_layers_lists_candidates():
     model = nn.Sequential(nn.Flatten(), nn.Linear(48, 8), nn.ReLU(), nn.Linear(8, 2)).eval()
     with pytest.raises(ValueError, match=r"most likely candidates: '3'.*'2'.*'1'"):
         ic.GradCAM(model)(torch.randn(1, 3, 4, 4))
+
+
+def _hooked_output(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
+    store = {}
+    handle = dict(model.named_modules())[layer].register_forward_hook(
+        lambda m, a, o: store.update(out=o))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+    return store["out"]
+
+
+@pytest.mark.parametrize("prefix", [1, 2])
+def test_feature_maps_of_a_token_layer_are_its_patch_grid(prefix):
+    model = TinyViT(prefix=prefix).eval()
+    x = torch.randn(2, 3, 16, 24)                                   # a 4x6 patch grid
+    maps = ic.feature_maps(model, x, "blocks.1.norm1")
+    tokens = _hooked_output(model, "blocks.1.norm1", x)             # (2, prefix + 24, 16)
+    by_hand = tokens[:, prefix:].reshape(2, 4, 6, 16).permute(0, 3, 1, 2).numpy()
+    assert maps.shape == (2, 16, 4, 6)                               # (N, C, H, W)
+    np.testing.assert_allclose(maps, by_hand, rtol=1e-6, atol=1e-6)
+    told = ic.feature_maps(model, x, "blocks.1.norm1",
+                           reshape=ic.tokens_to_grid(prefix=prefix, height=4, width=6))
+    np.testing.assert_array_equal(maps, told)
+
+
+def test_feature_maps_of_a_channels_last_layer_keep_the_channels():
+    model = SwinLike().eval()
+    x = torch.randn(1, 3, 24, 16)
+    maps = ic.feature_maps(model, x, "mlp")
+    by_hand = _hooked_output(model, "mlp", x).permute(0, 3, 1, 2).numpy()   # (1, 8, 6, 4)
+    assert maps.shape == (1, 8, 6, 4)
+    np.testing.assert_allclose(maps, by_hand, rtol=1e-6, atol=1e-6)

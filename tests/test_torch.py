@@ -12,29 +12,13 @@ from interp_torch import testing as torch_testing  # noqa: E402
 from torch import nn  # noqa: E402
 
 import interp_core as ic  # noqa: E402
-from interp_core.testing.conformance import BackendConformance  # noqa: E402
+from interp_core.testing.conformance import ConformanceFromModule  # noqa: E402
 from interp_core.testing.reference import reference_weights  # noqa: E402
 from interp_core.testing.suite.hygiene import assert_same_state  # noqa: E402
 from tests.torch_models import ReferenceNet, SmallResNet  # noqa: E402
 
 
-class TestTorchConformance(BackendConformance):
-    @pytest.fixture
-    def backend(self) -> str:
-        return "torch"
-
-    @pytest.fixture
-    def reference_model(self):
-        return torch_testing.reference_model
-
-    @pytest.fixture
-    def to_input(self):
-        return torch_testing.to_input
-
-    @pytest.fixture
-    def model_state(self):
-        return torch_testing.model_state
-
+class TestTorchConformance(ConformanceFromModule, backend="torch", helpers=torch_testing):
     @pytest.fixture
     def stateful_model(self):
         torch.manual_seed(0)
@@ -44,10 +28,6 @@ class TestTorchConformance(BackendConformance):
         model.stem[0].weight.requires_grad_(False)
         x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
         return model, "layer2", x
-
-    @pytest.fixture
-    def structured_output_model(self):
-        return torch_testing.structured_output_model
 
 
 @pytest.fixture

@@ -9,15 +9,13 @@ last block's first norm, reshaped from tokens without being told the grid.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pytest
+import zoo_common
 from conftest import require_framework
 
 jax = require_framework("jax", "jax")
@@ -179,10 +177,6 @@ def make_input(size: int) -> np.ndarray:
     return (make_shapes(2, size=size, seed=3).images * 2.0 - 1.0).astype(np.float32)
 
 
-def _informative(maps: np.ndarray) -> bool:
-    return float(maps.max()) > 0.99 and float(maps.std()) > 0.02
-
-
 def _check(exp: ic.Explanation, model: nnx.Module, x: np.ndarray, layer: str,
            prefix: int) -> None:
     expected, raw = reference_gradcam(model, x, layer, prefix)
@@ -190,30 +184,22 @@ def _check(exp: ic.Explanation, model: nnx.Module, x: np.ndarray, layer: str,
     assert scale > 0
     np.testing.assert_allclose(exp.raw[layer], raw, atol=ATOL * scale)
     maps = exp.maps
-    if not _informative(expected):  # ReLU left nothing: compare the maps without it
+    if not zoo_common.informative(expected):  # ReLU left nothing: compare the maps without it
         expected, _ = reference_gradcam(model, x, layer, prefix, relu=False)
         maps = ic.GradCAM(model, layer, relu=False)(x)
-    assert _informative(expected)
+    assert zoo_common.informative(expected)
     np.testing.assert_allclose(maps, expected, atol=ATOL * 5)
 
 
 def _record(case: Case, exp: ic.Explanation, seconds: tuple[float, float],
             error: str = "") -> None:
-    folder = os.environ.get("INTERP_ZOO_RESULTS")
-    if not folder:
-        return
     (default_layer,) = exp.layers
     grid = "x".join(str(d) for d in exp.raw[default_layer].shape[1:])
-    reshape = f"tokens: {case.prefix} prefix + {grid}" if case.prefix else ""
-    result = {"case": case.id, "family": case.name.removesuffix("NNX"), "source": "flax.nnx",
-              "default_layer": default_layer, "named_layer": case.layer,
-              "reshape": reshape, "default_ok": not error,
-              "named_ok": not error, "error": error, "seconds": round(seconds[0], 2),
-              "cpu_seconds": round(seconds[1], 2)}
-    path = Path(folder) / "flax.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(result) + "\n")
+    zoo_common.record(zoo_common.Result(
+        case.id, case.name.removesuffix("NNX"), "flax.nnx", default_layer=default_layer,
+        reshape=f"tokens: {case.prefix} prefix + {grid}" if case.prefix else "",
+        named_layer=case.layer, default_ok=not error, named_ok=not error, error=error,
+        seconds=round(seconds[0], 2), cpu_seconds=round(seconds[1], 2)), "flax")
 
 
 def _elapsed(start: float, cpu: float) -> tuple[float, float]:

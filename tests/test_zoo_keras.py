@@ -7,11 +7,6 @@ With ``INTERP_ZOO_RESULTS=DIR`` each outcome is appended to ``DIR/keras.jsonl`` 
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 from conftest import require_framework
@@ -19,30 +14,17 @@ from conftest import require_framework
 tf = require_framework("tensorflow", "tensorflow")
 keras = require_framework("tensorflow", "keras")
 
+import zoo_common  # noqa: E402
 import zoo_keras  # noqa: E402
 
 import interp_core as ic  # noqa: E402
 
 
-def record(result: zoo_keras.Result) -> None:
-    folder = os.environ.get("INTERP_ZOO_RESULTS")
-    if folder:
-        path = Path(folder) / "keras.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(dataclasses.asdict(result)) + "\n")
-
-
-def _param(case: zoo_keras.Case) -> object:
-    return pytest.param(case, id=case.id, marks=[pytest.mark.slow] if case.slow else [])
-
-
-@pytest.mark.parametrize("case", [_param(c) for c in zoo_keras.CASES])
+@pytest.mark.parametrize("case", [zoo_common.param(c) for c in zoo_keras.CASES])
 def test_gradcam_default_and_named_layer_match_the_reference(case: zoo_keras.Case) -> None:
     result = zoo_keras.check(case)
-    record(result)
-    assert not result.error, result.error
-    assert result.default_ok and result.named_ok
+    zoo_common.record(result, "keras")
+    zoo_common.assert_passed(result)
 
 
 def test_every_application_is_swept() -> None:

@@ -11,56 +11,21 @@ marked ``slow``. With ``INTERP_ZOO_RESULTS=DIR`` each model's outcome is appende
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
-import json
-import os
-from pathlib import Path
-
 import pytest
+import zoo_env
 
+for _module in ("torchvision", "timm", "transformers"):
+    zoo_env.require(_module, module_level=True)
 
-def _require_zoo() -> None:
-    try:
-        for module in ("torchvision", "timm", "transformers"):
-            importlib.import_module(module)
-    except ImportError as exc:
-        if os.environ.get("INTERP_TEST_ZOO") == "1":
-            raise RuntimeError(
-                f"INTERP_TEST_ZOO=1 but the zoo environment is incomplete: {exc} (create it "
-                "with: python3 -m venv .venv-zoo && .venv-zoo/bin/pip install -r "
-                "requirements-zoo.txt)"
-            ) from exc
-        pytest.skip(f"the model zoo needs torchvision, timm and transformers: {exc}",
-                    allow_module_level=True)
-
-
-_require_zoo()
-
+import zoo_common  # noqa: E402
 import zoo_torch  # noqa: E402  (needs the zoo environment checked above)
 
 
-def record(result: zoo_torch.Result) -> None:
-    """Append ``result`` to ``$INTERP_ZOO_RESULTS/torch.jsonl`` when that is set."""
-    folder = os.environ.get("INTERP_ZOO_RESULTS")
-    if folder:
-        path = Path(folder) / "torch.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(dataclasses.asdict(result)) + "\n")
-
-
-def _param(case: zoo_torch.Case) -> object:
-    marks = [pytest.mark.slow] if case.slow else []
-    return pytest.param(case, id=case.id, marks=marks)
-
-
-@pytest.mark.parametrize("case", [_param(c) for c in zoo_torch.CASES])
+@pytest.mark.parametrize("case", [zoo_common.param(c) for c in zoo_torch.CASES])
 def test_gradcam_default_and_named_layer_match_the_reference(case: zoo_torch.Case) -> None:
     result = zoo_torch.check(case)
-    record(result)
-    assert not result.error, result.error
-    assert result.default_ok and result.named_ok
+    zoo_common.record(result, "torch")
+    zoo_common.assert_passed(result)
 
 
 def test_the_sweep_is_as_wide_as_promised() -> None:

@@ -9,7 +9,6 @@ logit is the output (interp-core would otherwise explain the logit behind the so
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,11 +16,10 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from zoo_common import Result, agrees, timed
 
 import interp_core as ic
 from interp_core.datasets.shapes import make_shapes
-
-ATOL = 2e-3
 
 #: Every keras.applications model: (name, input side, slow). The side is the smallest that the
 #: application allows (32 for most; Inception 75, Xception 71) and that leaves its last stage
@@ -123,73 +121,26 @@ def reference_gradcam(model: keras.Model, x: np.ndarray, layer: str, *, relu: bo
     return _minmax(up).numpy(), raw.numpy()
 
 
-@dataclass
-class Result:
-    case: str
-    family: str
-    source: str = "keras.applications"
-    default_layer: str = ""
-    reshape: str = ""
-    named_layer: str = ""
-    default_ok: bool = False
-    named_ok: bool = False
-    error: str = ""
-    seconds: float = 0.0
-    cpu_seconds: float = 0.0
-
-
-def informative(maps: np.ndarray) -> bool:
-    return float(maps.max()) > 0.99 and float(maps.std()) > 0.02
-
-
 def check(case: Case) -> Result:
     """Grad-CAM with the default layer and with the last convolution against the reference."""
-    start, cpu = time.perf_counter(), time.process_time()
-    result = Result(case.id, case.family)
+    result = Result(case.id, case.family, "keras.applications")
     try:
-        model = case.build()
-        x = make_input(case.size)
-        exp = ic.GradCAM(model).explain(x)
-        (result.default_layer,) = exp.layers
-        result.default_ok = _agrees(exp, model, x, result.default_layer, case)
-        result.named_layer = named_layer(model)
-        named = ic.GradCAM(model, result.named_layer).explain(x)
-        result.named_ok = _agrees(named, model, x, result.named_layer, case)
-    except Exception as exc:
-        result.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        with timed(result):
+            model = case.build()
+            x = make_input(case.size)
+            exp = ic.GradCAM(model).explain(x)
+            (result.default_layer,) = exp.layers
+            result.default_ok = _agrees(exp, model, x, result.default_layer, case)
+            result.named_layer = named_layer(model)
+            named = ic.GradCAM(model, result.named_layer).explain(x)
+            result.named_ok = _agrees(named, model, x, result.named_layer, case)
     finally:
         keras.backend.clear_session()
-    result.seconds = round(time.perf_counter() - start, 2)
-    result.cpu_seconds = round(time.process_time() - cpu, 2)
     return result
 
 
 def _agrees(exp: Any, model: keras.Model, x: np.ndarray, layer: str, case: Case) -> bool:
-    relu = True
-    expected, raw = reference_gradcam(model, x, layer)
-    got_raw = exp.raw[layer]
-    scale = float(np.abs(raw).max())
-    if got_raw.shape != raw.shape or not scale > 0:
-        raise AssertionError(f"{case.id} at {layer!r}: raw map {got_raw.shape} vs reference "
-                             f"{raw.shape}, reference scale {scale:.3g}")
-    raw_diff = float(np.abs(got_raw - raw).max()) / scale
-    if raw_diff > ATOL:
-        raise AssertionError(f"{case.id} at {layer!r}: raw maps differ by {raw_diff:.3g} of "
-                             "their scale")
-    maps = exp.maps
-    if not informative(expected):
-        relu = False
-        expected, _ = reference_gradcam(model, x, layer, relu=False)
-        maps = ic.GradCAM(model, layer, relu=False)(x)
-    if not informative(expected):
-        raise AssertionError(f"{case.id} at {layer!r}: the reference map is degenerate even "
-                             "without ReLU")
-    kept = np.maximum(raw, 0) if relu else raw
-    flat = kept.reshape(len(kept), -1)
-    span = float((flat.max(1) - flat.min(1)).min())
-    tolerance = ATOL * max(1.0, scale / span)
-    diff = float(np.abs(maps - expected).max())
-    if diff > tolerance:
-        raise AssertionError(f"{case.id} at {layer!r}: maps differ from the reference by "
-                             f"{diff:.3g} (> {tolerance:.3g})")
-    return True
+    """:func:`zoo_common.agrees` with this module's reference at ``layer``."""
+    return agrees(case.id, layer, exp.raw[layer], exp.maps,
+                  lambda relu: reference_gradcam(model, x, layer, relu=relu),
+                  lambda: ic.GradCAM(model, layer, relu=False)(x))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,12 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
+from zoo_common import Result, agrees, timed
 
 import interp_core as ic
 from interp_core.datasets.shapes import make_shapes
-
-#: Largest difference allowed between interp-core's maps and the reference's (maps in [0, 1]).
-ATOL = 2e-3
 
 
 @dataclass(frozen=True)
@@ -309,30 +306,12 @@ def reference_gradcam(model: nn.Module, x: torch.Tensor, layer: str, prefix: int
 
 
 # -- one check ---------------------------------------------------------------------------------
-@dataclass
-class Result:
-    """One model's outcome, for the test and the compatibility table."""
-
-    case: str
-    family: str
-    source: str
-    default_layer: str = ""
-    reshape: str = ""
-    named_layer: str = ""
-    default_ok: bool = False
-    named_ok: bool = False
-    error: str = ""
-    seconds: float = 0.0
-    cpu_seconds: float = 0.0
-
-
 def check(case: Case, model: nn.Module | None = None) -> Result:
     """Grad-CAM with the default layer and with ``case.layer`` against the reference."""
     from interp_core.methods.tokens import grid_layout
 
-    start, cpu = time.perf_counter(), time.process_time()
     result = Result(case.id, case.family, case.source, named_layer=case.layer)
-    try:
+    with timed(result):
         model = build(case) if model is None else model
         x = make_input(case.size)
         exp = ic.GradCAM(model).explain(x)
@@ -348,10 +327,6 @@ def check(case: Case, model: nn.Module | None = None) -> Result:
                                  f"{case.default!r}")
         named = ic.GradCAM(model, case.layer).explain(x)
         result.named_ok = _agrees(named, model, x, case.layer, case, case.prefix)
-    except Exception as exc:  # the table lists the failure; the test re-raises it
-        result.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
-    result.seconds = round(time.perf_counter() - start, 2)
-    result.cpu_seconds = round(time.process_time() - cpu, 2)
     return result
 
 
@@ -371,41 +346,9 @@ def _output_shape(model: nn.Module, x: torch.Tensor, layer: str) -> tuple[int, .
     return shapes[0]
 
 
-def informative(maps: np.ndarray) -> bool:
-    """A map that spans [0, 1] with some spread (not all zeros, not one hot pixel)."""
-    return float(maps.max()) > 0.99 and float(maps.std()) > 0.02
-
-
 def _agrees(exp: Any, model: nn.Module, x: torch.Tensor, layer: str, case: Case,
             prefix: int) -> bool:
-    """interp-core's raw map and maps equal the reference's. Where ReLU leaves nothing of the
-    top-1 map (random weights), the maps are compared with ``relu=False`` instead, so every
-    model is checked on an informative map. Min-max scaling magnifies float32 round-off by
-    ``max|raw| / span``: the maps' tolerance grows with it."""
-    relu = True
-    expected, raw = reference_gradcam(model, x, layer, prefix)
-    got_raw = exp.raw[layer]
-    scale = float(np.abs(raw).max())
-    if got_raw.shape != raw.shape or not scale > 0:
-        raise AssertionError(f"{case.id} at {layer!r}: raw map {got_raw.shape} vs reference "
-                             f"{raw.shape}, reference scale {scale:.3g}")
-    raw_diff = float(np.abs(got_raw - raw).max()) / scale
-    if raw_diff > ATOL:
-        raise AssertionError(f"{case.id} at {layer!r}: raw maps differ by {raw_diff:.3g} of "
-                             "their scale")
-    maps = exp.maps
-    if not informative(expected):
-        relu = False
-        expected, _ = reference_gradcam(model, x, layer, prefix, relu=False)
-        maps = ic.GradCAM(model, layer, relu=False)(x)
-    if not informative(expected):
-        raise AssertionError(f"{case.id} at {layer!r}: the reference map is degenerate even "
-                             f"without ReLU (max {expected.max():.3g}, std {expected.std():.3g})")
-    kept = np.maximum(raw, 0) if relu else raw
-    span = float((kept.reshape(len(kept), -1).max(1) - kept.reshape(len(kept), -1).min(1)).min())
-    tolerance = ATOL * max(1.0, scale / span)
-    diff = float(np.abs(maps - expected).max())
-    if diff > tolerance:
-        raise AssertionError(f"{case.id} at {layer!r}: maps differ from the reference by "
-                             f"{diff:.3g} (> {tolerance:.3g})")
-    return True
+    """:func:`zoo_common.agrees` with this module's reference at ``layer``."""
+    return agrees(case.id, layer, exp.raw[layer], exp.maps,
+                  lambda relu: reference_gradcam(model, x, layer, prefix, relu=relu),
+                  lambda: ic.GradCAM(model, layer, relu=False)(x))

@@ -1,7 +1,7 @@
 """The results schema, part files written atomically, and the final merge.
 
-Schema version 1 of ``results.parquet`` (one row per image; the file's metadata holds
-``interp_audit_schema_version`` = ``"1"`` and ``interp_audit_config``, the run's settings
+Schema version 2 of ``results.parquet`` (one row per image; the file's metadata holds
+``interp_audit_schema_version`` = ``"2"`` and ``interp_audit_config``, the run's settings
 as JSON):
 
 ==================  ==========  ===============================================================
@@ -19,6 +19,8 @@ prediction_score    float32     the model's output for that class (logit or prob
 correct             bool        prediction == label_index; null without a label
 target              int32       the class explained
 score               float32     the model's output for the target class
+layer               string      the layer(s) explained, comma-separated (the default's name
+                                when none was given)
 map                 binary      the map (in [0, 1]), float16 little-endian, row-major
 map_height          int32       ``np.frombuffer(map, "<f2").reshape(map_height, map_width)``
 map_width           int32
@@ -32,6 +34,8 @@ deletion_auc        float32     deletion AUC (lower is better); null unless aske
 insertion_auc       float32     insertion AUC (higher is better); null unless asked
 average_drop        float32     drop in score when the map masks the input; null unless asked
 ==================  ==========  ===============================================================
+
+Version history: 1 (0.1.0); 2 adds ``layer``.
 
 Metrics are computed on the full-resolution map before it is stored at reduced size.
 Images that could not be read are not rows: they are in ``errors.jsonl``.
@@ -55,7 +59,7 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 VERSION_KEY = b"interp_audit_schema_version"
 CONFIG_KEY = b"interp_audit_config"
 PARTS = "parts"
@@ -74,7 +78,7 @@ def result_schema() -> Any:
         ("id", s), ("index", pa.int64()), ("path", s), ("label", s), ("label_index", i32),
         ("group", s), ("width", i32), ("height", i32), ("prediction", i32),
         ("prediction_score", f32), ("correct", pa.bool_()), ("target", i32), ("score", f32),
-        ("map", pa.binary()), ("map_height", i32), ("map_width", i32), ("overlay", s),
+        ("layer", s), ("map", pa.binary()), ("map_height", i32), ("map_width", i32), ("overlay", s),
         ("box_x0", f32), ("box_y0", f32), ("box_x1", f32), ("box_y1", f32), ("mask", s),
         ("pointing_game", pa.bool_()), ("energy_in_box", f32), ("deletion_auc", f32),
         ("insertion_auc", f32), ("average_drop", f32),
@@ -87,6 +91,17 @@ def part_schema() -> Any:
     import pyarrow as pa
 
     return result_schema().append(pa.field("error", pa.string()))
+
+
+def layers_used(results: str | os.PathLike[str]) -> tuple[str, ...]:
+    """The layer names in the ``layer`` column of ``results.parquet`` (each value is a
+    comma-separated list), each once, in order of first appearance."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    column = pq.read_table(results, columns=["layer"]).column("layer")
+    values = pc.unique(column.drop_null()).to_pylist()
+    return tuple(dict.fromkeys(name for v in values for name in str(v).split(",")))
 
 
 def decode_map(blob: bytes, height: int, width: int) -> np.ndarray:

@@ -43,6 +43,9 @@ class AuditResult:
         Wall time of the run.
     summary : dict
         Overall, per-class and per-group statistics (:func:`interp_core.audit.stats.summarise`).
+    layers : tuple of str
+        The names of the layers explained, as the workers resolved them (with ``layer=None``,
+        the default layer's name), from the ``layer`` column.
     """
 
     out: Path
@@ -54,6 +57,7 @@ class AuditResult:
     resumed: int
     seconds: float
     summary: dict[str, Any] = field(repr=False)
+    layers: tuple[str, ...] = ()
 
     def table(self, columns: Sequence[str] | None = None) -> Any:
         """``results.parquet`` as a pyarrow Table."""
@@ -270,7 +274,7 @@ def _finish(out: Path, work: Any, config: AuditConfig, record: dict[str, Any], r
             start: float, *, report: bool, wandb: bool, wandb_project: str | None,
             wandb_rows: int) -> AuditResult:
     from interp_core.audit.report import load_report_data, write_report
-    from interp_core.audit.results import SCHEMA_VERSION, finalise
+    from interp_core.audit.results import SCHEMA_VERSION, finalise, layers_used
     from interp_core.audit.stats import summarise
 
     described = config.describe()
@@ -283,12 +287,14 @@ def _finish(out: Path, work: Any, config: AuditConfig, record: dict[str, Any], r
     results, errors = out / "results.parquet", out / "errors.jsonl"
     data = load_report_data(results)
     summary = summarise(data.metrics, data.by)
+    layers = layers_used(results)
     report_path = None
     if report:
         report_path = write_report(out, data, summary, described,
                                    _read_errors(errors, 50), n_err)
     seconds = time.perf_counter() - start
-    record.update(status="complete", schema_version=SCHEMA_VERSION, images=n_ok, failed=n_err,
+    record.update(status="complete", schema_version=SCHEMA_VERSION, layers=list(layers),
+                  images=n_ok, failed=n_err,
                   resumed=resumed, seconds=round(seconds, 3), summary=summary)
     _write_record(out, record)
     if wandb:
@@ -298,4 +304,4 @@ def _finish(out: Path, work: Any, config: AuditConfig, record: dict[str, Any], r
                   max_rows=wandb_rows)
     return AuditResult(out=out, results=results, errors=errors, report=report_path,
                        images=n_ok, failed=n_err, resumed=resumed, seconds=seconds,
-                       summary=summary)
+                       summary=summary, layers=layers)

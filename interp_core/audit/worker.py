@@ -195,13 +195,15 @@ class BatchWorker:
         metrics = self._metrics(x, maps, exp.targets, regions)
         small = maps if tuple(maps.shape[1:]) == self.map_hw else downsample(maps, self.map_hw)
         blobs = encode_maps(small)
+        layer = ",".join(exp.layers)
         for j, i in enumerate(loaded):
             row = rows[i]
             label = items[i]["label_index"]
             row.update(
                 prediction=int(predicted[j]), prediction_score=float(predicted_scores[j]),
                 correct=None if label is None else bool(int(predicted[j]) == label),
-                target=int(exp.targets[j]), score=float(exp.scores[j]), map=blobs[j],
+                target=int(exp.targets[j]), score=float(exp.scores[j]), layer=layer,
+                map=blobs[j],
                 map_height=self.map_hw[0], map_width=self.map_hw[1],
             )
             for name, values in metrics.items():

@@ -2,12 +2,14 @@
 
 - Structured layer outputs: :func:`first_leaf` / :func:`replace_first` (a layer that returns a
   tuple is explained through its first tensor).
-- Layer errors: :func:`unknown_layer_error` (closest names), :func:`missing_layers_error`,
+- Layer requests: :func:`resolve_layer_paths` (names or layer objects, each once);
+  :func:`unknown_layer_error` (closest names), :func:`missing_layers_error`,
   :func:`layer_ran_twice_error`.
 - Compiled adapters (``tf.function``, ``jax.jit``): :func:`plan_targets` records the constants
   that :func:`~interp_core.backend.scoring.target_scores` asks for, and :class:`ReplayOps`
   hands them back inside the compiled function, so new target values never recompile.
-- Masked batches: :func:`mask_chunks` (how many masks share one forward pass).
+- Masked batches: :func:`mask_chunks` (how many masks share one forward pass) and
+  :func:`expanded_patch_rows` (ablation from the layer on, checked against the unpatched score).
 - Input gradients: :func:`channel_objective` (the objective of feature visualisation) and
   :func:`check_channels`.
 - Non-finite values: :func:`non_finite_rows` and :func:`warn_non_finite`.
@@ -23,7 +25,7 @@ import difflib
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,7 +60,53 @@ def not_a_tensor_error(name: str, out: Any) -> TypeError:
     )
 
 
-# -- layer errors -----------------------------------------------------------------------------
+# -- layer requests and errors ----------------------------------------------------------------
+def resolve_layer_paths(layers: Sequence[Any], layer_type: type,
+                        paths_by_id: Callable[[], Mapping[int, str]],
+                        path_of_name: Callable[[str], str], *,
+                        foreign_layer: Callable[[Any], str], expected: str) -> list[str]:
+    """The path of each requested layer, given as a name or as a layer object of the model.
+
+    Parameters
+    ----------
+    layers : sequence
+        What the user asked for: names and layer objects.
+    layer_type : type
+        The framework's layer class; its instances are found by identity.
+    paths_by_id : callable
+        ``() -> {id(layer): path}`` over the model's layers, called at the first layer object.
+    path_of_name : callable
+        ``name -> path``; raises the adapter's unknown-layer error.
+    foreign_layer : callable
+        ``layer -> message`` for a layer object that is not part of the model.
+    expected : str
+        What a layer must be, for the error about anything else.
+
+    Raises
+    ------
+    ValueError
+        A layer object that is not part of the model, or a layer listed twice.
+    TypeError
+        Neither a name nor a ``layer_type``.
+    """
+    paths: list[str] = []
+    by_id: Mapping[int, str] | None = None
+    for layer in layers:
+        if isinstance(layer, layer_type):
+            by_id = paths_by_id() if by_id is None else by_id
+            if id(layer) not in by_id:
+                raise ValueError(foreign_layer(layer))
+            path = by_id[id(layer)]
+        elif isinstance(layer, str):
+            path = path_of_name(layer)
+        else:
+            raise TypeError(f"layer {layer!r} must be {expected}")
+        if path in paths:
+            raise ValueError(f"layer {path!r} is listed twice")
+        paths.append(path)
+    return paths
+
+
 def unknown_layer_error(name: str, known: Sequence[str], listing: str = "") -> ValueError:
     """The error for a layer name the model does not have, with the closest names.
 
@@ -196,6 +244,63 @@ def mask_chunks(n_masks: int, n_samples: int, batch_size: int) -> int:
     """How many masks go into one forward pass so that it holds at most ``batch_size`` samples
     (at least one mask, at most ``n_masks``)."""
     return max(1, min(batch_size // max(n_samples, 1), max(n_masks, 1)))
+
+
+class ExpansionRefusedError(Exception):
+    """The model's code above a layer cannot take a batch expanded at that layer (the adapter
+    then patches copies of the whole input instead)."""
+
+
+def expanded_patch_rows(masks: np.ndarray, plain: np.ndarray, per_pass: int,
+                        sample_scorer: Callable[[int], Callable[[np.ndarray], np.ndarray]],
+                        model_errors: tuple[type[Exception], ...]) -> np.ndarray:
+    """Patched scores ``(M, N)`` from passes that expand one sample's layer output per mask.
+
+    Each pass of sample ``i`` gets ``per_pass`` masks plus all-ones rows up to
+    ``per_pass + 1``; the last row is always all ones, and its score must equal the unpatched
+    score ``plain[i]``.
+
+    Parameters
+    ----------
+    masks : np.ndarray
+        float32 ``(M, C)``.
+    plain : np.ndarray
+        ``(N,)`` unpatched target scores of the samples.
+    per_pass : int
+        Masks per pass (:func:`mask_chunks` for one sample).
+    sample_scorer : callable
+        ``sample_scorer(i)`` prepares sample ``i`` and returns ``score(padded)``, which runs the
+        expanded pass with masks ``(per_pass + 1, C)`` and returns its scores as NumPy
+        ``(per_pass + 1,)``.
+    model_errors : tuple of exception types
+        What the framework raises when the model's code cannot take the expanded batch.
+
+    Raises
+    ------
+    ExpansionRefusedError
+        When the first pass raises one of ``model_errors``, or any pass's all-ones row does
+        not reproduce the unpatched score (the caller then copies the input instead).
+    """
+    width = per_pass + 1
+    rows = np.empty((len(masks), len(plain)), dtype=np.float32)
+    for i in range(len(plain)):
+        score = sample_scorer(i)
+        for start in range(0, len(masks), per_pass):
+            chunk = masks[start : start + per_pass]
+            count = len(chunk)
+            padded = np.concatenate([chunk, np.ones((width - count, masks.shape[1]),
+                                                    np.float32)])
+            try:
+                scores = score(padded)
+            except model_errors as exc:
+                if start == 0 and i == 0:
+                    raise ExpansionRefusedError from exc
+                raise
+            if scores.shape != (width,) or not np.allclose(scores[-1], plain[i],
+                                                           rtol=1e-4, atol=1e-5):
+                raise ExpansionRefusedError
+            rows[start : start + count, i] = scores[:count]
+    return rows
 
 
 # -- input gradients --------------------------------------------------------------------------

@@ -28,6 +28,8 @@ SCORE_INPUT_GRADIENTS = "score_input_gradients"  # score_input_gradients(...): S
 GUIDED_BACKPROP = "guided_backprop"  # score_input_gradients(..., guided=True)
 BIAS_GRADIENTS = "bias_gradients"  # bias_gradients(...): FullGrad
 
+#: Every capability above. The first-party adapters declare all of them, so a capability added
+#: here is claimed by each, and the conformance suite's tests for it run on each.
 ALL_CAPABILITIES = frozenset({
     GRADIENTS, INPUT_GRADIENTS, ACTIVATION_PATCH, LINEAR_WEIGHTS, SCORE_INPUT_GRADIENTS,
     GUIDED_BACKPROP, BIAS_GRADIENTS,

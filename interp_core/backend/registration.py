@@ -1,15 +1,20 @@
-"""What a backend registration is, and the first-party adapters known for install hints.
+"""What a backend registration is, the hook implementations a plugin module is made of, and
+the first-party adapters known for install hints.
 
 Reads type names only: nothing here imports a framework.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
+
+from interp_core.backend.hookspecs import hookimpl
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 
@@ -102,6 +107,55 @@ class BackendRegistration:
                 "top-level module names, e.g. ('torch',)"
             )
         object.__setattr__(self, "frameworks", tuple(self.frameworks))
+
+
+# -- hook implementations for a plugin module --------------------------------------------------
+def registers(*offered: BackendRegistration) -> Callable[[], list[BackendRegistration]]:
+    """An ``interp_core_register_backends`` implementation that offers ``offered``.
+
+    A plugin module needs no more than::
+
+        interp_core_register_backends = registers(BackendRegistration(name="mylib", ...))
+    """
+
+    def interp_core_register_backends() -> list[BackendRegistration]:
+        return list(offered)
+
+    return hookimpl(interp_core_register_backends)
+
+
+def claims(name: str, test: Callable[[Any], bool]) -> Callable[[Any], str | None]:
+    """An ``interp_core_claim_model`` implementation: ``name`` for the models ``test(model)``
+    accepts, None (no answer) for the others. ``test`` must be cheap and import no
+    framework."""
+
+    def interp_core_claim_model(model: Any) -> str | None:
+        return name if test(model) else None
+
+    return hookimpl(interp_core_claim_model)
+
+
+def loads_files(suffixes: tuple[str, ...], loader: str) -> Callable[[Path], Any | None]:
+    """An ``interp_core_load_model`` implementation for files named ``*<suffix>``.
+
+    Parameters
+    ----------
+    suffixes : tuple of str
+        Lower-case file suffixes (``(".pt", ".pth")``), matched in any case.
+    loader : str
+        ``"package.module:function"``, imported only when a file is yours; ``function(path)``
+        returns the model or raises an error that says what is wrong with the file.
+    """
+    if ":" not in loader:
+        raise ValueError(f"loader {loader!r} must look like 'package.module:function'")
+    module_name, _, function = loader.partition(":")
+
+    def interp_core_load_model(path: Path) -> Any | None:
+        if path.suffix.lower() not in suffixes:
+            return None
+        return getattr(importlib.import_module(module_name), function)(path)
+
+    return hookimpl(interp_core_load_model)
 
 
 @lru_cache(maxsize=1024)

@@ -33,7 +33,9 @@ from interp_core.backend.registration import (
     KNOWN_FRAMEWORKS,
     BackendRegistration,
     KnownAdapter,
+    claims,
     defined_in,
+    registers,
 )
 
 __all__ = [
@@ -160,10 +162,9 @@ def register_backend(
     pm = _REGISTRY.manager()
     if isinstance(registration, BackendRegistration):
         reg = registration
-        plugin = SimpleNamespace(interp_core_register_backends=hookimpl(lambda: [reg]))
+        plugin = SimpleNamespace(interp_core_register_backends=registers(reg))
         if claim is not None:
-            plugin.interp_core_claim_model = hookimpl(
-                lambda model: reg.name if claim(model) else None)
+            plugin.interp_core_claim_model = claims(reg.name, claim)
         name = f"inprocess-{reg.name}"
         if pm.get_plugin(name) is not None:
             pm.unregister(name=name)

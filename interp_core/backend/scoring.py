@@ -123,11 +123,68 @@ def target_scores(output: Any, spec: TargetSpec, ops: TensorOps) -> tuple[Any, A
     raise ValueError(f"unknown target kind {spec.kind!r}")
 
 
-class _RecordingOps:
+class NumpyApiOps:
+    """:class:`TensorOps` for an array library with NumPy's API: NumPy itself, ``jax.numpy``.
+
+    Parameters
+    ----------
+    channel_axis : int
+        Where a dense (segmentation) output keeps its classes.
+
+    Notes
+    -----
+    A subclass names its namespace ``xp`` and integer dtype ``int_dtype`` and overrides
+    :meth:`stop_gradient` where its library has gradients; everything else is written once here.
+    """
+
+    xp: Any = np
+    int_dtype: Any = np.int64
+
+    def __init__(self, channel_axis: int = -1) -> None:
+        self.channel_axis = channel_axis
+
+    def const(self, array: np.ndarray, like: Any) -> Any:
+        array = np.asarray(array)
+        if np.issubdtype(array.dtype, np.floating):
+            return self.xp.asarray(array, dtype=self.xp.asarray(like).dtype)
+        return self.xp.asarray(array.astype(self.int_dtype))
+
+    def cast_like(self, value: Any, like: Any) -> Any:
+        value = self.xp.asarray(value)
+        floating = self.xp.issubdtype(value.dtype, self.xp.floating)
+        return value.astype(self.xp.asarray(like).dtype) if floating else value
+
+    @staticmethod
+    def stop_gradient(x: Any) -> Any:
+        """``x`` cut off from gradients (NumPy has none: ``x`` itself)."""
+        return x
+
+    def flatten(self, x: Any) -> Any:
+        return self.xp.reshape(x, (x.shape[0], -1))
+
+    def row_sum(self, x: Any) -> Any:
+        return self.xp.sum(x, axis=1)
+
+    def argmax(self, x: Any) -> Any:
+        return self.xp.argmax(self.stop_gradient(x), axis=1)
+
+    def pick(self, x: Any, indices: Any) -> Any:
+        rows = self.xp.asarray(indices).astype(self.int_dtype)[:, None]
+        return self.xp.take_along_axis(x, rows, axis=1)[:, 0]
+
+    def sqrt(self, x: Any) -> Any:
+        return self.xp.sqrt(x)
+
+    def channel_means(self, x: Any, axis: int) -> Any:
+        moved = self.xp.moveaxis(x, axis, -1)
+        return self.xp.mean(self.xp.reshape(moved, (moved.shape[0], -1, moved.shape[-1])), axis=1)
+
+
+class _RecordingOps(NumpyApiOps):
     """NumPy ops that record every constant :func:`target_scores` asks for."""
 
     def __init__(self, channel_axis: int, int_dtype: type) -> None:
-        self.channel_axis = channel_axis
+        super().__init__(channel_axis)
         self.int_dtype = int_dtype
         self.recorded: list[np.ndarray] = []
 
@@ -137,26 +194,6 @@ class _RecordingOps:
         stored = array.astype(self.int_dtype if integer else np.float32)
         self.recorded.append(np.ascontiguousarray(stored))
         return array
-
-    @staticmethod
-    def flatten(x: np.ndarray) -> np.ndarray:
-        return x.reshape(x.shape[0], -1)
-
-    @staticmethod
-    def row_sum(x: np.ndarray) -> np.ndarray:
-        return x.sum(axis=1)
-
-    @staticmethod
-    def argmax(x: np.ndarray) -> np.ndarray:
-        return x.argmax(axis=1)
-
-    @staticmethod
-    def pick(x: np.ndarray, indices: np.ndarray) -> np.ndarray:
-        return x[np.arange(len(x)), indices]
-
-    @staticmethod
-    def sqrt(x: np.ndarray) -> np.ndarray:
-        return np.sqrt(x)
 
 
 def target_constants(spec: TargetSpec, output_shape: tuple[int, ...], channel_axis: int = -1,

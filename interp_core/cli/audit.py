@@ -7,12 +7,12 @@ Wired into the ``interp`` command by :func:`add_audit_parser`; also runs on its 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
+from interp_core.cli.errors import run_command
 from interp_core.cli.imageio import parse_size, parse_triple
+from interp_core.cli.summary import layer_phrase
 
 HELP = "explain every image of a folder or manifest; results.parquet + report.html"
 
@@ -105,7 +105,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
         wandb_rows=args.wandb_rows,
     )
     overall = result.summary["overall"]
-    print(f"interp audit: {result.images} image(s) explained, {result.failed} unreadable, "
+    # The layers the workers used, where the audit records them (AuditResult.layers); else
+    # what was asked for.
+    used = getattr(result, "layers", None) or ()
+    print(f"interp audit: {result.images} image(s) explained at {layer_phrase(used, layer)}, "
+          f"{result.failed} unreadable, "
           f"{result.resumed} already done, in {result.seconds:.1f} s; accuracy "
           f"{_percent(overall.get('accuracy'))}, pointing game "
           f"{_percent(overall.get('pointing_game'))}")
@@ -119,15 +123,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     add_arguments(parser)
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        return cmd_audit(args)
-    except KeyboardInterrupt:
-        print("interp: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        if args.debug:
-            raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"interp: error: {message}", file=sys.stderr)
-        return 2
+    return run_command(lambda: cmd_audit(args), debug=args.debug)

@@ -28,7 +28,7 @@ from interp_core.api import methods
 from interp_core.backend.layout import to_backend_layout
 from interp_core.backend.registry import backends, get_backend
 from interp_core.cli.audit import add_audit_parser
-from interp_core.cli.errors import CLIError, Terminated, sigterm_as_interrupt
+from interp_core.cli.errors import CLIError, run_command
 from interp_core.cli.gallery import GalleryRow, write_gallery
 from interp_core.cli.imageio import (
     Preprocess,
@@ -41,6 +41,7 @@ from interp_core.cli.imageio import (
 from interp_core.cli.listing import backend_rows, format_rows
 from interp_core.cli.models import load_model
 from interp_core.cli.records import JsonLinesWriter, read_records
+from interp_core.cli.summary import layer_phrase
 from interp_core.methods import method_class
 from interp_core.methods.postprocess import resize_bilinear
 from interp_core.viz import overlay, save_png
@@ -143,6 +144,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
                      args.overwrite, resumable=True)
     already = len(files) - len(todo)
     unreadable = written = 0
+    used_layers: list[str] = []
     chunks = list(batches(todo, args.batch_size))
     with (JsonLinesWriter(out / RESULTS, append=args.resume) as results,
           JsonLinesWriter(out / ERRORS, append=False) as errors):
@@ -162,6 +164,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 images = np.stack(loaded)
                 exp = cam.explain(to_backend_layout(prep.normalise(images), backend),
                                   args.target)
+                used_layers = list(exp.layers)
                 for i, (file, name) in enumerate(kept):
                     target = out / f"{name}_{tag}.png"
                     _save_png_whole(target, overlay(images[i], exp.maps[i], alpha=args.alpha))
@@ -180,9 +183,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise CLIError(f"none of the {len(files)} files could be read as an image "
                        f"(reasons in {out / ERRORS})")
     resumed = f", {already} already done" if args.resume else ""
-    print(f"interp explain: {written} image(s) explained with {cls.name} on {backend.name}, "
-          f"{unreadable} skipped (unreadable; listed in {ERRORS}){resumed}; "
-          f"wrote {out.resolve()}")
+    print(f"interp explain: {written} image(s) explained with {cls.name} at "
+          f"{layer_phrase(used_layers, args.layer)} on {backend.name}, {unreadable} skipped "
+          f"(unreadable; listed in {ERRORS}){resumed}; wrote {out.resolve()}")
     return 0
 
 
@@ -307,22 +310,5 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``interp`` console script; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) is noise on a terminal.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        with sigterm_as_interrupt():
-            return int(args.func(args) or 0)
-    except Terminated:
-        print("interp: terminated (SIGTERM)", file=sys.stderr)
-        return 128 + int(Terminated.signum)
-    except KeyboardInterrupt:
-        print("interp: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        if args.debug:
-            raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"interp: error: {message}", file=sys.stderr)
-        return 2
+    args = build_parser().parse_args(argv)
+    return run_command(lambda: args.func(args), debug=args.debug)

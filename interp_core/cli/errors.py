@@ -1,10 +1,14 @@
-"""What the ``interp`` command raises for its user, and how a stop signal reaches it."""
+"""What the ``interp`` command raises for its user, how a stop signal reaches it, and how a
+command's outcome becomes an exit status (shared by ``interp`` and ``python -m
+interp_core.audit``)."""
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
@@ -35,3 +39,38 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def run_command(command: Callable[[], int | None], debug: bool = False) -> int:
+    """Run one command as the ``interp`` entry points do; returns the exit status.
+
+    Parameters
+    ----------
+    command : callable
+        The parsed command, called without arguments; returns its status (None means 0).
+    debug : bool
+        Let errors raise with their traceback instead of printing one line.
+
+    Returns
+    -------
+    int
+        The command's status; ``128 + 15`` after SIGTERM and 130 after Ctrl-C (both with the
+        same clean-up); 2 after any other error, printed as one line on stderr.
+    """
+    # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) is noise on a terminal.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        with sigterm_as_interrupt():
+            return int(command() or 0)
+    except Terminated:
+        print("interp: terminated (SIGTERM)", file=sys.stderr)
+        return 128 + int(Terminated.signum)
+    except KeyboardInterrupt:
+        print("interp: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"interp: error: {message}", file=sys.stderr)
+        return 2

@@ -1,4 +1,5 @@
-"""A layer's feature maps: one capture without gradients, on every backend."""
+"""A layer's feature maps: one capture without gradients, on every backend; token layers and
+channels-last grids read as grids over the input, as the CAM methods read them."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from typing import Any
 import numpy as np
 
 from interp_core.backend.inputs import check_batch
+from interp_core.backend.layout import CHANNELS_FIRST, declared_layout
 from interp_core.backend.registry import get_backend
 from interp_core.backend.targets import resolve_targets
+from interp_core.methods.tokens import as_grid
 
 
 def feature_maps(
@@ -31,13 +34,19 @@ def feature_maps(
         Which model output the forward pass scores (only matters for tuple/dict outputs).
     reshape : callable, optional
         Turns a token layer's native activations into ``(N, *spatial, C)``, e.g.
-        :func:`~interp_core.tokens_to_grid`.
+        :func:`~interp_core.tokens_to_grid`. Without it, a token layer ``(N, T, C)`` (ViT,
+        DeiT, Swin in Hugging Face) becomes its patch grid on its own, as in
+        :class:`~interp_core.GradCAM`: the grid comes from the input's size, and class,
+        distillation and register tokens are dropped; a channels-last ``(N, H, W, C)`` output
+        in torch (Swin, ConvNeXt blocks) keeps its channels as channels.
 
     Returns
     -------
     np.ndarray
         float32 ``(N, C, *spatial)``, whatever the framework's layout; ``(N, C)`` for a layer
-        without spatial axes.
+        without spatial axes. Tokens whose count forms no grid of the input's aspect are left
+        as the adapter gives them (torch: ``(N, T, C)``, the token axis in the channels'
+        place): pass ``reshape=tokens_to_grid(...)`` for those.
 
     Raises
     ------
@@ -48,14 +57,20 @@ def feature_maps(
     impl = get_backend(backend if backend is not None else model)
     if isinstance(layer, list | tuple):
         raise TypeError(f"feature_maps takes one layer, got {len(layer)}: call it once per layer")
-    acts = layer_output(impl, model, x, layer, output=output, reshape=reshape)
+    acts = layer_output(impl, model, x, layer, output=output, reshape=reshape, grid=True)
     return np.ascontiguousarray(np.moveaxis(acts, -1, 1))
 
 
 def layer_output(
     impl: Any, model: Any, x: Any, layer: Any, *, output: Any = None, reshape: Any = None,
+    grid: bool = False,
 ) -> np.ndarray:
-    """The canonical ``(N, *spatial, C)`` activations of one layer (one forward, no gradient)."""
+    """The canonical ``(N, *spatial, C)`` activations of one layer (one forward, no gradient).
+
+    With ``grid=True`` (and no ``reshape``) token layers and channels-last grids are read as
+    ``(N, *grid, C)`` over the input (:func:`interp_core.methods.tokens.as_grid`); otherwise
+    the adapter's canonical array is returned as it is.
+    """
     capture = impl.capture(
         model, x, [layer], resolve_targets(None, check_batch(x)), gradients=False,
         output=output, native_layout=reshape is not None,
@@ -64,6 +79,10 @@ def layer_output(
     acts = captured.activations
     if reshape is not None:
         acts = reshape(acts)
+    elif grid:
+        native_first = declared_layout(impl, model) == CHANNELS_FIRST
+        acts, _, _ = as_grid(np.asarray(acts, dtype=np.float32), None, capture.input_spatial,
+                             native_channels_first=native_first)
     acts = np.asarray(acts, dtype=np.float32)
     if acts.ndim < 2:
         raise ValueError(

@@ -92,18 +92,23 @@ class TrainingLog:
         Default ``FolderSink("interp_logs")``, created on first use and closed by :meth:`close`.
     tag : str, optional
         Overrides the default tag.
-    backend : str, optional
-        Force an adapter (``"torch"``); default: detected from the model.
-    copy_leaf : callable, optional
-        Copies one sample leaf once at construction (so later changes by the caller do not
-        leak in); default: the samples are kept as given.
+
+    Attributes
+    ----------
+    backend : str or None
+        Class attribute: the backend an adapter's loggers force (``"torch"``); None (default):
+        detected from the model.
+    copy_leaf : callable or None
+        Class attribute: copies one sample leaf once at construction, so later changes by the
+        caller do not leak in; None (default): the samples are kept as given.
     """
 
     default_folder = "interp_logs"
+    backend: str | None = None
+    copy_leaf: Callable[[Any], Any] | None = None
 
     def __init__(self, samples: Any, layer: Any, *, every_n_epochs: int = 1,
-                 sink: Sink | None = None, tag: str | None = None, backend: str | None = None,
-                 copy_leaf: Callable[[Any], Any] | None = None) -> None:
+                 sink: Sink | None = None, tag: str | None = None) -> None:
         if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
             raise ValueError(f"every_n_epochs={every_n_epochs!r} must be an int >= 1")
         if not isinstance(sink, Sink | type(None)):
@@ -111,11 +116,10 @@ class TrainingLog:
                 f"sink {sink!r} has no log_images(tag, images, step) and close(); use "
                 "interp_core.logging.sinks.FolderSink, TensorBoardSink or WandbSink"
             )
-        self.samples = samples if copy_leaf is None else frozen(samples, copy_leaf)
+        self.samples = samples if self.copy_leaf is None else frozen(samples, self.copy_leaf)
         self.layer = layer
         self.every_n_epochs = every_n_epochs
         self.tag = tag
-        self.backend = backend
         self.n = batch_size_of(self.samples)
         self._owns_sink = sink is None
         self._sink = sink
@@ -181,15 +185,39 @@ class TrainingLog:
 
 
 class CAMLog(TrainingLog):
-    """CAM overlays of fixed samples (see the adapters' ``CAMLogger`` for the parameters)."""
+    """CAM overlays of fixed samples: what the adapters' ``CAMLogger`` classes share.
+
+    Parameters
+    ----------
+    samples, layer
+        The model's input for the samples to follow, and the layer(s) to explain (a name, a
+        layer object, a list of them, or None for the default layer), as the adapter takes them.
+    method : str or CAMMethod subclass
+        ``"gradcam"`` (default) or any name of :func:`interp_core.methods`.
+    every_n_epochs : int
+        Log after epochs ``n, 2n, ...`` (1-based).
+    sink : Sink, optional
+        Where images go (:mod:`interp_core.logging.sinks`); default ``FolderSink("interp_logs")``,
+        which the logger closes when training ends (a sink you pass is only flushed).
+    targets : optional
+        As for ``cam(x, targets)``: None explains each sample's current top-1 class.
+    images : np.ndarray, optional
+        ``(N, H, W, 3|1)`` or ``(N, H, W)`` images to draw the maps on (float in [0, 1] or
+        uint8). Default: the samples, channels moved last, min-max scaled per sample for
+        display unless they already lie in [0, 1].
+    alpha, colormap : float, str
+        Overlay options (:func:`interp_core.overlay`).
+    tag : str, optional
+        Default ``"<method>/<layer>"``.
+    **method_options
+        Passed to the method (``output="logits"``, ``relu=False``, ...).
+    """
 
     def __init__(self, samples: Any, layer: Any = None, method: str | type[CAMMethod] = "gradcam",
                  every_n_epochs: int = 1, sink: Sink | None = None, *, targets: Any = None,
                  images: np.ndarray | None = None, alpha: float = 0.5, colormap: str = "jet",
-                 tag: str | None = None, backend: str | None = None,
-                 copy_leaf: Callable[[Any], Any] | None = None, **method_options: Any) -> None:
-        super().__init__(samples, layer, every_n_epochs=every_n_epochs, sink=sink, tag=tag,
-                         backend=backend, copy_leaf=copy_leaf)
+                 tag: str | None = None, **method_options: Any) -> None:
+        super().__init__(samples, layer, every_n_epochs=every_n_epochs, sink=sink, tag=tag)
         self.method_cls = method if isinstance(method, type) else method_class(method)
         self.targets = targets
         self.images = None if images is None else np.asarray(images)
@@ -237,27 +265,45 @@ class CAMLog(TrainingLog):
 
 
 class FeatureMapLog(TrainingLog):
-    """A grid of one layer's feature maps per sample (see the adapters' ``FeatureMapLogger``).
+    """A grid of one layer's feature maps per sample: what the adapters' ``FeatureMapLogger``
+    classes share. The grid is :func:`interp_core.feature_grid`'s.
 
-    ``border=False`` drops the grid's outer 1-pixel frame (the Keras callback's images), leaving
-    only the gaps between tiles.
+    Parameters
+    ----------
+    samples, layer
+        The model's input for the samples to follow, and a layer with a 2-D spatial output.
+    every_n_epochs, sink
+        As for :class:`CAMLog`.
+    channels : sequence of int, optional
+        The channels to show; default the first ``max_channels`` (a fixed choice, so the grid
+        of one sample is comparable from epoch to epoch).
+    max_channels : int
+        How many channels the default shows.
+    colormap : str
+        Colormap of the maps; each map is min-max scaled on its own.
+    tag : str, optional
+        Default ``"features/<layer>"``.
+
+    Attributes
+    ----------
+    border : bool
+        Class attribute: False drops the grid's outer 1-pixel frame (the Keras callback's
+        images), leaving only the gaps between tiles.
     """
 
     min_tile = 32
+    border = True
 
     def __init__(self, samples: Any, layer: Any, every_n_epochs: int = 1,
                  sink: Sink | None = None, *, channels: Sequence[int] | None = None,
-                 max_channels: int = 16, colormap: str = "viridis", tag: str | None = None,
-                 backend: str | None = None, copy_leaf: Callable[[Any], Any] | None = None,
-                 border: bool = True) -> None:
-        super().__init__(samples, layer, every_n_epochs=every_n_epochs, sink=sink, tag=tag,
-                         backend=backend, copy_leaf=copy_leaf)
+                 max_channels: int = 16, colormap: str = "viridis", tag: str | None = None
+                 ) -> None:
+        super().__init__(samples, layer, every_n_epochs=every_n_epochs, sink=sink, tag=tag)
         if max_channels < 1:
             raise ValueError(f"max_channels={max_channels} must be >= 1")
         self.channels = None if channels is None else [int(c) for c in channels]
         self.max_channels = max_channels
         self.colormap = colormap
-        self.border = border
 
     def render_features(self, model: Any) -> dict[str, np.ndarray]:
         """Name -> uint8 grid image per sample, with the model's current weights."""

@@ -83,7 +83,12 @@ def resize_linear(
         if n_in == n_out:
             continue
         matrix = interpolation_matrix(n_in, n_out, align_corners).astype(np.float32)
-        out = np.moveaxis(np.tensordot(out, matrix, axes=([axis], [1])), -1, axis)
+        if axis == out.ndim - 1:  # matmul broadcasts over the leading axes: no transposes
+            out = out @ matrix.T
+        elif axis == out.ndim - 2:
+            out = matrix @ out
+        else:
+            out = np.moveaxis(np.tensordot(out, matrix, axes=([axis], [1])), -1, axis)
     return np.ascontiguousarray(out, dtype=np.float32)
 
 

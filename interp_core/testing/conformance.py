@@ -37,7 +37,8 @@ Optional hooks, fixtures that default to ``None`` (the tests that need one skip 
   ``(logits, -logits)`` (``kind="tuple"``) or ``{"aux": -logits, "logits": logits}``
   (``"dict"``), for the ``output=`` tests.
 
-The first-party adapters ship all of these in ``interp_<fw>.testing``. A suite test that
+The first-party adapters ship all of these in ``interp_<fw>.testing``;
+:class:`ConformanceFromModule` takes such a module as a class argument. A suite test that
 finds a known bug of your adapter can be marked as such, for your class only, with
 :func:`known_failure`.
 """
@@ -46,7 +47,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -57,12 +58,72 @@ from interp_core.testing.suite.hygiene import HygieneTests
 from interp_core.testing.suite.methods import MethodTests
 from interp_core.testing.suite.targets import TargetTests
 
-__all__ = ["ATOL", "GRADIENT_VARIANTS", "BackendConformance", "known_failure"]
+__all__ = ["ATOL", "GRADIENT_VARIANTS", "BackendConformance", "ConformanceFromModule",
+           "known_failure"]
 
 
 class BackendConformance(CaptureTests, MethodTests, TargetTests, CapabilityTests, HygieneTests):
     """Abstract pytest suite; subclasses provide ``backend``, ``reference_model``, ``to_input``
     (and, optionally, ``model_state``, ``stateful_model``, ``structured_output_model``)."""
+
+
+class ConformanceFromModule(BackendConformance):
+    """:class:`BackendConformance` with its fixtures given as class arguments.
+
+    ``backend`` is the ``backend`` fixture's value (a registered name or a Backend instance);
+    ``helpers`` a module such as ``interp_torch.testing``, whose ``reference_model`` and
+    ``to_input`` are the required fixtures and whose ``model_state`` and
+    ``structured_output_model``, where it has them, the optional hooks. Fixtures the subclass
+    defines itself (``stateful_model``, or a ``backend`` built per test) take precedence::
+
+        from interp_torch import testing
+
+        class TestMyTorchBackend(ConformanceFromModule, backend="mytorch", helpers=testing):
+            pass
+    """
+
+    backend_name: ClassVar[Any] = None
+    helpers: ClassVar[Any] = None
+
+    def __init_subclass__(cls, *, backend: Any = None, helpers: Any = None,
+                          **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if backend is not None:
+            cls.backend_name = backend
+        if helpers is not None:
+            cls.helpers = helpers
+
+    @pytest.fixture
+    def backend(self) -> Any:
+        return self._given("backend_name", "backend='yourname' (or define the backend fixture)")
+
+    @pytest.fixture
+    def reference_model(self) -> Callable[..., Any]:
+        return self._helpers().reference_model
+
+    @pytest.fixture
+    def to_input(self) -> Callable[[Any], Any]:
+        return self._helpers().to_input
+
+    @pytest.fixture
+    def model_state(self) -> Callable[[Any], Any] | None:
+        return getattr(self._helpers(), "model_state", None)
+
+    @pytest.fixture
+    def structured_output_model(self) -> Callable[[Any, str], tuple[Any, Any]] | None:
+        return getattr(self._helpers(), "structured_output_model", None)
+
+    def _helpers(self) -> Any:
+        return self._given("helpers", "helpers=<a module with reference_model and to_input>")
+
+    def _given(self, attribute: str, argument: str) -> Any:
+        value = getattr(self, attribute)
+        if value is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} lacks {attribute!r}: subclass ConformanceFromModule "
+                f"with {argument}"
+            )
+        return value
 
 
 def known_failure(test: Callable[..., Any], reason: str) -> Callable[..., Any]:

@@ -30,7 +30,7 @@ oracle the conformance suite compares adapters with, and the in-test "toy" third
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -43,7 +43,7 @@ from interp_core.backend.protocol import (
     Capture,
     LayerCapture,
 )
-from interp_core.backend.scoring import target_scores
+from interp_core.backend.scoring import NumpyApiOps, target_scores
 from interp_core.backend.targets import TargetSpec
 
 Variant = Literal["gap", "flatten", "segmentation"]
@@ -207,38 +207,36 @@ class ReferenceModel:
         return self.head(self.features(x))
 
 
+def structured_output(logits: Any, kind: str) -> Any:
+    """What the conformance suite's ``structured_output_model`` returns: ``(logits, -logits)``
+    for ``kind="tuple"``, ``{"aux": -logits, "logits": logits}`` for ``"dict"``; ``logits`` is
+    any tensor that negates."""
+    if kind == "tuple":
+        return logits, -logits
+    if kind == "dict":
+        return {"aux": -logits, "logits": logits}
+    raise ValueError(f"kind must be 'tuple' or 'dict', got {kind!r}")
+
+
+def structured_output_hook(wrapper: Callable[[Any, str], Any]
+                           ) -> Callable[[Any, str], tuple[Any, str]]:
+    """The suite's ``structured_output_model`` hook for a framework whose layers are addressed
+    by dotted attribute paths (torch, Flax NNX).
+
+    ``wrapper(model, kind)`` must keep ``model`` as its attribute ``net`` and return
+    :func:`structured_output` of its logits; the hook returns the wrapped model and the path
+    ``"net.features"`` of its ``"features"`` layer.
+    """
+
+    def structured_output_model(model: Any, kind: str) -> tuple[Any, str]:
+        return wrapper(model, kind), f"net.{LAYER}"
+
+    return structured_output_model
+
+
 # -- closed forms of the target scores ------------------------------------------------------
-class NumpyOps:
+class NumpyOps(NumpyApiOps):
     """:class:`~interp_core.backend.scoring.TensorOps` in NumPy (channels last)."""
-
-    channel_axis = -1
-
-    @staticmethod
-    def const(array: np.ndarray, like: np.ndarray) -> np.ndarray:
-        array = np.asarray(array)
-        if np.issubdtype(array.dtype, np.integer):
-            return array.astype(np.int64)
-        return array.astype(np.asarray(like).dtype)
-
-    @staticmethod
-    def flatten(x: np.ndarray) -> np.ndarray:
-        return x.reshape(x.shape[0], -1)
-
-    @staticmethod
-    def row_sum(x: np.ndarray) -> np.ndarray:
-        return x.sum(axis=1)
-
-    @staticmethod
-    def argmax(x: np.ndarray) -> np.ndarray:
-        return x.argmax(axis=1)
-
-    @staticmethod
-    def pick(x: np.ndarray, indices: np.ndarray) -> np.ndarray:
-        return x[np.arange(len(x)), indices]
-
-    @staticmethod
-    def sqrt(x: np.ndarray) -> np.ndarray:
-        return np.sqrt(x)
 
 
 NUMPY_OPS = NumpyOps()

@@ -23,23 +23,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from interp_core.backend.policy import (
+    ExpansionRefusedError,
     TargetPlan,
     channel_objective,
     check_channel_range,
     check_channels,
+    expanded_patch_rows,
     mask_chunks,
     needs_output_shape,
     plan_targets,
     warn_non_finite,
 )
 from interp_core.backend.protocol import (
-    ACTIVATION_PATCH,
-    BIAS_GRADIENTS,
-    GRADIENTS,
-    GUIDED_BACKPROP,
-    INPUT_GRADIENTS,
-    LINEAR_WEIGHTS,
-    SCORE_INPUT_GRADIENTS,
+    ALL_CAPABILITIES,
     BiasGradients,
     Capture,
     InputGradients,
@@ -99,10 +95,6 @@ def _as_numpy(a: Any) -> np.ndarray:
     return np.asarray(a).astype(np.float32, copy=False)
 
 
-class _ExpansionRefusedError(Exception):
-    """The model's code above a layer cannot take a batch expanded at that layer."""
-
-
 class JaxBackend:
     """interp-core backend for Flax NNX modules and :class:`~interp_core.Split` models.
 
@@ -121,8 +113,7 @@ class JaxBackend:
     """
 
     name = "jax"
-    capabilities = frozenset({GRADIENTS, LINEAR_WEIGHTS, ACTIVATION_PATCH, INPUT_GRADIENTS,
-                              SCORE_INPUT_GRADIENTS, GUIDED_BACKPROP, BIAS_GRADIENTS})
+    capabilities = ALL_CAPABILITIES
 
     def __init__(self, layout: str = "channels_last", cache_size: int = 64) -> None:
         if layout.lower() not in _LAYOUTS:
@@ -361,7 +352,7 @@ class JaxBackend:
             try:
                 return self._patched_expanded(model, structure, arrays, x, name, masks, target,
                                               batch_size, output)
-            except _ExpansionRefusedError:
+            except ExpansionRefusedError:
                 expansion_failed = True
         per_chunk = mask_chunks(len(masks), n, batch_size)
         tiled = target.tile(per_chunk)
@@ -390,41 +381,28 @@ class JaxBackend:
         network below the layer on the sample alone and expands the layer's output to one
         copy per mask. Every pass carries an extra all-ones mask whose score must equal the
         unpatched one; a model whose code above the layer cannot take the expanded batch
-        raises :class:`_ExpansionRefusedError` (the caller then copies the input)."""
+        raises :class:`~interp_core.backend.policy.ExpansionRefusedError` (the caller then
+        copies the input)."""
         from interp_jax.layers import ModelTraceError
 
         n = _batch_size(x)
         per = mask_chunks(len(masks), 1, batch_size)
         width = per + 1
         plain = self.predict(model, x, target, batch_size=max(1, n), output=output)
-        ones = np.ones((1, masks.shape[1]), np.float32)
-        rows = np.empty((len(masks), n), dtype=np.float32)
-        for i in range(n):
+
+        def sample_scorer(i: int) -> Callable[[np.ndarray], np.ndarray]:
             sample, spec = _take(x, np.array([i])), target.take(np.array([i]))
             tiled_x = jax.eval_shape(lambda a: jax.tree_util.tree_map(
                 lambda v: jnp.concatenate([v] * width), a), sample)
             plan = self._plan(structure, arrays, tiled_x, spec.tile(width), output)
             key = ("patched-expanded", structure.key, name, plan.key,
                    split_model.Static(output))
-            fn = self._jitted(key, lambda plan=plan: self._patched_fn(
+            fn = self._jitted(key, lambda: self._patched_fn(
                 structure, name, plan, output, expand=True))
-            for start in range(0, len(masks), per):
-                chunk = masks[start : start + per]
-                count = len(chunk)
-                padded = np.concatenate([chunk, np.ones((width - count, masks.shape[1]),
-                                                        np.float32)])
-                padded[-1:] = ones
-                try:
-                    scores = _as_numpy(fn(arrays, sample, plan.consts, padded))
-                except (AdapterError, ModelTraceError, TypeError, ValueError) as exc:
-                    if start == 0 and i == 0:
-                        raise _ExpansionRefusedError from exc
-                    raise
-                if scores.shape != (width,) or not np.allclose(scores[-1], plain[i],
-                                                               rtol=1e-4, atol=1e-5):
-                    raise _ExpansionRefusedError
-                rows[start : start + count, i] = scores[:count]
-        return rows
+            return lambda padded: _as_numpy(fn(arrays, sample, plan.consts, padded))
+
+        return expanded_patch_rows(masks, plain, per, sample_scorer,
+                                   (AdapterError, ModelTraceError, TypeError, ValueError))
 
     def _patched_fn(self, structure: Any, name: str, plan: TargetPlan,
                     output: Any, expand: bool = False) -> Callable[..., Any]:

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from interp_core.backend.policy import resolve_layer_paths
 from interp_core.backend.targets import select_output
 from interp_jax.layers import Handler, apply_handler, call_traced
 
@@ -105,36 +106,25 @@ def resolve_layers(model: nnx.Module, layers: Sequence[Any],
     TypeError
         Neither a string nor an ``nnx.Module``.
     """
-    names: list[str] = []
-    by_id: dict[int, str] | None = None
-    for layer in layers:
-        if isinstance(layer, nnx.Module):
-            if by_id is None:
-                by_id = {id(m): path_name(p) for p, m in _walk(model)}
-            if id(layer) not in by_id:
-                raise ValueError(
-                    f"layer {type(layer).__name__} is not a submodule of the model; pass a "
-                    "submodule of this model or its attribute path such as 'blocks.2.conv'"
-                )
-            name = by_id[id(layer)]
-        elif isinstance(layer, str):
-            if layer not in paths:
-                close = difflib.get_close_matches(layer, list(paths), n=6, cutoff=0.5)
-                raise ValueError(
-                    f"unknown layer {layer!r}; closest submodule paths: {close or 'none'} "
-                    f"(the model has {len(paths)} submodules; "
-                    "interp_core.get_backend('jax').layer_names(model) lists them)"
-                )
-            name = layer
-        else:
-            raise TypeError(
-                f"layer {layer!r} must be an attribute path such as 'blocks.2.conv' or an "
-                "nnx.Module of the model"
+
+    def path_of_name(name: str) -> str:
+        if name not in paths:
+            close = difflib.get_close_matches(name, list(paths), n=6, cutoff=0.5)
+            raise ValueError(
+                f"unknown layer {name!r}; closest submodule paths: {close or 'none'} "
+                f"(the model has {len(paths)} submodules; "
+                "interp_core.get_backend('jax').layer_names(model) lists them)"
             )
-        if name in names:
-            raise ValueError(f"layer {name!r} is listed twice")
-        names.append(name)
-    return names
+        return name
+
+    return resolve_layer_paths(
+        layers, nnx.Module, lambda: {id(m): path_name(p) for p, m in _walk(model)},
+        path_of_name,
+        foreign_layer=lambda layer: (
+            f"layer {type(layer).__name__} is not a submodule of the model; pass a submodule of "
+            "this model or its attribute path such as 'blocks.2.conv'"),
+        expected="an attribute path such as 'blocks.2.conv' or an nnx.Module of the model",
+    )
 
 
 # -- eval mode and interception --------------------------------------------------------------

@@ -8,15 +8,15 @@ same shapes do not recompile.
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from interp_core.backend.scoring import NumpyApiOps
 
 
-class JaxOps:
-    """The tensor operations of :class:`~interp_core.backend.scoring.TensorOps`, in jnp.
+class JaxOps(NumpyApiOps):
+    """The tensor operations of :class:`~interp_core.backend.scoring.TensorOps`, in jnp: the
+    NumPy-API ops of the core on ``jax.numpy``, with ``stop_gradient`` before ``argmax``.
 
     Parameters
     ----------
@@ -24,41 +24,9 @@ class JaxOps:
         Where a dense (segmentation) output keeps its classes: -1 (Flax) or 1.
     """
 
-    def __init__(self, channel_axis: int = -1) -> None:
-        self.channel_axis = channel_axis
-
-    def const(self, array: np.ndarray, like: jax.Array) -> jax.Array:
-        array = np.asarray(array)
-        if np.issubdtype(array.dtype, np.floating):
-            return jnp.asarray(array, dtype=like.dtype)
-        return jnp.asarray(array.astype(np.int32))
+    xp = jnp
+    int_dtype = jnp.int32
 
     @staticmethod
-    def cast_like(value: Any, like: jax.Array) -> jax.Array:
-        value = jnp.asarray(value)
-        return value.astype(like.dtype) if jnp.issubdtype(value.dtype, jnp.floating) else value
-
-    @staticmethod
-    def flatten(x: jax.Array) -> jax.Array:
-        return x.reshape(x.shape[0], -1)
-
-    @staticmethod
-    def row_sum(x: jax.Array) -> jax.Array:
-        return x.sum(axis=1)
-
-    @staticmethod
-    def argmax(x: jax.Array) -> jax.Array:
-        return jnp.argmax(jax.lax.stop_gradient(x), axis=1)
-
-    @staticmethod
-    def pick(x: jax.Array, indices: jax.Array) -> jax.Array:
-        return jnp.take_along_axis(x, indices.astype(jnp.int32)[:, None], axis=1)[:, 0]
-
-    @staticmethod
-    def sqrt(x: jax.Array) -> jax.Array:
-        return jnp.sqrt(x)
-
-    @staticmethod
-    def channel_means(x: jax.Array, axis: int) -> jax.Array:
-        moved = jnp.moveaxis(x, axis, -1)
-        return moved.reshape(moved.shape[0], -1, moved.shape[-1]).mean(axis=1)
+    def stop_gradient(x: jax.Array) -> jax.Array:
+        return jax.lax.stop_gradient(x)

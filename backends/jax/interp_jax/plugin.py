@@ -7,25 +7,15 @@ the framework.
 
 from __future__ import annotations
 
-from typing import Any
-
-from interp_core.backend import BackendRegistration, hookimpl
+from interp_core.backend import BackendRegistration
+from interp_core.backend.registration import claims, registers
 from interp_core.split import Split
 
-
-@hookimpl
-def interp_core_register_backends() -> list[BackendRegistration]:
-    return [
-        BackendRegistration(
-            name="jax",
-            factory="interp_jax.backend:JaxBackend",
-            frameworks=("flax", "jax", "equinox"),
-            install_hint="pip install jax flax",
-            demo="interp_jax.demo:build",
-        )
-    ]
-
-
-@hookimpl
-def interp_core_claim_model(model: Any) -> str | None:
-    return "jax" if isinstance(model, Split) else None
+interp_core_register_backends = registers(BackendRegistration(
+    name="jax",
+    factory="interp_jax.backend:JaxBackend",
+    frameworks=("flax", "jax", "equinox"),
+    install_hint="pip install jax flax",
+    demo="interp_jax.demo:build",
+))
+interp_core_claim_model = claims("jax", lambda model: isinstance(model, Split))

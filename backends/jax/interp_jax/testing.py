@@ -1,22 +1,8 @@
 """Test helpers for the JAX adapter: the reference models in Flax NNX, and state snapshots.
 
-Imported only by tests (it imports jax and flax). A third-party JAX-based adapter can reuse
-these with :class:`interp_core.testing.conformance.BackendConformance`::
-
-    from interp_jax import testing
-
-    class TestMine(BackendConformance):
-        @pytest.fixture
-        def backend(self):
-            return MyBackend()
-
-        @pytest.fixture
-        def reference_model(self):
-            return testing.reference_model
-
-        @pytest.fixture
-        def to_input(self):
-            return testing.to_input
+Imported only by tests (it imports jax and flax). A third-party JAX-based adapter can run the
+conformance suite on these with ``helpers = interp_jax.testing`` in a subclass of
+:class:`interp_core.testing.conformance.ConformanceFromModule`.
 """
 
 from __future__ import annotations
@@ -89,30 +75,24 @@ def to_input(x: np.ndarray) -> jax.Array:
 
 
 class Wrapped(nnx.Module):
-    """A model whose output is structured: ``(logits, -logits)`` or a dict with ``"aux"``."""
+    """``net`` with a structured output (:func:`interp_core.testing.reference.structured_output`
+    of its logits, ``kind`` ``"tuple"`` or ``"dict"``)."""
 
     def __init__(self, net: nnx.Module, kind: str) -> None:
         self.net, self.kind = net, kind
 
     def __call__(self, x: jax.Array) -> Any:
-        logits = self.net(x)
-        if self.kind == "tuple":
-            return logits, -logits
-        return {"aux": -logits, "logits": logits}
+        return ref.structured_output(self.net(x), self.kind)
 
 
-def structured_output_model(model: nnx.Module, kind: str) -> tuple[nnx.Module, str]:
-    """``model`` returning ``(logits, aux)`` (``kind="tuple"``) or ``{"aux": ..., "logits":
-    ...}`` (``"dict"``), with ``aux = -logits``; and the path of its ``"features"`` layer."""
-    return Wrapped(model, kind), "net.features"
+#: ``wrap(model, kind) -> (Wrapped(model, kind), "net.features")``: the suite's hook.
+structured_output_model = ref.structured_output_hook(Wrapped)
 
 
 def model_state(model: nnx.Module) -> dict[str, Any]:
-    """Everything an adapter must leave as it found it, as plain values and NumPy arrays.
-
-    Every leaf of ``nnx.state`` (parameters, batch statistics, RNG keys and counters) and each
-    submodule's ``deterministic`` / ``use_running_average`` flags.
-    """
+    """The suite's ``model_state`` snapshot of an NNX module: every leaf of ``nnx.state``
+    (parameters, batch statistics, RNG keys and counters) and each submodule's
+    ``deterministic`` / ``use_running_average`` flags."""
     leaves = jax.tree_util.tree_leaves_with_path(nnx.state(model))
     values = [
         (jax.tree_util.keystr(path),

@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -26,19 +26,15 @@ import tensorflow as tf
 
 from interp_core.backend.inputs import chunks
 from interp_core.backend.policy import (
+    ExpansionRefusedError,
     check_channel_range,
     check_channels,
+    expanded_patch_rows,
     mask_chunks,
     plan_targets,
 )
 from interp_core.backend.protocol import (
-    ACTIVATION_PATCH,
-    BIAS_GRADIENTS,
-    GRADIENTS,
-    GUIDED_BACKPROP,
-    INPUT_GRADIENTS,
-    LINEAR_WEIGHTS,
-    SCORE_INPUT_GRADIENTS,
+    ALL_CAPABILITIES,
     BiasGradients,
     Capture,
     InputGradients,
@@ -62,10 +58,6 @@ from interp_tensorflow.layers import (
 MAX_PROGRAMS_PER_MODEL = 32
 
 
-class _ExpansionRefusedError(Exception):
-    """The model's code above a layer cannot take a batch expanded at that layer."""
-
-
 class TensorFlowBackend:
     """interp-core backend for Keras 3 models on TensorFlow (inputs in the model's own layout).
 
@@ -77,8 +69,7 @@ class TensorFlowBackend:
     """
 
     name = "tensorflow"
-    capabilities = frozenset({GRADIENTS, LINEAR_WEIGHTS, ACTIVATION_PATCH, INPUT_GRADIENTS,
-                              SCORE_INPUT_GRADIENTS, GUIDED_BACKPROP, BIAS_GRADIENTS})
+    capabilities = ALL_CAPABILITIES
 
     def __init__(self) -> None:
         self.trace_count = 0
@@ -264,7 +255,7 @@ class TensorFlowBackend:
         if path not in refused:
             try:
                 return self._patched_expanded(model, x, path, masks, target, batch_size, output)
-            except _ExpansionRefusedError:
+            except ExpansionRefusedError:
                 expansion_failed = True
         per_chunk = mask_chunks(len(masks), n, batch_size)
         program = self._program(model, "patch", (path,), kind=target.kind, fns=_fns(target),
@@ -287,37 +278,25 @@ class TensorFlowBackend:
         network below the layer on the sample alone and expands the layer's output to one
         copy per mask. Every pass carries an extra all-ones mask whose score must equal the
         unpatched one; a model whose code above the layer cannot take the expanded batch
-        raises :class:`_ExpansionRefusedError` (the caller then copies the input)."""
+        raises :class:`~interp_core.backend.policy.ExpansionRefusedError` (the caller then
+        copies the input)."""
         n = int(x.shape[0])
         per = mask_chunks(len(masks), 1, batch_size)
         width = per + 1
         plain = self.predict(model, x, target, batch_size=max(1, n), output=output)
         program = self._program(model, "patch", (path,), kind=target.kind, fns=_fns(target),
                                 output=output, expand=True)
-        rows = np.empty((len(masks), n), dtype=np.float32)
-        for i in range(n):
+
+        def sample_scorer(i: int) -> Callable[[np.ndarray], np.ndarray]:
             sample = x[i : i + 1]
             spec = target.take(np.array([i])).tile(width)
             consts = self._constants(model, tf.tile(sample, [width] + [1] * (x.shape.rank - 1)),
                                      spec, output)
-            for start in range(0, len(masks), per):
-                chunk = masks[start : start + per]
-                count = len(chunk)
-                padded = np.concatenate([chunk, np.ones((width - count, masks.shape[1]),
-                                                        np.float32)])
-                padded[-1:] = 1.0
-                try:
-                    scores = self._run(program, model, spec, sample, consts,
-                                       tf.constant(padded)).numpy()
-                except (ValueError, TypeError, tf.errors.InvalidArgumentError) as exc:
-                    if start == 0 and i == 0:
-                        raise _ExpansionRefusedError from exc
-                    raise
-                if scores.shape != (width,) or not np.allclose(scores[-1], plain[i],
-                                                               rtol=1e-4, atol=1e-5):
-                    raise _ExpansionRefusedError
-                rows[start : start + count, i] = scores[:count]
-        return rows
+            return lambda padded: self._run(program, model, spec, sample, consts,
+                                            tf.constant(padded)).numpy()
+
+        return expanded_patch_rows(masks, plain, per, sample_scorer,
+                                   (ValueError, TypeError, tf.errors.InvalidArgumentError))
 
     # -- gradients of the target scores at the input --------------------------------------
     def score_input_gradients(

@@ -58,24 +58,9 @@ class CAMLogger(_EpochLogger, CAMLog):
         The model's input for the samples to follow, ``(N, H, W, C)`` (or the model's layout).
     layer : str, layer object, list of them, or None
         The layer(s) to explain (``"base/block5_conv3"`` for nested models).
-    method : str or CAMMethod subclass
-        ``"gradcam"`` (default) or any name of :func:`interp_core.methods`.
-    every_n_epochs : int
-        Log after epochs ``n, 2n, ...`` (1-based).
-    sink : Sink, optional
-        Where images go (:mod:`interp_core.logging.sinks`); default ``FolderSink("interp_logs")``,
-        which this callback closes when training ends (a sink you pass is only flushed).
-    targets : optional
-        As for ``cam(x, targets)``: None explains each sample's current top-1 class.
-    images : np.ndarray, optional
-        ``(N, H, W, 3|1)`` or ``(N, H, W)`` images to draw the maps on (float in [0, 1] or
-        uint8). Default: the samples, min-max scaled per sample for display.
-    alpha, colormap : float, str
-        Overlay options (:func:`interp_core.overlay`).
-    tag : str, optional
-        Default ``"<method>/<layer>"``.
-    **method_options
-        Passed to the method (``output="logits"``, ``relu=False``, ...).
+    method, every_n_epochs, sink, targets, images, alpha, colormap, tag, **method_options
+        As for :class:`interp_core.logging.training.CAMLog`; the default sink is closed when
+        training ends.
     """
 
     def __init__(self, samples: Any, layer: Any = None, method: str | type[CAMMethod] = "gradcam",
@@ -102,8 +87,7 @@ class CAMLogger(_EpochLogger, CAMLog):
 class FeatureMapLogger(_EpochLogger, FeatureMapLog):
     """Log a grid of one layer's feature maps per sample after every ``every_n_epochs`` epochs.
 
-    The grid is :func:`interp_core.feature_grid`'s, as for the PyTorch logger, without the
-    outer 1-pixel frame.
+    The grid is drawn as for the PyTorch logger, without the outer 1-pixel frame.
 
     Parameters
     ----------
@@ -111,16 +95,11 @@ class FeatureMapLogger(_EpochLogger, FeatureMapLog):
         The model's input for the samples to follow.
     layer : str or layer object
         A layer with a 2-D spatial output.
-    every_n_epochs, sink, tag
-        As for :class:`CAMLogger` (tag default ``"features/<layer>"``).
-    channels : sequence of int, optional
-        The channels to show; default the first ``max_channels`` (a fixed choice, so the grid
-        of one sample is comparable from epoch to epoch).
-    max_channels : int
-        How many channels the default shows.
-    colormap : str
-        Colormap of the maps; each map is min-max scaled on its own.
+    every_n_epochs, sink, channels, max_channels, colormap, tag
+        As for :class:`interp_core.logging.training.FeatureMapLog`.
     """
+
+    border = False
 
     def __init__(self, samples: Any, layer: Any, every_n_epochs: int = 1,
                  sink: Sink | None = None, *, channels: Sequence[int] | None = None,
@@ -128,8 +107,7 @@ class FeatureMapLogger(_EpochLogger, FeatureMapLog):
                  ) -> None:
         keras.callbacks.Callback.__init__(self)
         FeatureMapLog.__init__(self, samples, layer, every_n_epochs, sink, channels=channels,
-                               max_channels=max_channels, colormap=colormap, tag=tag,
-                               border=False)
+                               max_channels=max_channels, colormap=colormap, tag=tag)
 
 
 def display_images(samples: Any, data_format: str = "channels_last") -> np.ndarray:

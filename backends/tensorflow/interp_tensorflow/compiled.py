@@ -16,6 +16,7 @@ each sample gets its own gradient.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -113,6 +114,7 @@ def canonical(t: tf.Tensor, data_format: str) -> tf.Tensor:
     return tf.cast(t, tf.float32)
 
 
+@dataclasses.dataclass(eq=False)
 class Program:
     """One compiled pass over one model.
 
@@ -139,20 +141,19 @@ class Program:
         Called once per trace (the backend counts traces).
     """
 
-    def __init__(self, mode: str, paths: tuple[str, ...], *, gradients: bool = False,
-                 native_layout: bool = False, kind: str = "", output: Any = None,
-                 on_trace: Callable[[], None] | None = None, guided: bool = False,
-                 expand: bool = False) -> None:
-        self.mode = mode
-        self.paths = paths
-        self.gradients = gradients
-        self.guided = guided
-        self.expand = expand
-        self.native_layout = native_layout
-        self.kind = kind
-        self.output = output
+    mode: str
+    paths: tuple[str, ...]
+    _: dataclasses.KW_ONLY
+    gradients: bool = False
+    native_layout: bool = False
+    kind: str = ""
+    output: Any = None
+    on_trace: Callable[[], None] | None = None
+    guided: bool = False
+    expand: bool = False
+
+    def __post_init__(self) -> None:
         self.traces = 0
-        self._on_trace = on_trace
         self._model: Any = None
         self._spec: TargetSpec | None = None
         # A partial, not the bound method: TF's "frequent retracing" detector keys on the code
@@ -169,8 +170,8 @@ class Program:
     # -- traced Python (runs once per input signature) ------------------------------------
     def _trace(self, *args: Any) -> Any:
         self.traces += 1
-        if self._on_trace is not None:
-            self._on_trace()
+        if self.on_trace is not None:
+            self.on_trace()
         return getattr(self, f"_{self.mode}")(self._model, self._spec, *args)
 
     def _ops(self, consts: Sequence[tf.Tensor]) -> TensorOps:

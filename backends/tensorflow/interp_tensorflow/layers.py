@@ -26,6 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from interp_core.backend.policy import resolve_layer_paths
 from interp_core.methods.layer_choice import LayerOutput
 
 #: A hook gets the layer's (first) output tensor and returns the tensor to pass on.
@@ -82,29 +83,21 @@ def resolve(model: Any, layers: Sequence[Any]) -> list[tuple[str, Any]]:
     """
     pairs = walk(model)
     by_path = dict(pairs)
-    by_id: dict[int, str] = {}
-    for path, layer in pairs:
-        by_id.setdefault(id(layer), path)
-    resolved: list[tuple[str, Any]] = []
-    for item in layers:
-        if isinstance(item, keras.layers.Layer):
-            if id(item) not in by_id:
-                raise ValueError(
-                    f"layer {item.name!r} ({type(item).__name__}) is not part of the model; pass "
-                    "one of its layers or a name from layer_names(model)"
-                )
-            path = by_id[id(item)]
-        elif isinstance(item, str):
-            path = _lookup(item, by_path)
-        else:
-            raise TypeError(
-                f"layer {item!r} must be a layer name (nested: 'base/block5_conv3') or a Keras "
-                "layer object"
-            )
-        if any(path == p for p, _ in resolved):
-            raise ValueError(f"layer {path!r} is listed twice")
-        resolved.append((path, by_path[path]))
-    return resolved
+
+    def paths_by_id() -> dict[int, str]:
+        by_id: dict[int, str] = {}
+        for path, layer in pairs:
+            by_id.setdefault(id(layer), path)  # a layer reused under two paths: the first
+        return by_id
+
+    paths = resolve_layer_paths(
+        layers, keras.layers.Layer, paths_by_id, lambda name: _lookup(name, by_path),
+        foreign_layer=lambda layer: (
+            f"layer {layer.name!r} ({type(layer).__name__}) is not part of the model; pass one "
+            "of its layers or a name from layer_names(model)"),
+        expected="a layer name (nested: 'base/block5_conv3') or a Keras layer object",
+    )
+    return [(path, by_path[path]) for path in paths]
 
 
 def _lookup(name: str, by_path: dict[str, Any]) -> str:

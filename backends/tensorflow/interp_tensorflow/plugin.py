@@ -6,32 +6,17 @@ files are loaded by :mod:`interp_tensorflow.loading` (imported only for them).
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-from interp_core.backend import BackendRegistration, hookimpl
+from interp_core.backend import BackendRegistration
+from interp_core.backend.registration import loads_files, registers
 
 #: File suffixes this adapter loads with ``keras.models.load_model``.
 MODEL_FILES = (".keras", ".h5")
 
-
-@hookimpl
-def interp_core_register_backends() -> list[BackendRegistration]:
-    return [
-        BackendRegistration(
-            name="tensorflow",
-            factory="interp_tensorflow.backend:TensorFlowBackend",
-            frameworks=("keras", "tensorflow", "tf_keras"),
-            install_hint="pip install tensorflow",
-            demo="interp_tensorflow.demo:build",
-        )
-    ]
-
-
-@hookimpl
-def interp_core_load_model(path: Path) -> Any | None:
-    if path.suffix.lower() not in MODEL_FILES:
-        return None
-    from interp_tensorflow.loading import load_keras_model
-
-    return load_keras_model(path)
+interp_core_register_backends = registers(BackendRegistration(
+    name="tensorflow",
+    factory="interp_tensorflow.backend:TensorFlowBackend",
+    frameworks=("keras", "tensorflow", "tf_keras"),
+    install_hint="pip install tensorflow",
+    demo="interp_tensorflow.demo:build",
+))
+interp_core_load_model = loads_files(MODEL_FILES, "interp_tensorflow.loading:load_keras_model")

@@ -1,22 +1,8 @@
 """Test helpers for the TensorFlow adapter: the reference models in Keras 3, and state snapshots.
 
-Imported only by tests (it imports keras). A third-party Keras-based adapter can reuse these
-with :class:`interp_core.testing.conformance.BackendConformance`::
-
-    from interp_tensorflow import testing
-
-    class TestMine(BackendConformance):
-        @pytest.fixture
-        def backend(self):
-            return MyBackend()
-
-        @pytest.fixture
-        def reference_model(self):
-            return testing.reference_model
-
-        @pytest.fixture
-        def to_input(self):
-            return testing.to_input
+Imported only by tests (it imports keras). A third-party Keras-based adapter can run the
+conformance suite on these with ``helpers = interp_tensorflow.testing`` in a subclass of
+:class:`interp_core.testing.conformance.ConformanceFromModule`.
 """
 
 from __future__ import annotations
@@ -78,11 +64,9 @@ def structured_output_model(model: keras.Model, kind: str) -> tuple[keras.Model,
 
 
 def model_state(model: keras.Model) -> dict[str, Any]:
-    """Everything an adapter must leave as it found it, as plain values and NumPy arrays.
-
-    Variable values, every layer's ``trainable`` flag, its attribute names (nothing added or
-    removed) and its ``call`` (not patched).
-    """
+    """The suite's ``model_state`` snapshot of a Keras model: variable values, every layer's
+    ``trainable`` flag, its attribute names (nothing added or removed) and its ``call`` (not
+    patched)."""
     layers = list(model._flatten_layers())
     return {
         "variables": [(v.path, np.asarray(v.numpy()).copy()) for v in model.variables],

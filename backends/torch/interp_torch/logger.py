@@ -23,7 +23,6 @@ torch's random-number state are left exactly as they were.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -32,7 +31,6 @@ from torch import nn
 
 from interp_core.backend.layout import CHANNELS_FIRST
 from interp_core.logging import training as training_log
-from interp_core.logging.sinks import Sink
 from interp_core.logging.training import CAMLog, FeatureMapLog, TrainingLog
 from interp_core.methods.base import CAMMethod
 
@@ -52,7 +50,11 @@ def _numpy(x: Any) -> np.ndarray:
 
 
 class _EpochLogger(TrainingLog):
-    """The torch side of :class:`~interp_core.logging.training.TrainingLog`: a plain object."""
+    """The torch side of :class:`~interp_core.logging.training.TrainingLog`: a plain object
+    that runs the torch backend on a private copy of the samples."""
+
+    backend = "torch"
+    copy_leaf = staticmethod(_copy_leaf)
 
     def on_epoch_end(self, model: nn.Module, epoch: int) -> dict[str, np.ndarray] | None:
         """Log after epoch ``epoch`` (0-based) if it is due; returns the images logged.
@@ -82,34 +84,10 @@ class CAMLogger(_EpochLogger, CAMLog):
         The model's input for the samples to follow, ``(N, C, H, W)``; copied once here.
     layer : str, nn.Module, list of them, or None
         The layer(s) to explain (``"layer4"``, a ``named_modules()`` path).
-    method : str or CAMMethod subclass
-        ``"gradcam"`` (default) or any name of :func:`interp_core.methods`.
-    every_n_epochs : int
-        Log after epochs ``n, 2n, ...`` (1-based).
-    sink : Sink, optional
-        Where images go (:mod:`interp_core.logging.sinks`); default ``FolderSink("interp_logs")``,
-        which :meth:`close` closes (a sink you pass is only flushed).
-    targets : optional
-        As for ``cam(x, targets)``: None explains each sample's current top-1 class.
-    images : np.ndarray, optional
-        ``(N, H, W, 3|1)`` or ``(N, H, W)`` images to draw the maps on (float in [0, 1] or
-        uint8). Default: the samples, channels moved last, min-max scaled per sample for
-        display unless they already lie in [0, 1].
-    alpha, colormap : float, str
-        Overlay options (:func:`interp_core.overlay`).
-    tag : str, optional
-        Default ``"<method>/<layer>"``.
-    **method_options
-        Passed to the method (``output="logits"``, ``relu=False``, ...).
+    method, every_n_epochs, sink, targets, images, alpha, colormap, tag, **method_options
+        As for :class:`interp_core.logging.training.CAMLog`; :meth:`close` closes the default
+        sink.
     """
-
-    def __init__(self, samples: Any, layer: Any = None, method: str | type[CAMMethod] = "gradcam",
-                 every_n_epochs: int = 1, sink: Sink | None = None, *, targets: Any = None,
-                 images: np.ndarray | None = None, alpha: float = 0.5, colormap: str = "jet",
-                 tag: str | None = None, **method_options: Any) -> None:
-        CAMLog.__init__(self, samples, layer, method, every_n_epochs, sink, targets=targets,
-                        images=images, alpha=alpha, colormap=colormap, tag=tag,
-                        backend="torch", copy_leaf=_copy_leaf, **method_options)
 
     def explainer(self, model: nn.Module) -> CAMMethod:
         """The method object for ``model``, built once and rebuilt for another model."""
@@ -128,24 +106,9 @@ class FeatureMapLogger(_EpochLogger, FeatureMapLog):
         The model's input for the samples to follow; copied once here.
     layer : str or nn.Module
         A layer with a 2-D spatial output.
-    every_n_epochs, sink, tag
-        As for :class:`CAMLogger` (tag default ``"features/<layer>"``).
-    channels : sequence of int, optional
-        The channels to show; default the first ``max_channels`` (a fixed choice, so the grid
-        of one sample is comparable from epoch to epoch).
-    max_channels : int
-        How many channels the default shows.
-    colormap : str
-        Colormap of the maps; each map is min-max scaled on its own.
+    every_n_epochs, sink, channels, max_channels, colormap, tag
+        As for :class:`interp_core.logging.training.FeatureMapLog`.
     """
-
-    def __init__(self, samples: Any, layer: Any, every_n_epochs: int = 1,
-                 sink: Sink | None = None, *, channels: Sequence[int] | None = None,
-                 max_channels: int = 16, colormap: str = "viridis", tag: str | None = None
-                 ) -> None:
-        FeatureMapLog.__init__(self, samples, layer, every_n_epochs, sink, channels=channels,
-                               max_channels=max_channels, colormap=colormap, tag=tag,
-                               backend="torch", copy_leaf=_copy_leaf)
 
 
 def display_images(samples: Any) -> np.ndarray:

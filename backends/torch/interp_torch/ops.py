@@ -80,8 +80,9 @@ class GuidedReLU(torch.autograd.Function):
         return grad * ((out > 0) & (grad > 0)).to(grad.dtype)
 
 
-class GuidedReLUInplace(torch.autograd.Function):
-    """``relu_(x)`` (in place, as ``nn.ReLU(inplace=True)``) with the guided backward pass."""
+class GuidedReLUInplace(GuidedReLU):
+    """``relu_(x)`` (in place, as ``nn.ReLU(inplace=True)``) with :class:`GuidedReLU`'s
+    backward pass."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
@@ -89,11 +90,6 @@ class GuidedReLUInplace(torch.autograd.Function):
         ctx.mark_dirty(x)
         ctx.save_for_backward(x)
         return x
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        (out,) = ctx.saved_tensors
-        return grad * ((out > 0) & (grad > 0)).to(grad.dtype)
 
 
 _RELU = frozenset({torch.relu, torch.nn.functional.relu, torch.Tensor.relu})

@@ -1,27 +1,8 @@
 """Test helpers for the torch adapter: the reference models in torch, and model-state snapshots.
 
-Imported only by tests (it imports torch). A third-party torch-based adapter can reuse these
-with :class:`interp_core.testing.conformance.BackendConformance`::
-
-    from interp_torch import testing
-
-    class TestMine(BackendConformance):
-        @pytest.fixture
-        def backend(self):
-            return MyBackend()
-
-        @pytest.fixture
-        def reference_model(self):
-            return testing.reference_model
-
-        @pytest.fixture
-        def _numpy(t: torch.Tensor) -> np.ndarray:
-    t = t.detach().cpu()
-    return (t.float() if t.is_floating_point() else t).numpy().copy()
-
-
-def to_input(self):
-            return testing.to_input
+Imported only by tests (it imports torch). A third-party torch-based adapter can run the
+conformance suite on these with ``helpers = interp_torch.testing`` in a subclass of
+:class:`interp_core.testing.conformance.ConformanceFromModule`.
 """
 
 from __future__ import annotations
@@ -97,31 +78,25 @@ def to_input(x: np.ndarray) -> torch.Tensor:
 
 
 class Wrapped(nn.Module):
-    """A model whose output is structured: ``(logits, -logits)`` or a dict with ``"aux"``."""
+    """``net`` with a structured output (:func:`interp_core.testing.reference.structured_output`
+    of its logits, ``kind`` ``"tuple"`` or ``"dict"``)."""
 
     def __init__(self, net: nn.Module, kind: str) -> None:
         super().__init__()
         self.net, self.kind = net, kind
 
     def forward(self, x: torch.Tensor) -> Any:
-        logits = self.net(x)
-        if self.kind == "tuple":
-            return logits, -logits
-        return {"aux": -logits, "logits": logits}
+        return ref.structured_output(self.net(x), self.kind)
 
 
-def structured_output_model(model: nn.Module, kind: str) -> tuple[nn.Module, str]:
-    """``model`` returning ``(logits, aux)`` (``kind="tuple"``) or ``{"aux": ..., "logits":
-    ...}`` (``"dict"``), with ``aux = -logits``; and the path of its ``"features"`` layer."""
-    return Wrapped(model, kind), "net.features"
+#: ``wrap(model, kind) -> (Wrapped(model, kind), "net.features")``: the suite's hook.
+structured_output_model = ref.structured_output_hook(Wrapped)
 
 
 def model_state(model: nn.Module) -> dict[str, Any]:
-    """Everything an adapter must leave as it found it, as plain values and NumPy arrays.
-
-    Training flags, ``requires_grad`` flags, parameters, their ``.grad``, buffers, every hook
-    dictionary and the global grad mode.
-    """
+    """The suite's ``model_state`` snapshot of a torch module: training flags,
+    ``requires_grad`` flags, parameters, their ``.grad``, buffers, every hook dictionary and the
+    global grad mode."""
     return {
         "training": [(n, m.training) for n, m in model.named_modules()],
         "requires_grad": [(n, p.requires_grad) for n, p in model.named_parameters()],

@@ -18,6 +18,17 @@ def _raw(exp: Any) -> np.ndarray:
     return next(iter(exp.raw.values()))
 
 
+def _assert_scored_as_oracle(impl: Any, model: Any, x: Any, oracle: Any, oracle_model: Any,
+                             x_np: np.ndarray, spec: Any, variant: str,
+                             batch_size: int = 3) -> None:
+    """The adapter's capture of the 4-sample batch for ``spec``, and its batched predict, equal
+    the oracle's."""
+    want = oracle.capture(oracle_model, x_np, [ref.LAYER], spec)
+    assert_capture_equal(impl.capture(model, x, [ref.LAYER], spec), want, 4, variant)
+    np.testing.assert_allclose(impl.predict(model, x, spec, batch_size=batch_size), want.scores,
+                               atol=ATOL, rtol=1e-5)
+
+
 class TargetTests(SuiteFixtures):
     def test_binary_target(self, impl: Any, build: Any, model: Any, to_input: Any,
                            x_np: np.ndarray, oracle: Any, variant: str) -> None:
@@ -26,11 +37,8 @@ class TargetTests(SuiteFixtures):
         x = to_input(x_np)
         for targets in (ic.BinaryTarget(),
                         [ic.BinaryTarget(p) for p in (True, False, False, True)]):
-            spec = resolve_targets(targets, 4)
-            want = oracle.capture(oracle_model, x_np, [ref.LAYER], spec)
-            assert_capture_equal(impl.capture(single, x, [ref.LAYER], spec), want, 4, variant)
-            np.testing.assert_allclose(impl.predict(single, x, spec, batch_size=3), want.scores,
-                                       atol=ATOL, rtol=1e-5)
+            _assert_scored_as_oracle(impl, single, x, oracle, oracle_model, x_np,
+                                     resolve_targets(targets, 4), variant)
         with pytest.raises(ValueError, match="single"):
             impl.capture(model, x, [ref.LAYER], resolve_targets(ic.BinaryTarget(), 4))
 
@@ -40,11 +48,8 @@ class TargetTests(SuiteFixtures):
         h, w, _ = ref.feature_shape(variant)
         masks = (np.random.default_rng(3).random((4, h, w)) > 0.5).astype(np.float32)
         targets = [ic.SegmentationTarget(c, m) for c, m in zip([2, 0, 4, 1], masks, strict=True)]
-        spec = resolve_targets(targets, 4)
-        want = oracle.capture(oracle_model, x_np, [ref.LAYER], spec)
-        assert_capture_equal(impl.capture(model, x, [ref.LAYER], spec), want, 4, variant)
-        np.testing.assert_allclose(impl.predict(model, x, spec, batch_size=3), want.scores,
-                                   atol=ATOL, rtol=1e-5)
+        _assert_scored_as_oracle(impl, model, x, oracle, oracle_model, x_np,
+                                 resolve_targets(targets, 4), variant)
         with pytest.raises(ValueError, match="mask"):
             impl.capture(model, x, [ref.LAYER],
                          resolve_targets(ic.SegmentationTarget(2, masks[0, :5]), 4))
@@ -53,10 +58,7 @@ class TargetTests(SuiteFixtures):
                                oracle: Any, oracle_model: Any, variant: str) -> None:
         rng = np.random.default_rng(4)
         spec = resolve_targets([ic.SimilarityTarget(e) for e in rng.normal(size=(4, 5))], 4)
-        want = oracle.capture(oracle_model, x_np, [ref.LAYER], spec)
-        assert_capture_equal(impl.capture(model, x, [ref.LAYER], spec), want, 4, variant)
-        np.testing.assert_allclose(impl.predict(model, x, spec, batch_size=3), want.scores,
-                                   atol=ATOL, rtol=1e-5)
+        _assert_scored_as_oracle(impl, model, x, oracle, oracle_model, x_np, spec, variant)
         with pytest.raises(ValueError, match="embedding"):
             impl.capture(model, x, [ref.LAYER], resolve_targets(ic.SimilarityTarget([1, 2]), 4))
 
@@ -65,11 +67,8 @@ class TargetTests(SuiteFixtures):
         """Framework-native callables (basic indexing and arithmetic), one per sample."""
         f = ic.OutputTarget(lambda o: o[:, 3] - 0.5 * o[:, 1])
         g = ic.OutputTarget(lambda o: o[:, 0])
-        spec = resolve_targets([f, g, f, f], 4)
-        want = oracle.capture(oracle_model, x_np, [ref.LAYER], spec)
-        assert_capture_equal(impl.capture(model, x, [ref.LAYER], spec), want, 4, variant)
-        np.testing.assert_allclose(impl.predict(model, x, spec, batch_size=2), want.scores,
-                                   atol=ATOL, rtol=1e-5)
+        _assert_scored_as_oracle(impl, model, x, oracle, oracle_model, x_np,
+                                 resolve_targets([f, g, f, f], 4), variant, batch_size=2)
 
     @pytest.mark.parametrize("kind", ["tuple", "dict"])
     def test_structured_outputs(self, impl: Any, model: Any, x: Any,
