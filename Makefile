@@ -7,7 +7,8 @@
 # The model zoo has its own venv, $(ZOO) (default .venv-zoo, from requirements-zoo.txt: torch
 # with torchvision, timm, transformers, pytorch-grad-cam; 6 GB, ~5 min to build):
 #   make test-zoo      the not-slow half of the torch model sweep, detection, segmentation and
-#                      wrapper tests on real architectures (random weights, nothing downloaded)
+#                      wrapper tests on real architectures (random weights, nothing downloaded),
+#                      and agreement with the pytorch-grad-cam package itself
 #   make models-table  every sweep (torch, keras, flax; slow half included, ~25 min), results in
 #                      .zoo-results/, then docs/models.md from them
 # CI (.ci/run) runs make test, make test-zoo, then make docs.
@@ -19,7 +20,7 @@ ZOO ?= .venv-zoo
 # link to the system's, whose age says nothing about the venv).
 ZOO_READY = $(ZOO)/installed-requirements-zoo.txt
 ZOO_TESTS = tests/test_zoo_torch.py tests/test_detection.py tests/test_segmentation.py \
-	tests/test_torch_wrappers.py
+	tests/test_torch_wrappers.py tests/test_pytorch_grad_cam_package.py
 
 .PHONY: demo test test-zoo models-table docs bench
 

@@ -11,25 +11,59 @@ time and the ratio ours / peer for:
 
 and the largest difference between the two maps (or attributions) of each pair.
 
-pytorch-grad-cam does not install beside torch 2.13 (it needs torchvision), so its two loops are
-re-implemented here from its source (``base_cam.py``, ``score_cam.py``, ``ablation_cam.py``,
-``ablation_layer.py``): the same forward passes in the same batches, ``tqdm`` and OpenCV
-aside. Captum is the package itself when it imports (``pip install --no-deps captum`` plus
-matplotlib), else the run stops.
+pytorch-grad-cam's ``ScoreCAM`` and ``AblationCAM`` are the package itself where it imports
+(the ``.venv-zoo`` environment, ``grad-cam`` 1.5.7 with torchvision); elsewhere (it does not
+install beside torch 2.13, it needs torchvision) its two loops are re-implemented here from
+its source (``base_cam.py``, ``score_cam.py``, ``ablation_cam.py``, ``ablation_layer.py``): the
+same forward passes in the same batches, ``tqdm`` and OpenCV aside. Captum is the package
+itself (``pip install --no-deps captum``); without it Integrated Gradients is skipped. The
+first lines of the output say which peer implementation ran.
 
 The model is ``benchmarks/resnet50_torch.py`` (torchvision's ResNet-50 layout, Kaiming
 initialisation, no download). Run::
 
     python benchmarks/bench_methods.py [--repeats 1] [--size 224] [--threads N]
-        [--only ig,ablationcam,scorecam] [--scorecam-batch 16,64]
+        [--only ig,ablationcam,scorecam] [--scorecam-batch 16,64] [--fold]
+
+``--fold`` also times ours inside ``interp_torch.folding.folded_batchnorm()`` (opt-in
+BatchNorm folding: the same function in float32, fewer elementwise passes).
 
 Wall time counts the time other processes hold the cores; on a shared machine compare the CPU
 time ratios too, and use ``--repeats`` (the variants run interleaved, medians are printed).
+
+Measured on 2026-11-30, 2 shared CPU cores (2 torch threads, other jobs running), CPU-time
+ratios ours / peer (wall in brackets), ours at its defaults:
+
+==============================  =========================  ==============  ===============
+method                          peer                       torch 2.14.1    torch 2.13.0
+==============================  =========================  ==============  ===============
+Integrated Gradients, 32 steps  Captum 0.9.0               0.836 (0.839)   0.725 (0.722)
+same, Captum with its delta     Captum 0.9.0               0.856 (0.861)   0.736 (0.733)
+Ablation-CAM                    pytorch-grad-cam 1.5.7     0.003 (0.002)   0.004 (0.002)
+Score-CAM (ours batch 64)       same, its batch of 16      0.866 (0.903)   0.876 (0.912)
+IG, ``--fold``                  Captum 0.9.0               0.705 (0.703)   0.592 (0.588)
+Score-CAM, ``--fold``           pytorch-grad-cam 1.5.7     0.695 (0.717)   0.680 (0.700)
+==============================  =========================  ==============  ===============
+
+torch 2.14.1: ``.venv-zoo``, the pytorch-grad-cam and Captum packages themselves; torch
+2.13.0: ``.venv``, Captum itself and pytorch-grad-cam's loops re-implemented. IG: medians of
+3 repeats (load average 0.7 to 1.7); the CAMs: 1 repeat (load 2; Ablation-CAM at 2.13 from an
+earlier run at load 7). Maps agree with the peers' to 2.4e-06 (Score-CAM, Ablation-CAM), IG
+attributions with Captum's to 5.7e-05 (1.7e-05 folded). Score-CAM misses its 0.6 target:
+every distinct masked input (1923 of the 2048 here: constant and duplicate channel maps share
+one) is a forward pass of the whole network, as in the peer, and channels-last batches of 64
+save only ~7% per image against the peer's batches of 16 on these torch builds, so the
+forward passes themselves are the cost; folding the BatchNorms (opt-in) brings it to ~0.69.
+Ablation-CAM runs only the part of the network above the layer on the ablated copies (the
+peer runs the part below the layer on every copy).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.metadata
+import io
 import os
 import statistics
 import sys
@@ -46,6 +80,42 @@ from resnet50_torch import resnet50
 
 import interp_core as ic
 from interp_core.methods import IntegratedGradients
+
+try:
+    from pytorch_grad_cam import AblationCAM as PackageAblationCAM
+    from pytorch_grad_cam import ScoreCAM as PackageScoreCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+except ImportError:
+    PackageAblationCAM = PackageScoreCAM = ClassifierOutputTarget = None
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+# -- pytorch-grad-cam, the package ---------------------------------------------------------------
+def quiet() -> contextlib.AbstractContextManager:
+    """Its ``tqdm`` progress bars (written to stderr) out of the report."""
+    return contextlib.redirect_stderr(io.StringIO())
+
+
+def package_scorecam(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: int,
+                     batch_size: int = 16) -> np.ndarray:
+    """``pytorch_grad_cam.ScoreCAM(model, [layer])(x, [ClassifierOutputTarget(target)])``;
+    its hooks are released afterwards."""
+    with PackageScoreCAM(model, [layer]) as cam, quiet():
+        cam.batch_size = batch_size  # the attribute its loop reads (16 when absent)
+        return cam(x, [ClassifierOutputTarget(target)])
+
+
+def package_ablationcam(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: int,
+                        batch_size: int = 32) -> np.ndarray:
+    """``pytorch_grad_cam.AblationCAM(model, [layer], batch_size=32)(x, [target])``."""
+    with PackageAblationCAM(model, [layer], batch_size=batch_size) as cam, quiet():
+        return cam(x, [ClassifierOutputTarget(target)])
 
 # -- pytorch-grad-cam's loops, re-implemented ----------------------------------------------------
 
@@ -174,6 +244,17 @@ def pgc_ablationcam(model: nn.Module, layer: nn.Module, x: torch.Tensor, target:
 
 
 # -- measuring --------------------------------------------------------------------------------
+def folded(fn: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:
+    """``fn`` run inside ``interp_torch.folding.folded_batchnorm()`` (the stand-in is built in
+    the timed call)."""
+    from interp_torch.folding import folded_batchnorm
+
+    def run() -> np.ndarray:
+        with folded_batchnorm():
+            return fn()
+    return run
+
+
 def measure(pairs: dict[str, Callable[[], np.ndarray]], repeats: int) -> dict[str, dict]:
     """Run each function ``repeats`` times, interleaved; median wall and CPU time, last result."""
     runs: dict[str, dict] = {k: {"wall": [], "cpu": [], "out": None} for k in pairs}
@@ -209,7 +290,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--only", default="ig,ablationcam,scorecam")
     parser.add_argument("--scorecam-batch", type=lambda v: [int(b) for b in v.split(",")],
-                        default=[16], help="our Score-CAM batch sizes, e.g. 16,64")
+                        default=[64], help="our Score-CAM batch sizes, e.g. 16,64")
+    parser.add_argument("--fold", action="store_true",
+                        help="also time ours inside interp_torch's folded_batchnorm() (opt-in)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -222,43 +305,59 @@ def main() -> None:
     print(f"ResNet-50 layer4 (2048 channels), 1 x 3 x {args.size} x {args.size}, class {target}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
           f"{os.cpu_count()} CPU(s), {args.repeats} repeat(s)", flush=True)
+    if PackageScoreCAM is not None:
+        scorecam, ablationcam = package_scorecam, package_ablationcam
+        print(f"pytorch-grad-cam: the package, grad-cam {package_version('grad-cam')}")
+    else:
+        scorecam, ablationcam = pgc_scorecam, pgc_ablationcam
+        print("pytorch-grad-cam: not installed; its loops re-implemented here from its source")
+    captum_version = package_version("captum")
+    print(f"Captum: the package, captum {captum_version}" if captum_version else
+          "Captum: not installed; Integrated Gradients skipped", flush=True)
     ratios = {}
-    if "ig" in only:
+    if "ig" in only and captum_version:
         from captum.attr import IntegratedGradients as CaptumIG
 
         # One pass: 32 path points plus the input and the baseline (for the convergence
         # delta, which ours always reports); Captum is timed without and with its delta.
         ours_ig = IntegratedGradients(model, steps=32)
         captum = CaptumIG(model)
-        runs = measure({
+        pairs = {
             "ours IntegratedGradients": lambda: ours_ig.explain(x, target).raw["input"],
             "Captum IntegratedGradients": lambda: captum.attribute(
                 x, target=target, n_steps=32).detach().numpy(),
             "Captum IG + delta": lambda: captum.attribute(
                 x, target=target, n_steps=32, return_convergence_delta=True)[0].detach().numpy(),
-        }, args.repeats)
-        ratios["ig"] = report("Integrated Gradients (32 steps)", runs,
-                              "ours IntegratedGradients", "Captum IntegratedGradients", 0.9)
-        report("Integrated Gradients (32 steps), both with the convergence delta", runs,
-               "ours IntegratedGradients", "Captum IG + delta", 0.9)
+        }
+        if args.fold:
+            pairs["ours IG folded"] = folded(lambda: ours_ig.explain(x, target).raw["input"])
+        runs = measure(pairs, args.repeats)
+        for ours in [k for k in pairs if k.startswith("ours")]:
+            ratios.setdefault("ig", report(f"Integrated Gradients (32 steps), {ours}", runs,
+                                           ours, "Captum IntegratedGradients", 0.9))
+            report(f"Integrated Gradients (32 steps), both with the convergence delta, {ours}",
+                   runs, ours, "Captum IG + delta", 0.9)
     if "ablationcam" in only:
         ours_ab = ic.AblationCAM(model, "layer4", batch_size=32)
         runs = measure({"ours AblationCAM": lambda: ours_ab(x, target),
-                        "pytorch-grad-cam AblationCAM": lambda: pgc_ablationcam(
+                        "pytorch-grad-cam AblationCAM": lambda: ablationcam(
                             model, model.layer4, x, target, 32)}, args.repeats)
         ratios["ablationcam"] = report("Ablation-CAM", runs, "ours AblationCAM",
                                        "pytorch-grad-cam AblationCAM", 0.7)
     if "scorecam" in only:
-        # pytorch-grad-cam's default batch of 16 masked images for both; ours also at the
-        # larger batches given (oneDNN's convolutions do more per image in larger batches).
+        # pytorch-grad-cam's default batch of 16 masked images; ours at the batches given
+        # (64, our default: oneDNN's convolutions do more per image in larger batches).
         pairs = {f"ours ScoreCAM bs={bs}": (lambda bs=bs: ic.ScoreCAM(
             model, "layer4", batch_size=bs)(x, target)) for bs in args.scorecam_batch}
-        pairs["pytorch-grad-cam ScoreCAM"] = lambda: pgc_scorecam(model, model.layer4, x,
-                                                                  target, 16)
+        if args.fold:
+            pairs.update({f"ours ScoreCAM bs={bs} folded": folded(lambda bs=bs: ic.ScoreCAM(
+                model, "layer4", batch_size=bs)(x, target)) for bs in args.scorecam_batch})
+        pairs["pytorch-grad-cam ScoreCAM"] = lambda: scorecam(model, model.layer4, x,
+                                                              target, 16)
         runs = measure(pairs, args.repeats)
-        for bs in args.scorecam_batch:
-            ratio = report(f"Score-CAM (ours batch_size {bs}, peer 16)", runs,
-                           f"ours ScoreCAM bs={bs}", "pytorch-grad-cam ScoreCAM", 0.6)
+        for ours in [k for k in pairs if k.startswith("ours")]:
+            ratio = report(f"Score-CAM ({ours}, peer batch 16)", runs, ours,
+                           "pytorch-grad-cam ScoreCAM", 0.6)
             ratios.setdefault("scorecam", ratio)
     print("ratios (ours / peer, wall): " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
 

@@ -69,6 +69,7 @@ from hypothesis.extra import numpy as hnp
 import interp_core as ic
 from interp_core.backend.protocol import GRADIENTS, Capture, LayerCapture
 from interp_core.methods import METHODS
+from interp_core.methods.kpca import KERNELS, kernel_first_component
 from interp_core.testing import reference as ref
 
 #: Methods that run the model forward again (Score-CAM scores masked inputs): not on bare
@@ -174,12 +175,9 @@ any_finite = st.floats(allow_nan=False, allow_infinity=False, width=32)
 product_safe = st.floats(-(2.0**62), 2.0**62, allow_nan=False, allow_infinity=False, width=32)
 #: Known to fail on inputs whose products overflow float32 (see the test below).
 OVERFLOW_FAILS: dict[str, str] = {}
-#: Known to give a map of rounding noise where the activations are constant over space.
-CONSTANT_FAILS = {
-    "kpcacam": "KPCA-CAM: the centred kernel of constant activations is ~1e-16 rather than 0 "
-               "(the row means of tanh(1) do not cancel exactly), its top eigenvector is "
-               "noise of size ~1e-16, and min-max scales that noise to [0, 1]",
-}
+#: Known to give a map of rounding noise where the activations are constant over space
+#: (KPCA-CAM did until its centred kernel's rounding noise was taken for zero).
+CONSTANT_FAILS: dict[str, str] = {}
 
 
 def known_failures(methods: list[str], failures: dict[str, str]) -> list[Any]:
@@ -497,23 +495,21 @@ def test_reference_maps_are_invariant_to_permuting_channels(method, setup, seed)
 scales = st.sampled_from([0.125, 0.3, 0.5, 2.0, 3.7, 16.0])
 
 
-@pytest.mark.parametrize("method", sorted(set(ARRAY_METHODS) - CHANGES_WITH_A))
+@pytest.mark.parametrize(("method", "scaled"), [
+    *[(m, "activations") for m in sorted(set(ARRAY_METHODS) - CHANGES_WITH_A)],
+    *[(m, "gradients") for m in sorted(set(ARRAY_METHODS) - CHANGES_WITH_G)],
+])
 @SETTINGS
-@given(arrays=layer_arrays(), a=scales)
-def test_array_maps_are_invariant_to_scaling_activations(method, arrays, a):
+@given(arrays=layer_arrays(), factor=scales)
+def test_array_maps_are_invariant_to_scaling_activations_or_gradients(method, scaled, arrays,
+                                                                      factor):
+    """``A -> a A`` or ``G -> b G`` alone (see the table in the module docstring)."""
     A, G, size = arrays
     want = explain_arrays(method, A, G, size)
-    got = explain_arrays(method, A * a, G, size)
-    assert_same_explanation(got, want, factor=None, samples=posed(method, A, G), rtol=1e-3)
-
-
-@pytest.mark.parametrize("method", sorted(set(ARRAY_METHODS) - CHANGES_WITH_G))
-@SETTINGS
-@given(arrays=layer_arrays(), b=scales)
-def test_array_maps_are_invariant_to_scaling_gradients(method, arrays, b):
-    A, G, size = arrays
-    want = explain_arrays(method, A, G, size)
-    got = explain_arrays(method, A, G * b, size)
+    if scaled == "activations":
+        got = explain_arrays(method, A * factor, G, size)
+    else:
+        got = explain_arrays(method, A, G * factor, size)
     assert_same_explanation(got, want, factor=None, samples=posed(method, A, G), rtol=1e-3)
 
 
@@ -635,6 +631,26 @@ def test_kpca_cam_tends_to_eigen_cam_for_small_activations_and_differs_for_large
 
     assert gap(1e-3) < 1e-4
     assert gap(10.0) > 0.3
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("side", [5, 33])  # 25 positions: eigh; 1089: subspace iteration
+def test_kpca_cam_of_a_layer_constant_over_space_is_zero(kernel, side):
+    """Constant activations give a centred kernel of rounding noise (~1e-16): the projection
+    and the map are exactly zero, not that noise min-max scaled to [0, 1]; a small real
+    difference at one position still gives a map."""
+    rng = np.random.default_rng(1)
+    per_channel = np.float32(rng.normal(size=(2, 1, 1, 6)) * [[[[1e-3, 0.1, 1, 3, 1e2, 1e4]]]])
+    A = np.broadcast_to(per_channel, (2, side, side, 6)).copy()
+    proj = kernel_first_component(A, A.mean(-1), kernel=kernel)
+    np.testing.assert_array_equal(proj, 0.0)
+    if kernel == "sigmoid":  # the method's default kernel, through the whole pipeline
+        exp = explain_arrays("kpcacam", A, np.zeros_like(A), (side, side))
+        np.testing.assert_array_equal(exp.raw[LAYER], 0.0)
+        np.testing.assert_array_equal(exp.maps, 0.0)
+    A[:, 2, 3] += 0.5  # one position differs: a real component
+    proj = kernel_first_component(A, A.mean(-1), kernel=kernel)
+    assert (np.abs(proj).reshape(2, -1).max(axis=1) > 1e-3).all()
 
 
 def test_method_classes_name_real_methods():

@@ -287,3 +287,47 @@ def test_feature_maps_of_a_channels_last_layer_keep_the_channels():
     by_hand = _hooked_output(model, "mlp", x).permute(0, 3, 1, 2).numpy()   # (1, 8, 6, 4)
     assert maps.shape == (1, 8, 6, 4)
     np.testing.assert_allclose(maps, by_hand, rtol=1e-6, atol=1e-6)
+
+
+def _ablation_weights_by_hand(model: nn.Module, layer: str, x: torch.Tensor,
+                              target: int) -> np.ndarray:
+    """``(y - y_c) / y`` with channel ``c`` of the layer's native output (last axis: tokens
+    ``(N, T, C)`` or channels-last ``(N, H, W, C)``) set to zero, one forward pass each."""
+    module = dict(model.named_modules())[layer]
+    zeroed: dict[str, int] = {}
+
+    def hook(m: nn.Module, args: object, out: torch.Tensor) -> torch.Tensor:
+        if "c" not in zeroed:
+            return out
+        out = out.clone()
+        out[..., zeroed["c"]] = 0.0
+        return out
+
+    channels = _hooked_output(model, layer, x).shape[-1]
+    handle = module.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            y = float(model(x)[0, target])
+            out = []
+            for c in range(channels):
+                zeroed["c"] = c
+                out.append((y - float(model(x)[0, target])) / y)
+    finally:
+        handle.remove()
+    return np.float32(out)
+
+
+@pytest.mark.parametrize("build, layer, size", [
+    (lambda: TinyViT(prefix=1), "blocks.1.norm1", (16, 24)),
+    (SwinLike, "mlp", (32, 16)),
+])
+def test_ablation_cam_ablates_channels_not_tokens(build, layer, size):
+    """Ablation-CAM on a token layer and on a channels-last layer: the channels it ablates
+    are the layer's last axis (not the tokens or rows on axis 1)."""
+    model = build().eval()
+    x = torch.randn(1, 3, *size)
+    exp = ic.AblationCAM(model, layer).explain(x)
+    target = int(exp.targets[0])
+    np.testing.assert_allclose(exp.weights[layer][0],
+                               _ablation_weights_by_hand(model, layer, x, target),
+                               rtol=1e-4, atol=1e-5)

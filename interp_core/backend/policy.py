@@ -377,3 +377,14 @@ def model_lock(model: Any) -> threading.RLock:
             if entry is None or entry[0] is not model:
                 entry = _MODEL_LOCKS_BY_ID[id(model)] = (model, threading.RLock())
             return entry[1]
+
+
+def refuse_channel_axis(backend: str, channel_axis: int | None) -> None:
+    """For adapters whose ``patched_scores`` patches only the usual channel axis: a clear
+    ``NotImplementedError`` when the core asks for another (see the protocol)."""
+    if channel_axis is not None:
+        raise NotImplementedError(
+            f"the {backend} backend patches a layer's channels on its usual axis only, but "
+            f"this layer holds them on axis {channel_axis}; use ScoreCAM or a gradient method "
+            "on this layer"
+        )

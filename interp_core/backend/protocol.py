@@ -150,6 +150,7 @@ class ActivationPatchBackend(Protocol):
     def patched_scores(
         self, model: Any, inputs: Any, layer: Any, channel_masks: np.ndarray,
         target: TargetSpec, *, batch_size: int = 32, output: Any = None,
+        channel_axis: int | None = None,
     ) -> np.ndarray:
         """Target scores with ``layer``'s output multiplied channel-wise by each mask.
 
@@ -158,6 +159,11 @@ class ActivationPatchBackend(Protocol):
         channel_masks : np.ndarray
             float32 ``(M, C)``; ``C`` is the layer's channel count, 1 keeps a channel and 0
             ablates it.
+        channel_axis : int, optional
+            The axis of the layer's native output that holds the channels, passed only where
+            it is not the framework's usual one (a token layer ``(N, T, C)`` or a
+            channels-last grid in a channels-first framework). An adapter that cannot patch
+            another axis raises ``NotImplementedError``.
 
         Returns
         -------

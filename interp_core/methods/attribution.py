@@ -81,6 +81,20 @@ def input_maps(attribution: np.ndarray, axis: int | None, reduce: Reduce, *,
     return normalize_minmax(m) if normalize else m
 
 
+def check_capabilities(method: Any, instead: str,
+                       needs: str = "gradients of the target score with respect to the input"
+                       ) -> None:
+    """Raise NotImplementedError naming the capabilities in ``method.requires`` that its
+    backend does not declare, what they give (``needs``) and what to use ``instead``."""
+    missing = [c for c in method.requires if c not in method.backend.capabilities]
+    if missing:
+        raise NotImplementedError(
+            f"{type(method).__name__} needs the {missing} capabilit"
+            f"{'y' if len(missing) == 1 else 'ies'} ({needs}), which backend "
+            f"{method.backend.name!r} does not declare; {instead}"
+        )
+
+
 def _check_reduce(reduce: str) -> str:
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce={reduce!r} is not one of {REDUCTIONS}")
@@ -102,9 +116,9 @@ class InputAttribution(CAMMethod):
         How the input-shaped attribution becomes a map (default: the method's own).
     batch_size : int
         Inputs per forward and backward pass (SmoothGrad and Integrated Gradients run
-        ``n_samples`` or ``steps`` copies of each input, plus the input itself and the
-        baseline, in as few passes as this allows: 64 holds one image's 50 path points and
-        both end points, so Integrated Gradients on one image is one pass).
+        ``n_samples`` or ``steps`` copies of each input in as few passes as this allows: 64
+        holds one image's 50 path points, so Integrated Gradients on one image is one pass,
+        plus a forward-only pass that scores the input and the baseline).
     **kwargs
         ``backend``, ``output``, ``relu``, ``normalize``, ``aug_smooth``: as for every method
         (:class:`~interp_core.methods.base.CAMMethod`).
@@ -122,14 +136,7 @@ class InputAttribution(CAMMethod):
     def __init__(self, model: Any, layer: Any = None, *, reduce: Reduce | None = None,
                  batch_size: int = 64, **kwargs: Any) -> None:
         super().__init__(model, layer, **kwargs)
-        missing = [c for c in self.requires if c not in self.backend.capabilities]
-        if missing:
-            raise NotImplementedError(
-                f"{type(self).__name__} needs the {missing} capabilit"
-                f"{'y' if len(missing) == 1 else 'ies'} (gradients of the target score with "
-                f"respect to the input), which backend {self.backend.name!r} does not declare; "
-                "use a CAM method such as GradCAM"
-            )
+        check_capabilities(self, "use a CAM method such as GradCAM")
         self.reduce: Reduce = _check_reduce(reduce or self.default_reduce)  # type: ignore[assignment]
         self.batch_size = check_batch_size(batch_size)
 
@@ -364,7 +371,7 @@ class IntegratedGradients(InputAttribution):
 
     ``attribution = (x - x0) * sum_k w_k dScore/dx(x0 + alpha_k (x - x0))`` for the quadrature
     ``(alpha_k, w_k)`` of :func:`integration_rule`, batched (``batch_size`` inputs per pass;
-    the input and the baseline are scored in the first pass, beside the path points). Targets
+    the input and the baseline are scored in a forward-only pass, without gradients). Targets
     are the input's (top-1 of ``x`` when ``targets`` is None).
     ``raw["convergence_delta"]`` ``(N,)`` is ``sum(attribution) - (F(x) - F(x0))``: zero for an
     exact integral (completeness), so it measures the quadrature's error.
@@ -394,32 +401,34 @@ class IntegratedGradients(InputAttribution):
         end = x_np.astype(np.float32)
         start = self._baseline(end)
         diff = end - start
-        # The end points ride along in the first pass (weight 0) for F(x) and F(baseline);
-        # top-1 targets need the input's classes first, from a pass of its own.
-        top1 = spec.kind == "top1"
-        if top1:
+        n = len(end)
+        # F(x) and F(baseline) need no gradient: one forward-only pass of both (a backward
+        # through them would cost twice their forward); top-1 targets need the input's
+        # classes first, so then the input and the baseline are scored one after the other.
+        if spec.kind == "top1":
             scores, classes = self.classes(x, spec)
             spec = fixed_targets(spec, classes)
-        ends = [start] if top1 else [end, start]
+            start_scores = self._scores(start, spec)
+        else:
+            both = self._scores(np.concatenate([end, start]), spec.tile(2))
+            scores, start_scores = both[:n], both[n:]
+            classes = spec.resolved_indices()
         alphas = self.alphas.astype(np.float32)
 
-        def point(k: int) -> np.ndarray:
-            if k < len(ends):
-                return ends[k]
-            return start + alphas[k - len(ends)] * diff
-
         def make(a: int, b: int) -> np.ndarray:
-            return np.concatenate([point(k) for k in range(a, b)]).astype(np.float32)
+            return np.concatenate([start + alphas[k] * diff for k in range(a, b)])
 
-        weights = np.concatenate([np.zeros(len(ends)), self.weights])
-        summed, all_scores, targets = self.weighted_gradients(end, spec, weights, make)
-        if not top1:
-            scores, classes = all_scores[0], targets
-        start_scores = all_scores[len(ends) - 1]
+        summed, _, _ = self.weighted_gradients(end, spec, self.weights, make)
         attribution = (diff.astype(np.float64) * summed).astype(np.float32)
         delta = attribution.reshape(len(end), -1).astype(np.float64).sum(axis=1) - (
             np.asarray(scores, np.float64) - np.asarray(start_scores, np.float64))
         return attribution, scores, classes, {"convergence_delta": delta.astype(np.float32)}
+
+    def _scores(self, x_np: np.ndarray, spec: TargetSpec) -> np.ndarray:
+        """Target scores of a batch, forward only: float32 ``(len(x_np),)``."""
+        return np.asarray(self.backend.predict(
+            self.model, self.backend.from_numpy(x_np, self.model), spec,
+            batch_size=self.batch_size, output=self.output), dtype=np.float32)
 
     def _baseline(self, x: np.ndarray) -> np.ndarray:
         if self.baseline is None:

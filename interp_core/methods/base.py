@@ -78,6 +78,10 @@ class LayerContext:
     capture: Capture
     layer: Any
     layer_name: str
+    #: The axis of the layer's native output that holds its channels where it is not the
+    #: framework's usual one (a token layer ``(N, T, C)`` or a channels-last grid in torch);
+    #: None otherwise. Methods that patch the layer's output pass it on to the backend.
+    native_channel_axis: int | None = None
 
 
 class CAMMethod:
@@ -182,9 +186,10 @@ class CAMMethod:
         raw: dict[str, np.ndarray] = {}
         weights: dict[str, np.ndarray] = {}
         for layer, (name, layer_capture) in zip(layers, capture.layers.items(), strict=True):
-            acts, grads = self._canonical(name, layer_capture.activations,
-                                          layer_capture.gradients, capture.input_spatial)
-            ctx = LayerContext(self.backend, self.model, x, spec, capture, layer, name)
+            acts, grads, channel_axis = self._canonical(
+                name, layer_capture.activations, layer_capture.gradients, capture.input_spatial)
+            ctx = LayerContext(self.backend, self.model, x, spec, capture, layer, name,
+                               channel_axis)
             raw[name], layer_weights = self._checked_map(name, acts, grads, ctx)
             if layer_weights is not None:
                 weights[name] = layer_weights
@@ -281,22 +286,32 @@ class CAMMethod:
     def _canonical(
         self, name: str, acts: np.ndarray, grads: np.ndarray | None,
         input_spatial: Sequence[int] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray | None]:
+    ) -> tuple[np.ndarray, np.ndarray | None, int | None]:
+        """The layer's arrays as ``(N, *spatial, C)``, and the native channel axis where it
+        is not the framework's usual one (see :class:`LayerContext`)."""
+        channel_axis = None
+        native_first = declared_layout(self.backend, self.model) == CHANNELS_FIRST
         if self.reshape is not None:
+            if native_first and acts.ndim == 3:  # tokens (N, T, C), as tokens_to_grid reads them
+                channel_axis = 2
             acts = np.asarray(self.reshape(acts), dtype=np.float32)
             grads = None if grads is None else np.asarray(self.reshape(grads), dtype=np.float32)
         elif input_spatial is not None:
             # Token layers (N, T, C) and channels-last grids become (N, *grid, C) on their own.
-            native_first = declared_layout(self.backend, self.model) == CHANNELS_FIRST
-            acts, grads, _ = as_grid(acts, grads, input_spatial,
-                                     native_channels_first=native_first)
+            ndim = acts.ndim
+            acts, grads, layout = as_grid(acts, grads, input_spatial,
+                                          native_channels_first=native_first)
+            if layout is not None and not layout.is_identity:
+                axis = layout.native_channel_axis(ndim, native_first)
+                usual = 1 if native_first else ndim - 1
+                channel_axis = None if axis == usual else axis
         if acts.ndim < 3:
             raise ValueError(
                 f"layer {name!r} has output shape {acts.shape} with no spatial axes; "
                 f"{type(self).__name__} needs a layer with a spatial output (N, *spatial, C), "
                 "e.g. a convolution block, or reshape=tokens_to_grid(...) for token layers"
             )
-        return acts, grads
+        return acts, grads, channel_axis
 
     def _checked_map(
         self, name: str, acts: np.ndarray, grads: np.ndarray | None, ctx: LayerContext

@@ -30,6 +30,7 @@ from interp_core.methods.attribution import (
     Reduce,
     _check_reduce,
     channel_axis,
+    check_capabilities,
     input_maps,
 )
 from interp_core.methods.base import Explanation
@@ -114,12 +115,8 @@ class GuidedGradCAM(GradCAM):
                  interpolation: Interpolation = "bilinear", reduce: Reduce = "max-abs",
                  batch_size: int = 32, **kwargs: Any) -> None:
         super().__init__(model, layer, **kwargs)
-        missing = [c for c in self.requires if c not in self.backend.capabilities]
-        if missing:
-            raise NotImplementedError(
-                f"GuidedGradCAM needs the {missing} capabilities, which backend "
-                f"{self.backend.name!r} does not declare; use GradCAM"
-            )
+        check_capabilities(self, "use GradCAM", needs="gradients at the layer and guided "
+                           "gradients at the input")
         if interpolation not in ("bilinear", "nearest"):
             raise ValueError(
                 f"interpolation={interpolation!r} is not one of 'bilinear', 'nearest'")

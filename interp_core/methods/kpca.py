@@ -7,7 +7,9 @@ same in NumPy (no scikit-learn): the kernel matrix of the positions, double-cent
 ``KernelCenterer``, its leading eigenvector ``v`` and eigenvalue ``l``, projection
 ``v * sqrt(l)``. The sign is chosen so that the projection correlates positively with the
 channel mean of the activations, as for :class:`~interp_core.EigenCAM` (scikit-learn makes the
-largest-magnitude entry positive instead).
+largest-magnitude entry positive instead). Where the positions are all alike (activations
+constant over space), the centred kernel is zero up to rounding; its eigenvector would be
+noise, so the projection is zero instead (:data:`ZERO_TOL`), and so is the map.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ Kernel = Literal["sigmoid", "rbf", "poly", "linear", "cosine"]
 KERNELS = ("sigmoid", "rbf", "poly", "linear", "cosine")
 #: Above this many positions the leading eigenvector comes from subspace iteration, not eigh.
 DENSE_LIMIT = 1024
+#: A centred kernel whose entries are at most this times the kernel's largest magnitude, or
+#: whose top eigenvalue is at most this times that magnitude times the number of positions
+#: (the bound on the eigenvalues of such entries), is rounding noise (float64 rounding of the
+#: centring is ~1e-16 of it): positions all alike, e.g. activations constant over space.
+ZERO_TOL = 1e-12
 
 
 def kernel_matrix(X: np.ndarray, kernel: Kernel, gamma: float | None, coef0: float,
@@ -102,10 +109,20 @@ def kernel_first_component(X: np.ndarray, reference: np.ndarray, *, kernel: Kern
     """
     n, spatial, c = X.shape[0], X.shape[1:-1], X.shape[-1]
     flat = np.nan_to_num(X.reshape(n, -1, c).astype(np.float64))
-    flat = flat - flat.mean(axis=1, keepdims=True)
-    K = center_kernel(kernel_matrix(flat, kernel, gamma, coef0, degree))
+    constant = flat.max(axis=1, keepdims=True) == flat.min(axis=1, keepdims=True)
+    # A channel constant over the positions centres to exactly 0 (its mean can be off by
+    # an ulp, which a saturating kernel would magnify).
+    flat = np.where(constant, 0.0, flat - flat.mean(axis=1, keepdims=True))
+    K = kernel_matrix(flat, kernel, gamma, coef0, degree)
+    scale = np.abs(K).max(axis=(1, 2))  # (N,)
+    K = center_kernel(K)
+    # All positions alike (e.g. every channel constant): the centred kernel is rounding
+    # noise of size ~1e-16 * scale, whose eigenvector min-max would blow up into a map.
+    negligible = np.abs(K).max(axis=(1, 2)) <= ZERO_TOL * scale
+    K[negligible] = 0.0
     value, vector = leading_eigenpair(K)
-    proj = vector * np.sqrt(np.maximum(value, 0.0))[:, None]
+    value = np.where(value <= ZERO_TOL * K.shape[1] * scale, 0.0, value)
+    proj = vector * np.sqrt(value)[:, None]
     return orient(proj, reference).reshape((n, *spatial)).astype(np.float32)
 
 

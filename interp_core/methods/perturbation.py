@@ -88,7 +88,9 @@ class ScoreCAM(ChannelWeightCAM):
     Parameters
     ----------
     batch_size : int
-        Masked inputs per forward pass (pytorch-grad-cam's ScoreCAM uses 16).
+        Masked inputs per forward pass (pytorch-grad-cam's ScoreCAM uses 16; larger batches
+        use the CPU's convolutions better: ResNet-50 at 224 x 224 takes about 0.9 of the time
+        at 64 that it takes at 16).
     top_k : int, optional
         "Faster Score-CAM": score only the ``top_k`` channels of largest spatial variance of
         each sample. What it changes: the other channels get weight 0, and the softmax is
@@ -101,7 +103,7 @@ class ScoreCAM(ChannelWeightCAM):
     name = "scorecam"
     needs_gradients = False
 
-    def __init__(self, model: Any, layer: Any = None, *, batch_size: int = 16,
+    def __init__(self, model: Any, layer: Any = None, *, batch_size: int = 64,
                  top_k: int | None = None, **kwargs: Any) -> None:
         super().__init__(model, layer, **kwargs)
         self.batch_size = check_batch_size(batch_size)
@@ -233,6 +235,9 @@ class AblationCAM(ChannelWeightCAM):
         else:
             chosen = np.broadcast_to(np.arange(c), (n, c))
         ablated = np.repeat(original[:, None], c, axis=1)
+        # Token layers and channels-last grids in torch: the channels are not on axis 1.
+        axis = {} if ctx.native_channel_axis is None else {
+            "channel_axis": ctx.native_channel_axis}
         for i in range(n):
             picked = np.sort(chosen[i][magnitude[i, chosen[i]] > 0])
             if picked.size == 0:
@@ -242,6 +247,7 @@ class AblationCAM(ChannelWeightCAM):
             rows = backend.patched_scores(
                 model, backend.from_numpy(x[i : i + 1], model), ctx.layer, masks,
                 spec.take(np.array([i])), batch_size=self.batch_size, output=self.output,
+                **axis,
             )
             ablated[i, picked] = np.asarray(rows, dtype=np.float64).reshape(picked.size)
         denom = np.where(original == 0, 1.0, original)[:, None]

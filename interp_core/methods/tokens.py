@@ -168,6 +168,30 @@ class GridLayout:
             return f"tokens: {self.prefix} prefix + {grid}"
         return f"{self.kind} {grid}"
 
+    def native_channel_axis(self, ndim: int, native_channels_first: bool) -> int:
+        """The axis of the layer's native output that holds the channels (non-negative).
+
+        Parameters
+        ----------
+        ndim : int
+            Rank of the layer's output.
+        native_channels_first : bool
+            As for :func:`grid_layout`: the adapter made the canonical array by moving native
+            axis 1 to the end.
+        """
+        if self.token_axis is not None:
+            canonical = 3 - self.token_axis  # (N, A, B): the axis that is not the tokens
+        elif self.move is not None:
+            order = list(range(ndim))
+            source, destination = (m % ndim for m in self.move)
+            order.insert(destination, order.pop(source))
+            canonical = order[-1]  # what ends up last after the move
+        else:
+            canonical = ndim - 1
+        if not native_channels_first:
+            return canonical
+        return 1 if canonical == ndim - 1 else canonical + 1
+
     def apply(self, a: np.ndarray) -> np.ndarray:
         """``a`` (canonical, ``(N, ...)``) as ``(N, *grid, C)`` float32."""
         a = np.asarray(a)

@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from interp_core.backend.policy import refuse_channel_axis
 from interp_core.backend.protocol import (
     ACTIVATION_PATCH,
     GRADIENTS,
@@ -369,8 +370,9 @@ class ReferenceBackend:
 
     def patched_scores(self, model: ReferenceModel, inputs: Any, layer: Any,
                        channel_masks: np.ndarray, target: TargetSpec, *, batch_size: int = 32,
-                       output: Any = None) -> np.ndarray:
+                       output: Any = None, channel_axis: int | None = None) -> np.ndarray:
         """Scores of ``model.head(A * mask)`` for each mask: ``(M, N)``."""
+        refuse_channel_axis(self.name, channel_axis)
         self._check_layers([layer])
         masks = np.asarray(channel_masks, dtype=np.float32)
         if masks.ndim != 2 or masks.shape[1] != CHANNELS:

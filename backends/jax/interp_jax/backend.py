@@ -32,6 +32,7 @@ from interp_core.backend.policy import (
     mask_chunks,
     needs_output_shape,
     plan_targets,
+    refuse_channel_axis,
     warn_non_finite,
 )
 from interp_core.backend.protocol import (
@@ -338,7 +339,9 @@ class JaxBackend:
     def patched_scores(
         self, model: Any, inputs: Any, layer: Any, channel_masks: np.ndarray,
         target: TargetSpec, *, batch_size: int = 32, output: Any = None,
+        channel_axis: int | None = None,
     ) -> np.ndarray:
+        refuse_channel_axis(self.name, channel_axis)
         structure, arrays = self._program(model)
         (name,) = self._resolve(model, structure, [layer])
         x = self._inputs(structure, arrays, inputs)

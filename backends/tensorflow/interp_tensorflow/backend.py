@@ -32,6 +32,7 @@ from interp_core.backend.policy import (
     expanded_patch_rows,
     mask_chunks,
     plan_targets,
+    refuse_channel_axis,
 )
 from interp_core.backend.protocol import (
     ALL_CAPABILITIES,
@@ -238,7 +239,9 @@ class TensorFlowBackend:
     def patched_scores(
         self, model: Any, inputs: Any, layer: Any, channel_masks: np.ndarray,
         target: TargetSpec, *, batch_size: int = 32, output: Any = None,
+        channel_axis: int | None = None,
     ) -> np.ndarray:
+        refuse_channel_axis(self.name, channel_axis)
         _check_model(model)
         x = self._prepare(inputs, model)
         if not tf.is_tensor(x):

@@ -30,13 +30,7 @@ from interp_core.backend.policy import (
     not_a_tensor_error,
 )
 from interp_core.backend.protocol import (
-    ACTIVATION_PATCH,
-    BIAS_GRADIENTS,
-    GRADIENTS,
-    GUIDED_BACKPROP,
-    INPUT_GRADIENTS,
-    LINEAR_WEIGHTS,
-    SCORE_INPUT_GRADIENTS,
+    ALL_CAPABILITIES,
     BiasGradients,
     Capture,
     InputGradients,
@@ -132,8 +126,7 @@ class TorchBackend:
 
     name = "torch"
     input_layout = "channels_first"
-    capabilities = frozenset({GRADIENTS, LINEAR_WEIGHTS, ACTIVATION_PATCH, INPUT_GRADIENTS,
-                              SCORE_INPUT_GRADIENTS, GUIDED_BACKPROP, BIAS_GRADIENTS})
+    capabilities = ALL_CAPABILITIES
 
     # -- conversions ----------------------------------------------------------------------
     def to_numpy(self, x: Any) -> np.ndarray:
@@ -274,11 +267,14 @@ class TorchBackend:
         self, model: nn.Module, inputs: Any, target: TargetSpec, *, batch_size: int = 32,
         output: Any = None,
     ) -> np.ndarray:
+        from interp_torch.folding import scoring_model  # opt-in BatchNorm folding
+
         x = self._prepare(inputs, model)
         parts = []
         with _explaining(model):
+            runner = scoring_model(model, x, self._run)
             for sl in chunks(int(first_input(x).shape[0]), batch_size):
-                out = select_output(self._run_fast(model, take(x, sl)), output)
+                out = select_output(self._run_fast(runner, take(x, sl)), output)
                 scores, _ = target_scores(out, target.take(sl), OPS)
                 parts.append(to_numpy(scores, False))
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
@@ -286,6 +282,7 @@ class TorchBackend:
     def patched_scores(
         self, model: nn.Module, inputs: Any, layer: Any, channel_masks: np.ndarray,
         target: TargetSpec, *, batch_size: int = 32, output: Any = None,
+        channel_axis: int | None = None,
     ) -> np.ndarray:
         """Scores with the layer's output multiplied by each mask, ``(M, N)``.
 
@@ -309,42 +306,46 @@ class TorchBackend:
             raise ValueError(f"channel_masks must be (M, C), got shape {masks.shape}")
         n = int(x.shape[0])
         per_chunk = mask_chunks(len(masks), n, batch_size)
+        axis = 1 if channel_axis is None else int(channel_axis)
         with _explaining(model):
             if model in _EXPANSION_REFUSED:
                 return self._patched_tiled(model, x, name, module, masks, target, per_chunk,
-                                           output)
+                                           output, axis)
             try:
                 return self._patched_from_layer(model, x, name, module, masks, target,
-                                                batch_size, output)
+                                                batch_size, output, axis)
             except _ExpansionRefusedError:
                 rows = self._patched_tiled(model, x, name, module, masks, target, per_chunk,
-                                           output)
+                                           output, axis)
                 _EXPANSION_REFUSED.add(model)  # only once the copies worked: not a bad request
                 return rows
 
     @staticmethod
-    def _mask_hook(name: str, current: dict[str, Any]) -> Callable[..., Any]:
+    def _mask_hook(name: str, current: dict[str, Any], axis: int = 1) -> Callable[..., Any]:
         """A forward hook: the layer's output (``n`` samples, or expanded to ``M`` copies of
-        them first where ``current["expand"]``) times ``current["mask"]`` ``(M, C)``."""
+        them first where ``current["expand"]``) times ``current["mask"]`` ``(M, C)`` along
+        the output's channel ``axis``."""
         def hook(mod: nn.Module, args: Any, out: Any) -> Any:
             t = first_tensor(out)
             m = current["mask"].to(device=t.device, dtype=t.dtype)
-            if m.shape[1] != t.shape[1]:
+            ax = axis % t.ndim
+            if ax == 0 or m.shape[1] != t.shape[ax]:
                 raise ValueError(
                     f"channel_masks have {m.shape[1]} channels but layer {name!r} has "
-                    f"{t.shape[1]}"
+                    f"{t.shape[ax]} on axis {ax} of its output {tuple(t.shape)}"
                 )
             if current["expand"]:
                 t = t.repeat((m.shape[0],) + (1,) * (t.ndim - 1))
             n = t.shape[0] // m.shape[0]
-            shape = (m.shape[0], 1, m.shape[1]) + (1,) * (t.ndim - 2)
+            shape = [m.shape[0], 1] + [1] * (t.ndim - 1)
+            shape[ax + 1] = m.shape[1]
             patched = t.reshape(m.shape[0], n, *t.shape[1:]) * m.reshape(shape)
             return replace_first_tensor(out, patched.reshape(t.shape))
         return hook
 
     def _patched_from_layer(self, model: nn.Module, x: torch.Tensor, name: str,
                             module: nn.Module, masks: np.ndarray, target: TargetSpec,
-                            batch_size: int, output: Any) -> np.ndarray:
+                            batch_size: int, output: Any, axis: int = 1) -> np.ndarray:
         """Ablation from the layer on, one sample at a time: the first pass of a sample runs
         the whole network once (batch 1) and records what the modules below the layer
         produced (:func:`~interp_torch.layers.replaying_below`); later passes replay that, and
@@ -361,7 +362,7 @@ class TorchBackend:
             except ValueError as exc:  # the layer is the model itself
                 raise _ExpansionRefusedError from exc
             stack.enter_context(hooked([(name, module)],
-                                       lambda _: self._mask_hook(name, current)))
+                                       lambda _: self._mask_hook(name, current, axis)))
             for i in range(n):
                 sample, spec = x[i : i + 1], target.take(np.array([i]))
                 for index, start in enumerate(range(0, len(masks), per_chunk)):
@@ -391,11 +392,11 @@ class TorchBackend:
 
     def _patched_tiled(self, model: nn.Module, x: torch.Tensor, name: str, module: nn.Module,
                        masks: np.ndarray, target: TargetSpec, per_chunk: int,
-                       output: Any) -> np.ndarray:
+                       output: Any, axis: int = 1) -> np.ndarray:
         n = int(x.shape[0])
         current: dict[str, Any] = {"expand": False}
         rows = []
-        with hooked([(name, module)], lambda _: self._mask_hook(name, current)):
+        with hooked([(name, module)], lambda _: self._mask_hook(name, current, axis)):
             for start in range(0, len(masks), per_chunk):
                 chunk = torch.from_numpy(masks[start : start + per_chunk])
                 current["mask"] = chunk
@@ -435,12 +436,15 @@ class TorchBackend:
             raise NotImplementedError(
                 "score_input_gradients needs one floating-point input tensor, got "
                 f"{_describe(x)}")
+        from interp_torch.folding import scoring_model  # opt-in BatchNorm folding
+
         scores, grads, tops = [], [], []
         with _explaining(model, grad_enabled=True):
+            runner = model if guided else scoring_model(model, x, self._run)
             for sl in chunks(int(x.shape[0]), batch_size):
                 leaf = x[sl].detach().requires_grad_(True)
                 with guided_relus() if guided else contextlib.nullcontext():
-                    out = select_output(self._run_fast(model, leaf), output)
+                    out = select_output(self._run_fast(runner, leaf), output)
                     s, top1 = target_scores(out, target.take(sl), OPS)
                 if not s.requires_grad:
                     raise ValueError("the target score does not depend on the input (a "

@@ -1,0 +1,159 @@
+"""Agreement with the pytorch-grad-cam package itself (not a re-implementation of it).
+
+pytorch-grad-cam needs torchvision, which does not load beside the dev venv's torch, so these
+tests run in the zoo venv (``make test-zoo``; they skip elsewhere, and fail there when the
+package is missing). :mod:`tests.test_methods_peers` checks the same methods against its
+algorithms written out, in every venv. Each test calls the package's class with
+``ClassifierOutputTarget`` targets and ours with the same class indices, on a small
+convolutional network with batch norm and a ReLU before the explained layer's output.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zoo_env
+
+import interp_core as ic
+from interp_core.methods import KPCACAM, FullGrad, GuidedBackprop
+
+torch = pytest.importorskip("torch")
+pgc = zoo_env.require("pytorch_grad_cam", module_level=True)
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
+
+nn = torch.nn
+TARGETS = [0, 3, 1]
+
+
+def _net() -> nn.Module:
+    """Conv-BN-ReLU stem, two conv-ReLU blocks, global average pooling, a dense head."""
+    torch.manual_seed(3)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 12, 3, padding=1, stride=2), nn.ReLU(),
+        nn.Conv2d(12, 16, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5),
+    )
+    with torch.no_grad():  # non-trivial running statistics, as a trained model has
+        model[1].running_mean.uniform_(-0.2, 0.2)
+        model[1].running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    return _net()
+
+
+@pytest.fixture(scope="module")
+def x() -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(5).random((3, 3, 16, 20), dtype=np.float32))
+
+
+def _theirs(cls: type, model: nn.Module, x: torch.Tensor, layers: list[nn.Module],
+            **call: object) -> np.ndarray:
+    with cls(model=model, target_layers=layers) as cam:
+        return cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in TARGETS], **call)
+
+
+@pytest.mark.parametrize("ours, theirs, layer", [
+    (ic.GradCAM, "GradCAM", "5"),
+    (ic.GradCAM, "GradCAM", "4"),
+    (ic.HiResCAM, "HiResCAM", "5"),
+    (ic.GradCAMPlusPlus, "GradCAMPlusPlus", "5"),
+    (ic.XGradCAM, "XGradCAM", "5"),
+    (ic.LayerCAM, "LayerCAM", "5"),
+    (ic.ScoreCAM, "ScoreCAM", "5"),
+    (ic.AblationCAM, "AblationCAM", "5"),
+])
+def test_cam_methods_equal_the_package(model, x, ours, theirs, layer):
+    want = _theirs(getattr(pgc, theirs), model, x, [model[int(layer)]])
+    got = ours(model, layer)(x, TARGETS)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+@pytest.mark.parametrize("layers", [["2", "5"], ["4", "6"]])
+def test_multi_layer_fusion_equals_the_package(model, x, layers):
+    """Each layer is min-max scaled before the mean; pytorch-grad-cam divides by
+    ``max + 1e-7`` where we divide by ``max - min`` exactly, so a layer whose ReLU'd map peaks
+    at ``p`` differs by about ``1e-7 / p`` (this model's early layers peak near 1e-4); the
+    bound below is that, from the raw maps, and the maps must agree within it."""
+    want = _theirs(pgc.GradCAM, model, x, [model[int(name)] for name in layers])
+    exp = ic.GradCAM(model, layers).explain(x, TARGETS)
+    relu = [np.maximum(exp.raw[name], 0).reshape(len(x), -1) for name in layers]
+    spreads = np.stack([r.max(axis=1) - r.min(axis=1) for r in relu])  # (layers, N)
+    # A constant layer map is 0 in both; the others differ by about 1e-7 / spread.
+    share = np.where(spreads > 0, 1e-7 / np.where(spreads > 0, spreads, 1.0), 0.0)
+    bound = 4 * share.max(axis=0) + 2e-6  # (N,): the guard's share, with room for the rest
+    for got, expected, tolerance in zip(exp.maps, want, bound, strict=True):
+        np.testing.assert_allclose(got, expected, atol=tolerance)
+
+
+def test_fullgrad_equals_the_package(model, x):
+    want = _theirs(pgc.FullGrad, model, x, [])
+    np.testing.assert_allclose(FullGrad(model)(x, TARGETS), want, atol=1e-4)
+
+
+def test_aug_smooth_equals_the_package(model, x):
+    want = _theirs(pgc.GradCAM, model, x, [model[5]], aug_smooth=True)
+    got = ic.GradCAM(model, "5", aug_smooth=True)(x, TARGETS)
+    np.testing.assert_allclose(got, want, atol=1e-3)
+
+
+def _their_raw_maps(cls: type, model: nn.Module, x: torch.Tensor, layer: nn.Module,
+                    **options: object) -> np.ndarray:
+    """The package's per-layer map before ReLU and scaling (``BaseCAM.get_cam_image``)."""
+    cam = cls(model=model, target_layers=[layer], **options)
+    try:
+        outputs = cam.activations_and_grads(x)
+        targets = [ClassifierOutputTarget(t) for t in TARGETS]
+        sum(t(o) for t, o in zip(targets, outputs, strict=True)).backward()
+        store = cam.activations_and_grads
+        acts, grads = store.activations[0].numpy(), store.gradients[0].numpy()
+        return cam.get_cam_image(x, layer, targets, acts, grads, cls is pgc.GradCAM)
+    finally:
+        cam.activations_and_grads.release()
+
+
+def _assert_equal_up_to_sign(method: ic.CAMMethod, x: torch.Tensor, theirs_raw: np.ndarray,
+                             theirs_maps: np.ndarray, layer: str, tolerance: float) -> None:
+    """A principal component's sign is arbitrary: the package takes whatever its SVD or
+    kernel PCA returns (and it flips with round-off), we fix it. Each sample's raw map must be
+    the package's or its negative, and the final map the package's pipeline applied to it."""
+    exp = method.explain(x, TARGETS)
+    ours_raw = exp.raw[layer]
+    for i in range(len(x)):
+        sign = np.sign((ours_raw[i] * theirs_raw[i]).sum())
+        np.testing.assert_allclose(ours_raw[i], sign * theirs_raw[i], rtol=tolerance,
+                                   atol=tolerance * np.abs(theirs_raw[i]).max())
+        if sign > 0:
+            np.testing.assert_allclose(exp.maps[i], theirs_maps[i], atol=tolerance)
+        else:  # the package's map is ours with the component turned round
+            flipped = method.postprocess([-ours_raw[i : i + 1]], x.shape[-2:])[0]
+            np.testing.assert_allclose(flipped, theirs_maps[i], atol=tolerance)
+
+
+def test_eigen_smooth_equals_the_package(model, x):
+    theirs = _theirs(pgc.GradCAM, model, x, [model[5]], eigen_smooth=True)
+    raw = _their_raw_maps(pgc.GradCAM, model, x, model[5])
+    _assert_equal_up_to_sign(ic.GradCAM(model, "5", eigen_smooth=True), x, raw, theirs, "5",
+                             1e-3)
+
+
+def test_kpca_cam_equals_the_package(model, x):
+    pytest.importorskip("sklearn")
+    theirs = _theirs(pgc.KPCA_CAM, model, x, [model[5]])
+    raw = _their_raw_maps(pgc.KPCA_CAM, model, x, model[5])
+    # The package hands scikit-learn float32 activations, and KernelPCA then works in float32
+    # (we work in float64): agreement to about 1% of the map's scale, not to round-off.
+    _assert_equal_up_to_sign(KPCACAM(model, "5"), x, raw, theirs, "5", 2e-2)
+
+
+def test_guided_backprop_equals_the_package(model, x):
+    guided = pgc.GuidedBackpropReLUModel(model, device="cpu")
+    for i, t in enumerate(TARGETS):
+        want = guided(x[i : i + 1], target_category=t)  # (H, W, C)
+        got = GuidedBackprop(model).explain(x[i : i + 1], [t])
+        raw = next(iter(got.raw.values()))[0]
+        raw = raw if raw.shape == want.shape else np.moveaxis(raw, 0, -1)
+        np.testing.assert_allclose(raw, want, atol=1e-5)
