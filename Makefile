@@ -42,8 +42,13 @@ demo: $(BIN)/python
 	$(BIN)/pip install -q -r requirements.txt
 	$(BIN)/interp demo --overwrite
 
+# keras-hub's declared dependencies pull the full tensorflow and tensorflow-text beside
+# tensorflow-cpu; building its image classifiers from a config (the test) needs only these.
+KERAS_HUB = keras-hub==0.32.0 regex==2026.11.19 tokenizers==0.23.3
+
 test: $(BIN)/python
 	$(BIN)/pip install -q -r requirements-dev.txt
+	$(BIN)/pip install -q --no-deps $(KERAS_HUB)
 	$(BIN)/ruff check .
 	INTERP_TEST_BACKENDS=torch,tensorflow,jax INTERP_TEST_RAY=1 WANDB_MODE=offline $(BIN)/python -m pytest -q -m "not docs and not slow"
 
