@@ -25,7 +25,7 @@ from interp_core.backend.layout import to_backend_layout
 from interp_core.backend.registry import get_backend
 from interp_core.backend.targets import resolve_targets
 from interp_core.methods import method_class
-from interp_core.methods.postprocess import interpolation_matrix
+from interp_core.methods.postprocess import resize_bilinear
 from interp_core.metrics import (
     average_drop,
     deletion,
@@ -85,15 +85,6 @@ def box_region(box: tuple[float, float, float, float], width: int, height: int,
     in_y = (rows >= math.floor(y0 * sy)) & (rows < math.ceil(y1 * sy))
     in_x = (cols >= math.floor(x0 * sx)) & (cols < math.ceil(x1 * sx))
     return in_y[:, None] & in_x[None, :]
-
-
-def downsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Half-pixel bilinear resize of ``(N, H, W)`` maps to ``size`` (the weights of
-    :func:`~interp_core.methods.postprocess.resize_bilinear`, applied as two matrix
-    products)."""
-    rows = interpolation_matrix(maps.shape[1], size[0]).astype(np.float32)
-    cols = interpolation_matrix(maps.shape[2], size[1]).astype(np.float32)
-    return np.ascontiguousarray(rows @ maps.astype(np.float32) @ cols.T)
 
 
 def stored_map_size(size: tuple[int, int], longest: int) -> tuple[int, int]:
@@ -193,7 +184,7 @@ class BatchWorker:
         if predicted is None:
             predicted, predicted_scores = exp.targets, exp.scores
         metrics = self._metrics(x, maps, exp.targets, regions)
-        small = maps if tuple(maps.shape[1:]) == self.map_hw else downsample(maps, self.map_hw)
+        small = maps if tuple(maps.shape[1:]) == self.map_hw else resize_bilinear(maps, self.map_hw)
         blobs = encode_maps(small)
         layer = ",".join(exp.layers)
         for j, i in enumerate(loaded):

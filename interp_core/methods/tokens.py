@@ -182,10 +182,7 @@ class GridLayout:
         if self.token_axis is not None:
             canonical = 3 - self.token_axis  # (N, A, B): the axis that is not the tokens
         elif self.move is not None:
-            order = list(range(ndim))
-            source, destination = (m % ndim for m in self.move)
-            order.insert(destination, order.pop(source))
-            canonical = order[-1]  # what ends up last after the move
+            canonical = _moved_order(ndim, self.move)[-1]  # what ends up last after the move
         else:
             canonical = ndim - 1
         if not native_channels_first:
@@ -254,12 +251,17 @@ def grid_layout(shape: Sequence[int], input_spatial: Sequence[int], *,
     return None
 
 
+def _moved_order(ndim: int, move: tuple[int, int]) -> list[int]:
+    """Which input axis each axis of ``np.moveaxis(a, *move)`` comes from."""
+    order = list(range(ndim))
+    source, destination = (m % ndim for m in move)
+    order.insert(destination, order.pop(source))
+    return order
+
+
 def _moved_shape(shape: tuple[int, ...], move: tuple[int, int]) -> tuple[int, ...]:
     """The shape ``np.moveaxis`` with ``move`` gives, without making an array."""
-    order = list(range(len(shape)))
-    source, destination = (m % len(shape) for m in move)
-    order.insert(destination, order.pop(source))
-    return tuple(shape[i] for i in order)
+    return tuple(shape[i] for i in _moved_order(len(shape), move))
 
 
 def as_grid(acts: np.ndarray, grads: np.ndarray | None, input_spatial: Sequence[int], *,

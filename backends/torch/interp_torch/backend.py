@@ -20,6 +20,7 @@ from torch import nn
 
 from interp_core.backend.inputs import chunks, first_input, take
 from interp_core.backend.policy import (
+    ExpansionRefusedError,
     channel_objective,
     check_channel_range,
     check_channels,
@@ -115,10 +116,6 @@ _HOOK_HINT = "hooks see the modules that forward() calls"
 #: copies the input) and models that refuse channels-last inputs.
 _EXPANSION_REFUSED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 _CHANNELS_LAST_REFUSED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
-
-
-class _ExpansionRefusedError(Exception):
-    """The model's code after the layer cannot take a batch expanded at the layer."""
 
 
 class TorchBackend:
@@ -314,7 +311,7 @@ class TorchBackend:
             try:
                 return self._patched_from_layer(model, x, name, module, masks, target,
                                                 batch_size, output, axis)
-            except _ExpansionRefusedError:
+            except ExpansionRefusedError:
                 rows = self._patched_tiled(model, x, name, module, masks, target, per_chunk,
                                            output, axis)
                 _EXPANSION_REFUSED.add(model)  # only once the copies worked: not a bad request
@@ -360,7 +357,7 @@ class TorchBackend:
             try:
                 replay = stack.enter_context(replaying_below(model, module))
             except ValueError as exc:  # the layer is the model itself
-                raise _ExpansionRefusedError from exc
+                raise ExpansionRefusedError from exc
             stack.enter_context(hooked([(name, module)],
                                        lambda _: self._mask_hook(name, current, axis)))
             for i in range(n):
@@ -379,13 +376,13 @@ class TorchBackend:
                         scores, _ = target_scores(out, spec.tile(len(chunk)), OPS)
                     except (ValueError, RuntimeError, IndexError, KeyError) as exc:
                         if check:
-                            raise _ExpansionRefusedError from exc
+                            raise ExpansionRefusedError from exc
                         raise
                     got = to_numpy(scores, False).reshape(-1)
                     if check:
                         if got.shape != (len(chunk),) or not np.allclose(
                                 got[-1], plain[0], rtol=1e-4, atol=1e-5):
-                            raise _ExpansionRefusedError
+                            raise ExpansionRefusedError
                         got = got[:-1]
                     rows[start : start + len(got), i] = got
         return rows
