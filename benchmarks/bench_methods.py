@@ -40,20 +40,30 @@ method                          peer                       torch 2.14.1    torch
 Integrated Gradients, 32 steps  Captum 0.9.0               0.836 (0.839)   0.725 (0.722)
 same, Captum with its delta     Captum 0.9.0               0.856 (0.861)   0.736 (0.733)
 Ablation-CAM                    pytorch-grad-cam 1.5.7     0.003 (0.002)   0.004 (0.002)
-Score-CAM (ours batch 64)       same, its batch of 16      0.866 (0.903)   0.876 (0.912)
+Score-CAM (batches of 16)       pytorch-grad-cam 1.5.7     0.640-0.712
+Score-CAM, batch 8 / 16 / 64    same, one run              0.647 / 0.640 / 0.69-0.87
+Score-CAM, ``--fold``           same (ours not folded)     0.780 (0.782)
 IG, ``--fold``                  Captum 0.9.0               0.705 (0.703)   0.592 (0.588)
-Score-CAM, ``--fold``           pytorch-grad-cam 1.5.7     0.695 (0.717)   0.680 (0.700)
 ==============================  =========================  ==============  ===============
 
 torch 2.14.1: ``.venv-zoo``, the pytorch-grad-cam and Captum packages themselves; torch
 2.13.0: ``.venv``, Captum itself and pytorch-grad-cam's loops re-implemented. IG: medians of
 3 repeats (load average 0.7 to 1.7); the CAMs: 1 repeat (load 2; Ablation-CAM at 2.13 from an
-earlier run at load 7). Maps agree with the peers' to 2.4e-06 (Score-CAM, Ablation-CAM), IG
-attributions with Captum's to 5.7e-05 (1.7e-05 folded). Score-CAM misses its 0.6 target:
-every distinct masked input (1923 of the 2048 here: constant and duplicate channel maps share
-one) is a forward pass of the whole network, as in the peer, and channels-last batches of 64
-save only ~7% per image against the peer's batches of 16 on these torch builds, so the
-forward passes themselves are the cost; folding the BatchNorms (opt-in) brings it to ~0.69.
+earlier run at load 7). Score-CAM at its defaults in three runs on the quiet machine (load
+1.5-2.0, our own two threads): 0.712, 0.667, 0.640 in CPU time (0.715, 0.672, 0.642 wall).
+Maps agree with the peers' to 2.4e-06 (Score-CAM, Ablation-CAM), IG attributions with
+Captum's to 5.7e-05 (1.7e-05 folded).
+
+Score-CAM misses its 0.6 target: every distinct masked input (1923 of the 2048 here: constant
+and duplicate channel maps share one) is a forward pass of the whole network, as in the peer,
+so the forward passes themselves are the cost. Ours runs them channels-last with the
+BatchNorms folded (its default scoring session), ~100 ms of CPU per masked image against the
+peer's ~150 ms. Of our ~100 ms about 15 are the kernel's (page faults: glibc returns the
+large activation buffers of each batch to the system and the next batch touches fresh pages;
+``mallopt`` or jemalloc would remove them but change the whole process, not ours to set).
+TorchScript ``freeze`` + ``optimize_for_inference`` saves a further ~7-10% per image
+(deprecated API); ``torch.compile`` with inductor's freezing ~12% per image but costs ~14 s
+of compilation per model, ~9% of the peer's whole run here.
 Ablation-CAM runs only the part of the network above the layer on the ablated copies (the
 peer runs the part below the layer on every copy).
 """
@@ -290,9 +300,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--only", default="ig,ablationcam,scorecam")
     parser.add_argument("--scorecam-batch", type=lambda v: [int(b) for b in v.split(",")],
-                        default=[64], help="our Score-CAM batch sizes, e.g. 16,64")
+                        default=[16], help="our Score-CAM batch sizes, e.g. 16,64")
     parser.add_argument("--fold", action="store_true",
-                        help="also time ours inside interp_torch's folded_batchnorm() (opt-in)")
+                        help="also time our IG inside interp_torch's folded_batchnorm() (opt-in) "
+                             "and our Score-CAM without its default folding")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -346,12 +357,14 @@ def main() -> None:
                                        "pytorch-grad-cam AblationCAM", 0.7)
     if "scorecam" in only:
         # pytorch-grad-cam's default batch of 16 masked images; ours at the batches given
-        # (64, our default: oneDNN's convolutions do more per image in larger batches).
+        # (16, our default too), folded by default (its scoring session); ``--fold`` adds
+        # ours without folding (fast_scoring=False).
         pairs = {f"ours ScoreCAM bs={bs}": (lambda bs=bs: ic.ScoreCAM(
             model, "layer4", batch_size=bs)(x, target)) for bs in args.scorecam_batch}
         if args.fold:
-            pairs.update({f"ours ScoreCAM bs={bs} folded": folded(lambda bs=bs: ic.ScoreCAM(
-                model, "layer4", batch_size=bs)(x, target)) for bs in args.scorecam_batch})
+            pairs.update({f"ours ScoreCAM bs={bs} unfolded": (lambda bs=bs: ic.ScoreCAM(
+                model, "layer4", batch_size=bs, fast_scoring=False)(x, target))
+                for bs in args.scorecam_batch})
         pairs["pytorch-grad-cam ScoreCAM"] = lambda: scorecam(model, model.layer4, x,
                                                               target, 16)
         runs = measure(pairs, args.repeats)

@@ -189,8 +189,11 @@ def test_killed_run_leaves_whole_lines_and_resume_completes(tmp_path, signum):
     argv = [sys.executable, "-m", "interp_core.cli", "explain", MODEL, str(folder), "--layer",
             "block3", "--size", "24", "--batch-size", "1", "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # A shell without job control starts background jobs with SIGINT ignored, and a child
+    # inherits that: give the run the default disposition, as a terminal would.
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, cwd=tmp_path)
+                            env=env, cwd=tmp_path,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     results = out / "results.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:

@@ -1,7 +1,7 @@
-"""Opt-in BatchNorm folding of the torch adapter (``interp_torch.folding``): the folded
-stand-in gives the model's scores and input gradients, leaves the model alone, and is not used
-where it would differ (a convolution's output read twice, hooks of the user's) or outside the
-block."""
+"""BatchNorm folding of the torch adapter (``interp_torch.folding``): the folded stand-in
+gives the model's scores and input gradients, leaves the model alone, and is not used where it
+would differ (a convolution's output read twice, hooks of the user's) or outside the block;
+Score-CAM folds by default (the adapter's scoring session), only for its call."""
 
 from __future__ import annotations
 
@@ -98,8 +98,9 @@ def test_folded_scores_and_gradients_equal_the_model_and_the_model_is_untouched(
 @pytest.mark.parametrize("method", ["scorecam", "integratedgradients"])
 def test_methods_give_the_same_maps_folded(x, method):
     model = _model()
+    unfolded = {"fast_scoring": False} if method == "scorecam" else {}
+    want = METHODS[method](model, "block", batch_size=5, **unfolded).explain(x, TARGETS)
     cam = METHODS[method](model, "block", batch_size=5)
-    want = cam.explain(x, TARGETS)
     with folded_batchnorm():
         got = cam.explain(x, TARGETS)
     np.testing.assert_allclose(got.maps, want.maps, atol=1e-4)
@@ -137,3 +138,37 @@ def test_stand_in_follows_parameter_updates(x):
         got = backend.predict(model, x, spec)
     assert second is not first
     np.testing.assert_allclose(got, backend.predict(model, x, spec), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_scorecam_folds_for_its_call_only(x, monkeypatch, fast):
+    import interp_torch.folding as folding
+
+    built: list[nn.Module] = []
+    make = folding._stand_in
+    monkeypatch.setattr(folding, "_stand_in", lambda *a: built.append(make(*a)) or built[-1])
+    model = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    got = ic.ScoreCAM(model, "block", fast_scoring=fast).explain(x, TARGETS)
+    want = ic.ScoreCAM(model, "block", fast_scoring=False).explain(x, TARGETS)
+    assert len(built) == (1 if fast else 0)  # one stand-in for the whole call
+    if fast:
+        assert _norms(built[0]) == 0 and _norms(model) == 4
+    np.testing.assert_allclose(got.maps, want.maps, atol=1e-5)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    assert folding._BLOCK.get() is None  # the block (and its stand-in) ended with the call
+    assert _stand_in(model, x) is model
+
+
+def test_scorecam_rejects_a_non_bool_fast_scoring():
+    with pytest.raises(ValueError, match="fast_scoring must be True or False, got 'yes'"):
+        ic.ScoreCAM(_model(), "block", fast_scoring="yes")
+
+
+def test_adapters_without_a_scoring_session_get_an_empty_block():
+    from interp_core.backend.protocol import scoring_session
+
+    with scoring_session(object(), _model()) as entered:
+        assert entered is None
+    assert _norms(_model()) == 4

@@ -12,6 +12,7 @@ Canonical layout: every array in a :class:`Capture` is float32 NumPy, channels l
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -272,3 +273,23 @@ class BiasGradientBackend(Protocol):
         the bias and the gradient of the summed scores at that layer's pre-activation output,
         from one forward and backward pass."""
         ...
+
+
+class ScoringSessionBackend(Protocol):
+    """Optional, no capability name: an adapter may define ``scoring_session`` to prepare a
+    faster equivalent of a model for many forward-only scorings (Score-CAM's masked inputs).
+    Methods call it where it exists and simply use :meth:`Backend.predict` where it does not;
+    third-party adapters need not implement it."""
+
+    def scoring_session(self, model: Any) -> AbstractContextManager[None]:
+        """A block inside which :meth:`Backend.predict` on ``model`` may run a stand-in that
+        computes the same function to float32 rounding (torch: BatchNorms folded into the
+        convolutions before them). The model itself must not change, and anything the block
+        built is dropped when it ends."""
+        ...
+
+
+def scoring_session(backend: Any, model: Any) -> AbstractContextManager[None]:
+    """``backend.scoring_session(model)`` where the adapter defines it, else an empty block."""
+    session = getattr(backend, "scoring_session", None)
+    return session(model) if callable(session) else nullcontext()

@@ -264,7 +264,7 @@ class TorchBackend:
         self, model: nn.Module, inputs: Any, target: TargetSpec, *, batch_size: int = 32,
         output: Any = None,
     ) -> np.ndarray:
-        from interp_torch.folding import scoring_model  # opt-in BatchNorm folding
+        from interp_torch.folding import scoring_model  # BatchNorm folding in a block
 
         x = self._prepare(inputs, model)
         parts = []
@@ -275,6 +275,15 @@ class TorchBackend:
                 scores, _ = target_scores(out, target.take(sl), OPS)
                 parts.append(to_numpy(scores, False))
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+    @staticmethod
+    def scoring_session(model: nn.Module) -> contextlib.AbstractContextManager[None]:
+        """A block of many forward-only scorings (Score-CAM): :meth:`predict` runs a
+        BatchNorm-folded stand-in of ``model`` where one applies
+        (:func:`interp_torch.folding.folded_batchnorm`), dropped when the block ends."""
+        from interp_torch.folding import folded_batchnorm
+
+        return folded_batchnorm()
 
     def patched_scores(
         self, model: nn.Module, inputs: Any, layer: Any, channel_masks: np.ndarray,
@@ -433,7 +442,7 @@ class TorchBackend:
             raise NotImplementedError(
                 "score_input_gradients needs one floating-point input tensor, got "
                 f"{_describe(x)}")
-        from interp_torch.folding import scoring_model  # opt-in BatchNorm folding
+        from interp_torch.folding import scoring_model  # BatchNorm folding in a block
 
         scores, grads, tops = [], [], []
         with _explaining(model, grad_enabled=True):

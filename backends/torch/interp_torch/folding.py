@@ -1,10 +1,10 @@
-"""Opt-in BatchNorm folding for scoring many inputs (Score-CAM, Integrated Gradients).
+"""BatchNorm folding for scoring many inputs (Score-CAM by default; opt-in elsewhere).
 
 In eval mode a BatchNorm that reads a convolution's output is an affine map per channel, so
 the pair is one convolution with weights ``W * s`` and bias ``(b - mean) * s + beta``
 (``s = gamma / sqrt(var + eps)``): the same function, in the same precision (float32 stays
 float32), without the BatchNorm's elementwise pass over every activation, forward and
-backward (ResNet-50 on the CPU: BatchNorm is ~20% of a forward pass and ~22% of a forward
+backward (ResNet-50 on the CPU: BatchNorm is ~17-20% of a forward pass and ~22% of a forward
 and input-gradient pass). The rounding differs from the unfolded model's at the level of
 float32 reordering (~1e-7 relative), as channels-last convolutions do.
 
@@ -18,11 +18,14 @@ itself is never modified. Pairs are found by one forward pass of one sample with
 hooks (a BatchNorm whose input is the very tensor a convolution just returned, each module
 running once); the stand-in must then reproduce the model's output on that sample (else the
 model is used as it is, e.g. where the convolution's output is also read elsewhere). Models
-with hooks of their own, or no such pair, are run as they are. The stand-in lives until the
-block ends, and is rebuilt if a parameter or buffer changes meanwhile.
+in training mode, or with hooks of their own, or with no such pair, are run as they are. The
+stand-in lives until the block ends, and is rebuilt if a parameter or buffer changes
+meanwhile.
 
-Outside the block nothing changes: folding is opt-in because the stand-in holds a second copy
-of the folded convolutions' weights while it lives.
+Score-CAM opens such a block around its masked-input scoring (the adapter's
+``scoring_session``; ``ScoreCAM(..., fast_scoring=False)`` turns it off), so the stand-in's
+copy of the folded weights lives only for that call. Elsewhere folding is opt-in: wrap the
+calls in ``with folded_batchnorm():`` (Integrated Gradients, SmoothGrad, the metrics).
 """
 
 from __future__ import annotations

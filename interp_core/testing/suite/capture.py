@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import interp_core as ic
-from interp_core.backend.protocol import GRADIENTS
+from interp_core.backend.protocol import GRADIENTS, scoring_session
 from interp_core.backend.targets import resolve_targets
 from interp_core.testing import reference as ref
 from interp_core.testing.suite.fixtures import ATOL, SuiteFixtures
@@ -90,6 +90,20 @@ class CaptureTests(SuiteFixtures):
         want = oracle_model(x_np)[np.arange(4), [3, 1, 0, 2]]
         assert got.shape == (4,) and got.dtype == np.float32
         np.testing.assert_allclose(got, want, atol=ATOL, rtol=1e-5)
+
+    def test_predict_in_scoring_session(self, impl: Any, model: Any, x: Any, x_np: np.ndarray,
+                                        oracle_model: Any) -> None:
+        """Inside the adapter's optional ``scoring_session`` (Score-CAM's), ``predict`` gives
+        the same scores; an adapter without one gets an empty block."""
+        spec = resolve_targets([3, 1, 0, 2], 4)
+        with scoring_session(impl, model):
+            got = impl.predict(model, x, spec, batch_size=3)
+            again = impl.predict(model, x, spec, batch_size=4)
+        want = oracle_model(x_np)[np.arange(4), [3, 1, 0, 2]]
+        np.testing.assert_allclose(got, want, atol=ATOL, rtol=1e-5)
+        np.testing.assert_allclose(again, want, atol=ATOL, rtol=1e-5)
+        np.testing.assert_allclose(impl.predict(model, x, spec, batch_size=3), want, atol=ATOL,
+                                   rtol=1e-5)
 
     def test_batch_independence(self, impl: Any, model: Any, to_input: Any,
                                 x_np: np.ndarray) -> None:
