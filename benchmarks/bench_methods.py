@@ -40,7 +40,7 @@ method                          peer                       torch 2.14.1    torch
 Integrated Gradients, 32 steps  Captum 0.9.0               0.836 (0.839)   0.725 (0.722)
 same, Captum with its delta     Captum 0.9.0               0.856 (0.861)   0.736 (0.733)
 Ablation-CAM                    pytorch-grad-cam 1.5.7     0.003 (0.002)   0.004 (0.002)
-Score-CAM (batches of 16)       pytorch-grad-cam 1.5.7     0.640-0.712
+Score-CAM (batches of 16)       pytorch-grad-cam 1.5.7     0.640-0.712     0.745 (0.735)
 Score-CAM, batch 8 / 16        same, one run              0.647 / 0.640
 Score-CAM, ``--fold``           same (ours not folded)     0.780 (0.782)
 IG, ``--fold``                  Captum 0.9.0               0.705 (0.703)   0.592 (0.588)
@@ -51,7 +51,7 @@ torch 2.14.1: ``.venv-zoo``, the pytorch-grad-cam and Captum packages themselves
 3 repeats (load average 0.7 to 1.7); the CAMs: 1 repeat (load 2; Ablation-CAM at 2.13 from an
 earlier run at load 7). Score-CAM at its defaults in three runs on the quiet machine (load
 1.5-2.0, our own two threads): 0.712, 0.667, 0.640 in CPU time (0.715, 0.672, 0.642 wall);
-before, at batch 64: 0.866 plain and 0.695 folded.
+before, at batch 64: 0.866 plain and 0.695 folded (torch 2.13: 0.876 plain).
 Maps agree with the peers' to 2.4e-06 (Score-CAM, Ablation-CAM), IG attributions with
 Captum's to 5.7e-05 (1.7e-05 folded).
 
