@@ -105,10 +105,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
         wandb_rows=args.wandb_rows,
     )
     overall = result.summary["overall"]
-    # The layers the workers used, where the audit records them (AuditResult.layers); else
-    # what was asked for.
-    used = getattr(result, "layers", None) or ()
-    print(f"interp audit: {result.images} image(s) explained at {layer_phrase(used, layer)}, "
+    # The layers the workers used (empty when nothing was explained: then what was asked for).
+    print(f"interp audit: {result.images} image(s) explained at "
+          f"{layer_phrase(result.layers, layer)}, "
           f"{result.failed} unreadable, "
           f"{result.resumed} already done, in {result.seconds:.1f} s; accuracy "
           f"{_percent(overall.get('accuracy'))}, pointing game "
