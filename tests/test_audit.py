@@ -30,6 +30,8 @@ from interp_core.audit.stats import mean_interval, t_quantile, wilson  # noqa: E
 from interp_core.cli.audit import add_audit_parser, cmd_audit, main  # noqa: E402
 from interp_core.datasets import CLASSES, make_shapes  # noqa: E402
 from interp_core.datasets.demo import demo_model  # noqa: E402
+from interp_core.io.errors import ModelLoadError  # noqa: E402
+from interp_core.io.outputs import OutputFolderError  # noqa: E402
 from interp_core.methods.postprocess import resize_bilinear  # noqa: E402
 from interp_core.metrics import energy_pointing_game, pointing_game  # noqa: E402
 from interp_core.viz import save_png  # noqa: E402
@@ -271,7 +273,7 @@ def test_resume_after_a_kill_ends_with_every_image_once(dataset, tmp_path):
     assert 8 <= written < N
     (out / "parts" / ".tmp-half-written.parquet").write_bytes(b"PAR1")  # as a kill leaves
 
-    with pytest.raises(FileExistsError, match="resume"):
+    with pytest.raises(OutputFolderError, match="resume"):
         cmd_audit(_parse(args))
     assert cmd_audit(_parse([*args, "--resume"])) == 0
     record = json.loads((out / "audit.json").read_text())
@@ -291,7 +293,7 @@ def test_resume_after_a_kill_ends_with_every_image_once(dataset, tmp_path):
 def test_resume_refuses_changed_settings_and_out_is_never_clobbered(dataset, tmp_path):
     out = tmp_path / "out"
     audit("demo:torch", dataset["manifest"], out, progress=False, map_size=16)
-    with pytest.raises(FileExistsError, match="already holds an audit"):
+    with pytest.raises(OutputFolderError, match="results of an earlier audit"):
         audit("demo:torch", dataset["manifest"], out, progress=False)
     with pytest.raises(ValueError, match="map_size: 16 -> 32"):
         audit("demo:torch", dataset["manifest"], out, progress=False, resume=True)
@@ -346,8 +348,12 @@ def test_model_file_spec_is_built_by_the_worker(dataset, tmp_path, monkeypatch):
 
     torch.save(demo_model("torch"), tmp_path / "demo.pt")
     monkeypatch.chdir(tmp_path)  # a relative path: the config stores it absolute
+    with pytest.raises(ModelLoadError, match="trust"):  # a pickle runs code: trusted only
+        audit("demo.pt", dataset["folder"], tmp_path / "out", layer="block3", size=64,
+              classes=CLASSES, progress=False)
+    assert not (tmp_path / "out").exists()
     result = audit("demo.pt", dataset["folder"], tmp_path / "out", layer="block3", size=64,
-                   classes=CLASSES, progress=False)
+                   classes=CLASSES, progress=False, trust_model=True)
     record = json.loads((tmp_path / "out" / "audit.json").read_text())
     assert record["config"]["model"] == str(tmp_path / "demo.pt")
     reference = audit("demo:torch", dataset["folder"], tmp_path / "ref", progress=False)

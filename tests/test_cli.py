@@ -87,15 +87,18 @@ def test_explain_saved_torch_module_and_target(tmp_path):
     torch.save(DemoNet(), path)
     images = _write_images(tmp_path / "in", 2)
     out = tmp_path / "out"
-    assert run("explain", str(path), *map(str, images), "--layer", "block3", "--size", "64",
-               "--target", "2", "--out", str(out), "--mean", "0.5", "--std", "0.25") == 0
+    args = ("explain", str(path), *map(str, images), "--layer", "block3", "--size", "64",
+            "--target", "2", "--out", str(out), "--mean", "0.5", "--std", "0.25")
+    assert run(*args) == 2  # a pickled module runs code when loaded: refused unless trusted
+    assert not out.exists()
+    assert run(*args, "--trust-model") == 0
     lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [r["target"] for r in lines] == [2, 2]
 
 
 @pytest.mark.parametrize("argv,message", [
     (["explain", "interp_torch.demo:DemoNet", "missing.png"], "no such file"),
-    (["explain", "interp_torch.demo:DemoNet", "{empty}"], "no image files"),
+    (["explain", "interp_torch.demo:DemoNet", "{empty}"], "no input files"),
     (["explain", "interp_torch.demo:DemoNet", "{img}", "--layer", "block9"], "block3"),
     (["explain", "interp_torch.demo:DemoNet", "{img}", "--backend", "nope"], "not installed"),
     (["explain", "interp_torch.demo:DemoNet", "{img}", "--method", "magic"], "known methods"),

@@ -18,7 +18,8 @@ import pytest
 from PIL import Image
 
 from interp_core import cli
-from interp_core.cli.imageio import Preprocess, UnreadableImageError
+from interp_core.io.errors import FileReadError
+from interp_core.io.preprocess import InputFormat
 from tests.conftest import require_framework
 
 torch = require_framework("torch", "torch")
@@ -102,7 +103,7 @@ def test_every_readable_image_is_explained_and_every_bad_one_listed(tmp_path, ca
 def test_sixteen_bit_images_keep_their_range(tmp_path):
     ramp = np.tile(np.linspace(0, 65535, 64), (64, 1)).astype(np.uint16)
     Image.fromarray(ramp).save(tmp_path / "ramp16.png")
-    image = Preprocess((64, 64)).load(tmp_path / "ramp16.png")
+    image = InputFormat((64, 64)).load(tmp_path / "ramp16.png").pixels
     assert image.shape == (64, 64, 3) and image.dtype == np.float32
     np.testing.assert_allclose(image[0, :, 0], np.linspace(0, 1, 64), atol=0.02)
     assert np.array_equal(image[..., 0], image[..., 2])
@@ -111,15 +112,15 @@ def test_sixteen_bit_images_keep_their_range(tmp_path):
 @pytest.mark.parametrize("name", sorted(UNREADABLE))
 def test_unreadable_files_raise_one_error_type_with_the_reason(tmp_path, name):
     zoo = write_zoo(tmp_path / "zoo")
-    with pytest.raises(UnreadableImageError, match=UNREADABLE[name]) as info:
-        Preprocess((32, 32)).load(zoo / name)
+    with pytest.raises(FileReadError, match=UNREADABLE[name]) as info:
+        InputFormat((32, 32)).load(zoo / name)
     assert info.value.path == zoo / name
 
 
 def test_pixel_limit_is_checked_before_decoding(tmp_path):
     Image.fromarray(_noise(8, 64)).save(tmp_path / "big.png")
-    with pytest.raises(UnreadableImageError, match=r"claims 64x64 pixels.*limit of 1,000"):
-        Preprocess((32, 32), max_pixels=1000).load(tmp_path / "big.png")
+    with pytest.raises(FileReadError, match=r"claims 64x64 pixels.*limit of 1,000"):
+        InputFormat((32, 32), max_pixels=1000).load(tmp_path / "big.png")
 
 
 def test_nothing_readable_exits_non_zero_with_the_reasons(tmp_path, capsys):
@@ -133,7 +134,9 @@ def test_nothing_readable_exits_non_zero_with_the_reasons(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "none of the 4 files" in err.splitlines()[-1]
     assert {Path(r["file"]).name for r in _lines(out / "errors.jsonl")} == set(UNREADABLE)
-    assert _lines(out / "results.jsonl") == []
+    # nothing blocks the corrected rerun: no empty results.jsonl is left, the reasons stay
+    assert not (out / "results.jsonl").exists()
+    assert _explain(zoo, out) == 0
 
 
 def _write_pngs(folder: Path, n: int) -> list[Path]:
@@ -177,7 +180,8 @@ def test_resume_repairs_a_torn_last_line_and_refuses_another_method(tmp_path, ca
     names = [Path(r["file"]).name for r in _lines(results)]
     assert sorted(names) == [f"img{i:03d}.png" for i in range(4)]
     assert _explain(folder, out, "--resume", "--method", "hirescam") == 2
-    assert "method 'gradcam'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "method: 'gradcam' -> 'hirescam'" in err and "--overwrite" in err
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])

@@ -122,3 +122,72 @@ def test_tensorboard_sink_writes_images_without_a_framework(tmp_path):
         print(event.step, decoded.shape, np.array_equal(decoded, image))
     """)
     assert out.split()[-1] == "True" and out.startswith("3 (5, 7, 3)")
+
+
+# -- the package rules of docs/architecture.md ---------------------------------------------------
+#: What each package of the core may import of the others ("*": any). Entry scripts
+#: (``__main__.py``) are programs, imported by nothing, and are not held to their package's row.
+ALLOWED_IMPORTS: dict[str, set[str]] = {
+    "targets": set(),
+    "split": set(),
+    "backend": {"targets"},
+    "imaging": {"backend"},
+    "methods": {"backend", "imaging", "targets"},
+    "viz": {"methods"},
+    "features": {"backend", "imaging", "methods", "viz", "targets"},
+    "metrics": {"backend", "imaging", "methods", "targets"},
+    "datasets": {"backend"},
+    "io": {"backend", "methods"},
+    "api": {"methods", "backend", "targets"},
+    "logging": {"backend", "features", "methods", "viz", "targets"},
+    "audit": {"backend", "datasets", "io", "logging", "methods", "metrics", "viz", "targets"},
+    "cli": {"api", "audit", "backend", "datasets", "io", "methods", "viz", "features",
+            "metrics", "targets"},
+    "testing": {"interp_core", "backend", "datasets", "methods", "targets"},
+    "interp_core": {"*"},
+}
+
+
+def _package_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "interp_core"
+
+
+def core_imports(path: Path) -> list[tuple[int, str]]:
+    """``(line, package)`` for each import of another core package in ``path``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        found += [(node.lineno, _package_of(n)) for n in names
+                  if n == "interp_core" or n.startswith("interp_core.")]
+    return found
+
+
+def test_every_core_package_imports_only_what_the_architecture_allows():
+    offenders = []
+    packages = set()
+    for path in sorted(CORE.rglob("*.py")):
+        rel = path.relative_to(CORE)
+        own = rel.parts[0].removesuffix(".py") if len(rel.parts) > 1 or rel.name != (
+            "__init__.py") else "interp_core"
+        packages.add(own)
+        if path.name == "__main__.py":
+            continue
+        allowed = ALLOWED_IMPORTS.get(own)
+        assert allowed is not None, f"{rel}: package {own!r} has no row in ALLOWED_IMPORTS"
+        for line, other in core_imports(path):
+            if other != own and "*" not in allowed and other not in allowed:
+                offenders.append(f"interp_core/{rel}:{line}: {own} imports {other}")
+    assert not offenders, "imports the architecture forbids:\n" + "\n".join(offenders)
+    assert {"io", "cli", "audit", "backend"} <= packages
+
+
+def test_the_package_rule_check_catches_a_back_edge(tmp_path):
+    bad = tmp_path / "m.py"
+    bad.write_text("def f():\n    from interp_core.cli.errors import CLIError\n")
+    assert core_imports(bad) == [(2, "cli")]
+    assert "cli" not in ALLOWED_IMPORTS["audit"] and "audit" not in ALLOWED_IMPORTS["io"]

@@ -10,8 +10,10 @@ Model specs (:func:`build_model`):
 ``demo`` / ``demo:torch`` / ``demo:tensorflow`` / ``demo:jax``
     The bundled shapes classifier (:mod:`interp_core.datasets.demo`), 64x64 inputs.
 anything ``interp explain`` accepts
-    A ``.keras`` file, a saved torch module (``.pt``), or ``module:attribute`` naming a model or
-    a zero-argument factory (``module`` a dotted import path or a ``.py`` file).
+    A model file (:func:`interp_core.io.models.load_model`: ``.keras``/``.h5``/``.hdf5``,
+    ``.pt2``, a pickled ``.pt`` with ``trust_model=True``), or ``module:attribute`` naming a
+    model or a zero-argument factory (``module`` a dotted import path or a ``.py`` file),
+    with ``weights`` loaded into it.
 """
 
 from __future__ import annotations
@@ -53,10 +55,14 @@ class AuditConfig:
         else the prediction) or a class index.
     classes : tuple of str or None
         Names of the model's outputs in order; None when labels are class numbers.
-    size : (int, int)
-        Model input ``(height, width)``; images are resized to it.
-    mean, std : (float, float, float)
-        Per-channel normalisation of images scaled to [0, 1].
+    size : tuple of int
+        Model input size: one number for every spatial axis, ``(height, width)`` or
+        ``(depth, height, width)``; inputs are resized to it.
+    channels : int or None
+        Channels the model takes; None: what the model declares (its first convolution,
+        its input shape), else 3. Images are converted to it (gray, RGB, RGBA).
+    mean, std : tuple of float
+        Normalisation of inputs scaled to [0, 1]: one number, or one per channel.
     batch_size : int
         Images per forward/backward pass.
     map_size : int
@@ -77,6 +83,11 @@ class AuditConfig:
         The driver's working folder, put on ``sys.path`` so ``module:attr`` specs import alike.
     method_options : dict
         Extra keyword arguments of the method (``fc=`` for CAM).
+    trust_model : bool
+        Load pickled model files (running the code inside them); see
+        :func:`interp_core.io.models.load_model`.
+    weights : str or None
+        Weights file loaded into the model built from ``model``.
     """
 
     model: Any
@@ -86,9 +97,10 @@ class AuditConfig:
     backend: str | None = None
     target: str | int = "predicted"
     classes: tuple[str, ...] | None = None
-    size: tuple[int, int] = (224, 224)
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    size: tuple[int, ...] = (224, 224)
+    channels: int | None = None
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
     batch_size: int = 32
     map_size: int = 32
     faithfulness: tuple[str, ...] = ()
@@ -98,6 +110,8 @@ class AuditConfig:
     device: str | None = None
     cwd: str = field(default_factory=os.getcwd)
     method_options: dict[str, Any] = field(default_factory=dict)
+    trust_model: bool = False
+    weights: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.target, str) and self.target not in TARGET_MODES:
@@ -119,8 +133,8 @@ class AuditConfig:
 
     def identity(self) -> dict[str, Any]:
         """The settings that decide a row's content: a resumed run must match them."""
-        keep = ("method", "layer", "backend", "target", "classes", "size", "mean", "std",
-                "map_size", "faithfulness", "method_options")
+        keep = ("method", "layer", "backend", "target", "classes", "size", "channels", "mean",
+                "std", "map_size", "faithfulness", "method_options", "weights")
         data = {k: v for k, v in asdict(self).items() if k in keep}
         data["model"] = model_name(self.model)
         return _jsonable(data)
@@ -176,13 +190,15 @@ def absolute_spec(spec: str) -> str:
     return spec
 
 
-def build_model(model: Any, cwd: str | None = None) -> Any:
+def build_model(model: Any, cwd: str | None = None, *, trust: bool = False,
+                weights: str | None = None) -> Any:
     """The model a spec or factory names (see the module docstring); live models pass through.
 
     Raises
     ------
-    ValueError
-        A spec that names no model (the message says which forms work).
+    ModelLoadError
+        A spec that names no model (the message says which forms work), or a pickled file
+        without ``trust``.
     """
     if is_demo_spec(model):
         from interp_core.datasets.demo import demo_model
@@ -190,13 +206,17 @@ def build_model(model: Any, cwd: str | None = None) -> Any:
         _, _, backend = model.partition(":")
         return demo_model(backend or None)
     if isinstance(model, str):
-        from interp_core.cli.command import load_model
+        from interp_core.io.models import load_model
 
         if cwd and cwd not in sys.path:
             sys.path.insert(0, cwd)
-        return load_model(model)
+        return load_model(model, trust=trust, weights=weights)
     if is_factory(model):
-        return model()
+        model = model()
+    if weights is not None:
+        from interp_core.io.models import load_weights
+
+        model = load_weights(model, weights)
     return model
 
 
@@ -241,17 +261,18 @@ def set_framework_threads(threads: int | None) -> Callable[[], None]:
     return lambda: torch.set_num_threads(before)
 
 
-def as_triple(value: float | Sequence[float], name: str) -> tuple[float, float, float]:
-    """One number for all channels, or three."""
-    values = [float(value)] * 3 if isinstance(value, int | float) else [float(v) for v in value]
-    if len(values) != 3:
-        raise ValueError(f"{name}={value!r} must be one number or three")
-    return values[0], values[1], values[2]
+def as_numbers(value: float | Sequence[float], name: str) -> tuple[float, ...]:
+    """One number for all channels, or one per channel."""
+    values = (float(value),) if isinstance(value, int | float) else tuple(float(v) for v in value)
+    if not values:
+        raise ValueError(f"{name}={value!r} must be one number or one per channel")
+    return values
 
 
-def as_size(value: int | Sequence[int]) -> tuple[int, int]:
-    """``224`` -> (224, 224); ``(h, w)`` stays."""
-    values = [int(value)] * 2 if isinstance(value, int) else [int(v) for v in value]
-    if len(values) != 2 or min(values) < 1:
-        raise ValueError(f"size={value!r} must be a positive int or (height, width)")
-    return values[0], values[1]
+def as_size(value: int | Sequence[int]) -> tuple[int, ...]:
+    """``224`` -> (224,) (every spatial axis); ``(h, w)`` and ``(d, h, w)`` stay."""
+    values = (int(value),) if isinstance(value, int) else tuple(int(v) for v in value)
+    if not 1 <= len(values) <= 3 or min(values) < 1:
+        raise ValueError(f"size={value!r} must be a positive int, (height, width) or "
+                         "(depth, height, width)")
+    return values

@@ -1,7 +1,7 @@
 """The results schema, part files written atomically, and the final merge.
 
-Schema version 2 of ``results.parquet`` (one row per image; the file's metadata holds
-``interp_audit_schema_version`` = ``"2"`` and ``interp_audit_config``, the run's settings
+Schema version 3 of ``results.parquet`` (one row per image; the file's metadata holds
+``interp_audit_schema_version`` = ``"3"`` and ``interp_audit_config``, the run's settings
 as JSON):
 
 ==================  ==========  ===============================================================
@@ -33,9 +33,12 @@ energy_in_box       float32     share of the map's sum on the box/mask; null wit
 deletion_auc        float32     deletion AUC (lower is better); null unless asked
 insertion_auc       float32     insertion AUC (higher is better); null unless asked
 average_drop        float32     drop in score when the map masks the input; null unless asked
+map_array           string      the full map as ``.npy`` (``maps/...``, relative to the output
+                                folder) for array inputs (volumes); null for images. ``map``
+                                then holds the middle slice.
 ==================  ==========  ===============================================================
 
-Version history: 1 (0.1.0); 2 adds ``layer``.
+Version history: 1 (0.1.0); 2 adds ``layer``; 3 adds ``map_array``.
 
 Metrics are computed on the full-resolution map before it is stored at reduced size.
 Images that could not be read are not rows: they are in ``errors.jsonl``.
@@ -59,7 +62,7 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 VERSION_KEY = b"interp_audit_schema_version"
 CONFIG_KEY = b"interp_audit_config"
 PARTS = "parts"
@@ -81,7 +84,7 @@ def result_schema() -> Any:
         ("layer", s), ("map", pa.binary()), ("map_height", i32), ("map_width", i32), ("overlay", s),
         ("box_x0", f32), ("box_y0", f32), ("box_x1", f32), ("box_y1", f32), ("mask", s),
         ("pointing_game", pa.bool_()), ("energy_in_box", f32), ("deletion_auc", f32),
-        ("insertion_auc", f32), ("average_drop", f32),
+        ("insertion_auc", f32), ("average_drop", f32), ("map_array", s),
     ], metadata={VERSION_KEY: str(SCHEMA_VERSION).encode()})
 
 

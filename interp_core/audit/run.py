@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,15 +13,23 @@ from typing import Any
 from interp_core.audit.config import (
     AuditConfig,
     absolute_spec,
+    as_numbers,
     as_size,
-    as_triple,
     check_engine_model,
     demo_defaults,
     is_factory,
 )
+from interp_core.io.outputs import OutputFolder, OutputPlan, open_output
+from interp_core.methods import method_class
 
 ENGINES = ("local", "ray")
-OUTPUTS = ("parts", "overlays", "results.parquet", "errors.jsonl", "report.html", "audit.json")
+#: What an audit writes: a run owns these files and nothing else in its folder.
+AUDIT_PLAN = OutputPlan(
+    "audit", "audit.json", files=("results.parquet", "errors.jsonl", "report.html"),
+    patterns=("parts/part-*.parquet", "parts/.tmp-*", "overlays/*-??????????.png",
+              "maps/*-??????????.npy", "maps/.tmp-*"),
+    results=("parts", "results.parquet"),
+    legacy_files=("results.parquet", "errors.jsonl", "report.html"))
 
 
 @dataclass(frozen=True)
@@ -66,37 +73,6 @@ class AuditResult:
         return pq.read_table(self.results, columns=None if columns is None else list(columns))
 
 
-def _prepare_out(out: Path, resume: bool, overwrite: bool, identity: dict[str, Any]) -> None:
-    record = out / "audit.json"
-    existing = [name for name in OUTPUTS if (out / name).exists()]
-    if existing and not resume and not overwrite:
-        raise FileExistsError(
-            f"{out} already holds an audit ({', '.join(existing)}); pass resume=True "
-            "(--resume) to continue it or overwrite=True (--overwrite) to start again"
-        )
-    if overwrite and not resume:
-        for name in existing:
-            path = out / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-    if resume and record.exists():
-        before = json.loads(record.read_text(encoding="utf-8")).get("identity", {})
-        changed = sorted(k for k in set(before) | set(identity)
-                         if before.get(k) != identity.get(k))
-        if changed:
-            detail = ", ".join(f"{k}: {before.get(k)!r} -> {identity.get(k)!r}" for k in changed)
-            raise ValueError(
-                f"resume: the settings differ from the run in {out} ({detail}); use the same "
-                "settings, or overwrite=True to start again"
-            )
-    out.mkdir(parents=True, exist_ok=True)
-
-
-def _write_record(out: Path, data: dict[str, Any]) -> None:
-    tmp = out / ".tmp-audit.json"
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str), encoding="utf-8")
-    os.replace(tmp, out / "audit.json")
-
-
 def _read_errors(path: Path, limit: int) -> list[dict[str, Any]]:
     rows = []
     with open(path, encoding="utf-8") as handle:
@@ -138,6 +114,9 @@ def audit(
     wandb_project: str | None = None,
     wandb_rows: int = 1000,
     method_options: dict[str, Any] | None = None,
+    channels: int | None = None,
+    trust_model: bool = False,
+    weights: str | os.PathLike[str] | None = None,
 ) -> AuditResult:
     """Explain every image of a dataset, score the maps, and write a report.
 
@@ -166,10 +145,11 @@ def audit(
     classes : sequence of str, optional
         The model's class names in output order (default: the demo model's, or the sorted
         labels unless they are class numbers).
-    size : int or (int, int), optional
-        Model input size; images are resized to it (default 224, the demo model's 64).
-    mean, std : float or three floats
-        Normalisation of images scaled to [0, 1].
+    size : int, (int, int) or (int, int, int), optional
+        Model input size; inputs are resized to it (default 224 on every spatial axis, the
+        demo model's 64).
+    mean, std : float or one float per channel
+        Normalisation of inputs scaled to [0, 1].
     batch_size : int
         Images per forward/backward pass (also the unit of work of the Ray engine).
     map_size : int
@@ -188,11 +168,22 @@ def audit(
     resume : bool
         Continue a run in ``out``: images with a row already written are skipped.
     overwrite : bool
-        Delete an earlier run's outputs in ``out`` first.
+        Delete the files an earlier audit's ``audit.json`` lists in ``out`` first (and
+        nothing else: files no audit wrote are never touched).
     part_size : int
         Rows per part file (the most a killed run can lose per worker).
     wandb, wandb_project, wandb_rows
         Log a W&B Table (at most ``wandb_rows`` rows) and the summary.
+    method_options : dict, optional
+        Extra keyword arguments of the method.
+    channels : int, optional
+        Channels the model takes (default: what it declares, else 3).
+    trust_model : bool
+        Load a pickled model file (``.pt`` holding a whole module): this runs the code in the
+        file, so only for files you trust. See ``docs/how-to/model-files.md``.
+    weights : path, optional
+        Weights (``.safetensors``, a state dict ``.pt``, Keras ``.weights.h5``) loaded into
+        the model that ``model`` builds.
 
     Returns
     -------
@@ -202,9 +193,10 @@ def audit(
     if engine not in ENGINES:
         raise ValueError(f"engine={engine!r} must be one of {list(ENGINES)}")
     check_engine_model(model, engine)
+    method = method_class(method).name  # a typo fails here, before anything is written
     defaults = demo_defaults(model)
     options = dict(method_options or {})
-    if defaults and method.lower() == "cam":
+    if defaults and method == "cam":
         options.setdefault("fc", "fc")
     out_dir = Path(out).resolve()
     from interp_core.audit.sources import work_table
@@ -217,19 +209,24 @@ def audit(
         layer=layer if layer is not None else defaults.get("layer"),
         backend=backend, target=target, classes=class_names,
         size=as_size(size if size is not None else defaults.get("size", 224)),
-        mean=as_triple(mean, "mean"), std=as_triple(std, "std"), batch_size=batch_size,
-        map_size=map_size, faithfulness=tuple(faithfulness), overlays=overlays, alpha=alpha,
-        threads=threads, method_options=options,
+        channels=channels, mean=as_numbers(mean, "mean"), std=as_numbers(std, "std"),
+        batch_size=batch_size, map_size=map_size, faithfulness=tuple(faithfulness),
+        overlays=overlays, alpha=alpha, threads=threads, method_options=options,
+        trust_model=trust_model, weights=None if weights is None else str(
+            Path(weights).resolve()),
     )
-    _prepare_out(out_dir, resume, overwrite, config.identity())
-    record: dict[str, Any] = {"identity": config.identity(), "config": config.describe(),
-                              "engine": engine, "source": str(source), "status": "running",
-                              "schema_version": None, "images_in_source": work.num_rows}
-    _write_record(out_dir, record)
-    todo, resumed = _todo(work, out_dir, resume)
-    _run_engine(engine, todo, config, out_dir, model=model, workers=workers, threads=threads,
-                gpus=gpus, part_size=part_size, progress=progress)
-    return _finish(out_dir, work, config, record, resumed, start, report=report, wandb=wandb,
+    folder = open_output(out_dir, AUDIT_PLAN, identity=config.identity(), resume=resume,
+                         overwrite=overwrite)
+    folder.save(config=config.describe(), engine=engine, source=str(source),
+                status="running", schema_version=None, images_in_source=work.num_rows)
+    try:
+        todo, resumed = _todo(work, out_dir, resume)
+        _run_engine(engine, todo, config, out_dir, model=model, workers=workers,
+                    threads=threads, gpus=gpus, part_size=part_size, progress=progress)
+    except BaseException:
+        folder.abandon()  # only when no result was written: nothing blocks a corrected rerun
+        raise
+    return _finish(folder, work, config, resumed, start, report=report, wandb=wandb,
                    wandb_project=wandb_project, wandb_rows=wandb_rows)
 
 
@@ -270,13 +267,14 @@ def _run_engine(engine: str, todo: Any, config: AuditConfig, out: Path, *, model
             part_size=part_size, progress=progress)
 
 
-def _finish(out: Path, work: Any, config: AuditConfig, record: dict[str, Any], resumed: int,
+def _finish(folder: OutputFolder, work: Any, config: AuditConfig, resumed: int,
             start: float, *, report: bool, wandb: bool, wandb_project: str | None,
             wandb_rows: int) -> AuditResult:
     from interp_core.audit.report import load_report_data, write_report
     from interp_core.audit.results import SCHEMA_VERSION, finalise, layers_used
     from interp_core.audit.stats import summarise
 
+    out = folder.path
     described = config.describe()
     n_ok, n_err = finalise(out, wanted_ids=work.column("id"), config=described)
     if n_ok + n_err != work.num_rows:
@@ -293,10 +291,9 @@ def _finish(out: Path, work: Any, config: AuditConfig, record: dict[str, Any], r
         report_path = write_report(out, data, summary, described,
                                    _read_errors(errors, 50), n_err)
     seconds = time.perf_counter() - start
-    record.update(status="complete", schema_version=SCHEMA_VERSION, layers=list(layers),
-                  images=n_ok, failed=n_err,
-                  resumed=resumed, seconds=round(seconds, 3), summary=summary)
-    _write_record(out, record)
+    folder.save(status="complete", schema_version=SCHEMA_VERSION, layers=list(layers),
+                images=n_ok, failed=n_err, resumed=resumed, seconds=round(seconds, 3),
+                summary=summary)
     if wandb:
         from interp_core.audit.tracking import log_wandb
 

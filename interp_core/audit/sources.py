@@ -3,7 +3,8 @@
 SOURCE forms
 ------------
 folder
-    Every image file below it (recursive, sorted). The first sub-folder under the root is
+    Every image or array file below it (recursive, sorted; broken symbolic links are listed
+    too, and end in ``errors.jsonl``). The first sub-folder under the root is
     the label (``root/cat/x.png`` -> ``cat``); files directly in the root have none. The id
     is the path relative to the root.
 manifest (``.csv`` or ``.parquet``)
@@ -75,9 +76,12 @@ def read_source(source: str | os.PathLike[str]) -> dict[str, list[Any]]:
 
 
 def _read_folder(root: Path) -> dict[str, list[Any]]:
-    from interp_core.cli.imageio import find_images
+    from interp_core.io.images import IMAGE_SUFFIXES, find_files
+    from interp_core.io.volumes import ARRAY_SUFFIXES
 
-    files = find_images([root])
+    found = find_files([root], (*IMAGE_SUFFIXES, *ARRAY_SUFFIXES))
+    # Broken links are work items too: reading them fails, and errors.jsonl says why.
+    files = sorted([*found.files, *(path for path, _ in found.problems)])
     columns = _empty_columns()
     for index, file in enumerate(files):
         rel = file.relative_to(root)

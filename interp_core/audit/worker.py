@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ from interp_core.audit.results import encode_maps, part_schema
 from interp_core.backend.layout import to_backend_layout
 from interp_core.backend.registry import get_backend
 from interp_core.backend.targets import resolve_targets
+from interp_core.io.images import read_mask
+from interp_core.io.preprocess import LoadedInput, input_format
+from interp_core.io.volumes import middle_slice_map
 from interp_core.methods import method_class
 from interp_core.methods.postprocess import resize_bilinear
 from interp_core.metrics import (
@@ -38,47 +42,47 @@ from interp_core.viz import overlay, save_png
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def overlay_name(item_id: str) -> str:
-    """``overlays/<stem>-<hash>.png``: readable, unique per id, stable across runs."""
+def _output_name(item_id: str, folder: str, suffix: str) -> str:
     stem = _UNSAFE.sub("_", Path(item_id).stem)[:60] or "image"
     digest = hashlib.sha1(item_id.encode("utf-8")).hexdigest()[:10]
-    return f"overlays/{stem}-{digest}.png"
+    return f"{folder}/{stem}-{digest}{suffix}"
 
 
-def load_image(path: str, size: tuple[int, int]) -> tuple[np.ndarray, int, int]:
-    """An image file as float32 ``(H, W, 3)`` in [0, 1] at ``size``, and its original
-    width and height. Raises ValueError naming the file when it cannot be read."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            width, height = img.size
-            rgb = img.convert("RGB")
-            if (width, height) != (size[1], size[0]):
-                rgb = rgb.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            return np.asarray(rgb, dtype=np.float32) / 255.0, width, height
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ValueError(f"cannot read {path!r} as an image: {exc}") from exc
+def overlay_name(item_id: str) -> str:
+    """``overlays/<stem>-<hash>.png``: readable, unique per id, stable across runs."""
+    return _output_name(item_id, "overlays", ".png")
 
 
-def load_mask(path: str, size: tuple[int, int]) -> np.ndarray:
-    """A mask image as bool ``(H, W)`` at ``size`` (non-zero pixels are the object)."""
-    from PIL import Image, UnidentifiedImageError
+def array_name(item_id: str) -> str:
+    """``maps/<stem>-<hash>.npy``: the full map of an array input (a volume)."""
+    return _output_name(item_id, "maps", ".npy")
 
-    try:
-        with Image.open(path) as img:
-            small = img.convert("L").resize((size[1], size[0]), Image.Resampling.NEAREST)
-            return np.asarray(small) > 0
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ValueError(f"cannot read mask {path!r}: {exc}") from exc
+
+def save_array(path: Path, values: np.ndarray) -> None:
+    """``np.save`` through a temporary name and a rename: whole files only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".tmp-{path.name}")
+    with open(partial, "wb") as handle:
+        np.save(handle, np.asarray(values, dtype=np.float32), allow_pickle=False)
+    os.replace(partial, path)
 
 
 def box_region(box: tuple[float, float, float, float], width: int, height: int,
                size: tuple[int, int]) -> np.ndarray:
-    """A box ``(x0, y0, x1, y1)`` in original pixels as a bool ``(H, W)`` mask at ``size``."""
+    """A box ``(x0, y0, x1, y1)`` in original pixels as a bool ``(H, W)`` mask at ``size``.
+
+    Raises
+    ------
+    ValueError
+        An empty box, or one wholly outside the ``width`` x ``height`` image (a box that
+        crosses the border is cut to the image).
+    """
     x0, y0, x1, y1 = box
     if not (x1 > x0 and y1 > y0):
         raise ValueError(f"box (x0, y0, x1, y1)={box} is empty: it needs x1 > x0 and y1 > y0")
+    if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
+        raise ValueError(f"box (x0, y0, x1, y1)={box} lies wholly outside the {width}x{height} "
+                         "image: boxes are in the original image's pixels")
     sy, sx = size[0] / height, size[1] / width
     rows = np.arange(size[0])
     cols = np.arange(size[1])
@@ -87,8 +91,10 @@ def box_region(box: tuple[float, float, float, float], width: int, height: int,
     return in_y[:, None] & in_x[None, :]
 
 
-def stored_map_size(size: tuple[int, int], longest: int) -> tuple[int, int]:
-    """The map's stored ``(h, w)``: the input's aspect, longest side at most ``longest``."""
+def stored_map_size(size: tuple[int, ...], longest: int) -> tuple[int, int]:
+    """The map's stored ``(h, w)``: the input's aspect (of a volume's slice), longest side at
+    most ``longest``."""
+    size = size[-2:]
     scale = min(1.0, longest / max(size))
     return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
@@ -106,15 +112,18 @@ class BatchWorker:
 
     def __init__(self, config: AuditConfig, model: Any = None) -> None:
         self.config = config
-        self.model = build_model(config.model, config.cwd) if model is None else model
+        self.model = (build_model(config.model, config.cwd, trust=config.trust_model,
+                                  weights=config.weights) if model is None else model)
         self._restore_threads = set_framework_threads(config.threads)
         if config.device == "cuda" and model is None and hasattr(self.model, "to"):
             self.model = self.model.to("cuda")
         self.backend = get_backend(config.backend if config.backend else self.model)
+        self.format = input_format(self.backend, self.model, size=config.size,
+                                   channels=config.channels, mean=config.mean, std=config.std)
         self.cam = method_class(config.method)(self.model, config.layer,
                                                backend=self.backend.name,
                                                **config.method_options)
-        self.map_hw = stored_map_size(config.size, config.map_size)
+        self.map_hw = stored_map_size(self.format.size, config.map_size)
         self.out = Path(config.out)
 
     def close(self) -> None:
@@ -129,29 +138,35 @@ class BatchWorker:
         items = batch.to_pylist()
         rows: list[dict[str, Any]] = [_base_row(item) for item in items]
         loaded: list[int] = []
-        images, regions = [], []
+        inputs: list[LoadedInput] = []
+        regions: list[np.ndarray | None] = []
         for i, item in enumerate(items):
             try:
-                image, width, height = load_image(item["path"], self.config.size)
-                region = self._region(item, width, height)
-            except ValueError as exc:
+                read = self.format.load(item["path"])
+                region = self._region(item, read)
+            except ValueError as exc:  # FileReadError, and a box that is no box
                 rows[i]["error"] = str(exc)
                 continue
-            rows[i]["width"], rows[i]["height"] = width, height
+            rows[i]["width"], rows[i]["height"] = read.width, read.height
             loaded.append(i)
-            images.append(image)
+            inputs.append(read)
             regions.append(region)
         if loaded:
-            self._explain(items, rows, loaded, np.stack(images), regions)
+            self._explain(items, rows, loaded, inputs, regions)
         return pa.Table.from_pylist(rows, schema=part_schema())
 
-    def _region(self, item: dict[str, Any], width: int, height: int) -> np.ndarray | None:
+    def _region(self, item: dict[str, Any], read: LoadedInput) -> np.ndarray | None:
+        if item.get("mask") is None and item.get("box_x0") is None:
+            return None
+        size = self.format.size
+        if len(size) != 2:
+            raise ValueError(f"{item['path']!r}: boxes and masks are 2-D; this "
+                             f"{len(size)}-D input cannot have one")
         if item.get("mask"):
-            return load_mask(item["mask"], self.config.size)
-        if item.get("box_x0") is not None:
-            box = (item["box_x0"], item["box_y0"], item["box_x1"], item["box_y1"])
-            return box_region(box, width, height, self.config.size)
-        return None
+            return read_mask(item["mask"], (size[0], size[1]),
+                             max_pixels=self.format.max_pixels)
+        box = (item["box_x0"], item["box_y0"], item["box_x1"], item["box_y1"])
+        return box_region(box, read.width, read.height, (size[0], size[1]))
 
     def _targets(self, x: Any, labels: list[int | None]) -> tuple[Any, np.ndarray | None,
                                                                   np.ndarray | None]:
@@ -169,14 +184,12 @@ class BatchWorker:
         return int(target), predicted, np.asarray(cap.scores, dtype=np.float32)
 
     def _explain(self, items: list[dict[str, Any]], rows: list[dict[str, Any]],
-                 loaded: list[int], images: np.ndarray, regions: list[np.ndarray | None]
-                 ) -> None:
+                 loaded: list[int], inputs: list[LoadedInput],
+                 regions: list[np.ndarray | None]) -> None:
         cfg = self.config
-        mean = np.asarray(cfg.mean, dtype=np.float32)
-        std = np.asarray(cfg.std, dtype=np.float32)
-        x_np = to_backend_layout(((images - mean) / std).astype(np.float32), self.backend,
-                                 self.model)
-        x = self.backend.from_numpy(x_np, self.model)
+        batch = self.format.normalise(np.stack([item.pixels for item in inputs]))
+        x = self.backend.from_numpy(to_backend_layout(batch, self.backend, self.model),
+                                    self.model)
         labels = [items[i]["label_index"] for i in loaded]
         targets, predicted, predicted_scores = self._targets(x, labels)
         exp = self.cam.explain(x, targets)
@@ -184,7 +197,9 @@ class BatchWorker:
         if predicted is None:
             predicted, predicted_scores = exp.targets, exp.scores
         metrics = self._metrics(x, maps, exp.targets, regions)
-        small = maps if tuple(maps.shape[1:]) == self.map_hw else resize_bilinear(maps, self.map_hw)
+        slices = maps if maps.ndim == 3 else np.stack([middle_slice_map(m) for m in maps])
+        small = (slices if tuple(slices.shape[1:]) == self.map_hw
+                 else resize_bilinear(slices, self.map_hw))
         blobs = encode_maps(small)
         layer = ",".join(exp.layers)
         for j, i in enumerate(loaded):
@@ -203,8 +218,13 @@ class BatchWorker:
                     bool(value) if name == "pointing_game" else float(value))
             if cfg.overlays:
                 name = overlay_name(items[i]["id"])
-                save_png(self.out / name, overlay(images[j], maps[j], alpha=cfg.alpha))
+                save_png(self.out / name, overlay(inputs[j].display, slices[j],
+                                                  alpha=cfg.alpha))
                 row["overlay"] = name
+            if inputs[j].is_array:
+                name = array_name(items[i]["id"])
+                save_array(self.out / name, maps[j])
+                row["map_array"] = name
 
     def _metrics(self, x: Any, maps: np.ndarray, targets: np.ndarray,
                  regions: list[np.ndarray | None]) -> dict[str, list[Any]]:
@@ -237,5 +257,5 @@ def _base_row(item: dict[str, Any]) -> dict[str, Any]:
         "id": item["id"], "index": item["index"], "path": item["path"],
         "label": item["label"], "label_index": item["label_index"], "group": item["group"],
         "box_x0": item["box_x0"], "box_y0": item["box_y0"], "box_x1": item["box_x1"],
-        "box_y1": item["box_y1"], "mask": item["mask"], "error": None,
+        "box_y1": item["box_y1"], "mask": item["mask"], "map_array": None, "error": None,
     }

@@ -107,7 +107,32 @@ def resolve_layer_paths(layers: Sequence[Any], layer_type: type,
     return paths
 
 
-def unknown_layer_error(name: str, known: Sequence[str], listing: str = "") -> ValueError:
+class UnknownLayerError(ValueError):
+    """A layer name the model does not have; ``close`` holds the closest names.
+
+    ``cli_message()`` says the same in the ``interp`` command's words (``--layer``,
+    ``interp layers MODEL``).
+    """
+
+    def __init__(self, name: str, close: Sequence[str], known: int, listing: str = "",
+                 detail: str = "") -> None:
+        how = f"; {listing} lists them" if listing else ""
+        super().__init__(
+            f"unknown layer {name!r}; closest names: {list(close) or 'none'} (the model has "
+            f"{known} {detail or 'named layers'}{how})")
+        self.name = name
+        self.close = list(close)
+        self.known = known
+
+    def cli_message(self) -> str:
+        guess = f"; did you mean {' or '.join(map(repr, self.close[:3]))}?" if self.close else ""
+        return (f"unknown --layer {self.name!r}{guess} (`interp layers MODEL` lists all "
+                f"{self.known})")
+
+
+def unknown_layer_error(name: str, known: Sequence[str], listing: str = "", *,
+                        close: Sequence[str] | None = None, detail: str = ""
+                        ) -> UnknownLayerError:
     """The error for a layer name the model does not have, with the closest names.
 
     Parameters
@@ -118,13 +143,14 @@ def unknown_layer_error(name: str, known: Sequence[str], listing: str = "") -> V
         Every addressable layer name of the model.
     listing : str
         How the user can list them (``"get_backend('torch').layer_names(model)"``).
+    close : sequence of str, optional
+        The closest names, where the adapter finds them its own way (default: difflib).
+    detail : str
+        What the names are (default ``"named layers"``).
     """
-    close = difflib.get_close_matches(name, list(known), n=6, cutoff=0.5)
-    how = f"; {listing} lists them" if listing else ""
-    return ValueError(
-        f"unknown layer {name!r}; closest names: {close or 'none'} (the model has {len(known)} "
-        f"named layers{how})"
-    )
+    if close is None:
+        close = difflib.get_close_matches(name, list(known), n=6, cutoff=0.5)
+    return UnknownLayerError(name, close, len(known), listing, detail)
 
 
 def missing_layers_error(missing: Sequence[str], how: str = "") -> ValueError:

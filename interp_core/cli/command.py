@@ -1,26 +1,27 @@
-"""The ``interp`` command: demo gallery, explaining image files, and listings.
+"""The ``interp`` command: demo gallery, explaining files, auditing datasets, listings.
 
     interp demo [--backend torch|tensorflow|jax] [--out DIR] [--overwrite]
-    interp explain MODEL IMAGES... --method gradcam --layer NAME [--target N] [--out DIR]
-                   [--resume | --overwrite]
+    interp explain MODEL FILES... --method gradcam --layer NAME [--target N] [--out DIR]
+                   [--resume | --overwrite] [--channels C] [--trust-model] [--weights FILE]
     interp audit MODEL SOURCE --out DIR [--engine local|ray] [--resume]
     interp backends [--verbose] | methods | layers MODEL
 
-Errors print one line and exit with status 2 (``--debug`` shows the traceback). ``explain``
-never stops for a bad image file: it lists each unreadable file with its reason (on stderr and
-in ``OUT/errors.jsonl``) and fails only when no file could be read. Ctrl-C and SIGTERM stop it
-with whole lines in ``OUT/results.jsonl``; ``--resume`` goes on from there.
+Errors print one line in the command line's words and exit with status 2 (``--debug`` shows
+the traceback). ``explain`` never stops for a bad file: it lists each unreadable file with its
+reason (on stderr and in ``OUT/errors.jsonl``) and exits 2 only when nothing was explained.
+Ctrl-C and SIGTERM stop it with whole lines in ``OUT/results.jsonl``; ``--resume`` goes on
+from there. Files, models and output folders all go through :mod:`interp_core.io`.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -30,18 +31,23 @@ from interp_core.backend.registry import backends, get_backend
 from interp_core.cli.audit import add_audit_parser
 from interp_core.cli.errors import CLIError, run_command
 from interp_core.cli.gallery import GalleryRow, write_gallery
-from interp_core.cli.imageio import (
-    Preprocess,
-    UnreadableImageError,
-    batches,
-    find_images,
-    parse_size,
-    parse_triple,
-)
 from interp_core.cli.listing import backend_rows, format_rows
-from interp_core.cli.models import load_model
+from interp_core.cli.options import (
+    add_input_options,
+    add_method_option,
+    add_model_options,
+    parser_kwargs,
+    positive_int,
+)
 from interp_core.cli.records import JsonLinesWriter, read_records
 from interp_core.cli.summary import layer_phrase
+from interp_core.io.errors import FileReadError
+from interp_core.io.images import IMAGE_SUFFIXES, find_files
+from interp_core.io.models import load_model
+from interp_core.io.outputs import OutputPlan, open_output
+from interp_core.io.preprocess import LoadedInput, input_format, parse_numbers, parse_size
+from interp_core.io.progress import Progress
+from interp_core.io.volumes import ARRAY_SUFFIXES, is_array_file, middle_slice_map
 from interp_core.methods import method_class
 from interp_core.methods.postprocess import resize_bilinear
 from interp_core.viz import overlay, save_png
@@ -57,21 +63,12 @@ DEMO_SEED = 7  # held out: the training script draws from seeds 1000 and 2000
 DISPLAY = 192  # pixels of the gallery pictures
 RESULTS = "results.jsonl"  # one line per explained image
 ERRORS = "errors.jsonl"  # one line per unreadable file, rewritten by each run
+EXPLAIN_PLAN = OutputPlan("explain", "explain.json", files=(RESULTS, ERRORS),
+                          results=(RESULTS,))
+DEMO_PLAN = OutputPlan("demo", "demo.json", files=("index.html",), results=("index.html",))
 
 
 # -- commands ----------------------------------------------------------------------------
-def _prepare_out(out: Path, outputs: Sequence[Path], overwrite: bool,
-                 resumable: bool = False) -> None:
-    existing = [p for p in outputs if p.exists()]
-    if existing and not overwrite:
-        also = " or --resume to add the images not done yet" if resumable else ""
-        raise CLIError(
-            f"{len(existing)} output file(s) already exist in {out} (e.g. {existing[0].name}); "
-            f"pass --overwrite to replace them{also}"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-
-
 def _display(image: np.ndarray, heatmap: np.ndarray | None = None) -> np.ndarray:
     """An image (and overlay) upscaled for the gallery: ``(DISPLAY, DISPLAY, 3)`` uint8."""
     big = resize_bilinear(np.moveaxis(image, -1, 0), (DISPLAY, DISPLAY))
@@ -88,32 +85,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     model = demo_model(args.backend)
     backend = get_backend(model) if args.backend is None else get_backend(args.backend)
-    out = Path(args.out)
     chosen = [m for m in DEMO_METHODS if m in methods()]
-    _prepare_out(out, [out / "index.html"], args.overwrite)
+    rows = [GalleryRow(f"image_{i:02d}.png", "", {}) for i in range(DEMO_IMAGES)]
+    files = {i: {name: f"image_{i:02d}_{name.replace('+', 'p')}.png" for name in chosen}
+             for i in range(DEMO_IMAGES)}
+    folder = open_output(args.out, DEMO_PLAN, overwrite=args.overwrite, planned=[
+        *(row.image for row in rows), *(f for by in files.values() for f in by.values())])
+    out = folder.path
     data = make_shapes(DEMO_IMAGES, seed=DEMO_SEED)
     x = to_backend_layout(data.images, backend)
-    rows = [GalleryRow(f"image_{i:02d}.png", "", {}) for i in range(DEMO_IMAGES)]
     for i in range(DEMO_IMAGES):
         save_png(out / rows[i].image, _display(data.images[i]))
-    for name in chosen:
-        options = {"fc": FC} if name == "cam" else {}
-        exp = method_class(name)(model, LAYER, backend=backend.name, **options).explain(x)
-        for i in range(DEMO_IMAGES):
-            file = f"image_{i:02d}_{name.replace('+', 'p')}.png"
-            save_png(out / file, _display(data.images[i], exp.maps[i]))
-            rows[i].overlays[name] = file
-        if name == "gradcam":
-            for i, row in enumerate(rows):
-                rows[i] = GalleryRow(
-                    row.image,
-                    f"true: {CLASSES[data.labels[i]]}; predicted: {CLASSES[exp.targets[i]]} "
-                    f"(logit {exp.scores[i]:.2f})", row.overlays)
+    with Progress(len(chosen), "demo", "method") as progress:
+        for name in chosen:
+            options = {"fc": FC} if name == "cam" else {}
+            exp = method_class(name)(model, LAYER, backend=backend.name, **options).explain(x)
+            for i in range(DEMO_IMAGES):
+                save_png(out / files[i][name], _display(data.images[i], exp.maps[i]))
+                rows[i].overlays[name] = files[i][name]
+            if name == "gradcam":
+                for i, row in enumerate(rows):
+                    rows[i] = GalleryRow(
+                        row.image,
+                        f"true: {CLASSES[data.labels[i]]}; predicted: "
+                        f"{CLASSES[exp.targets[i]]} (logit {exp.scores[i]:.2f})", row.overlays)
+            progress.update()
     index = write_gallery(
         out / "index.html", rows, "interp-core demo",
         f"Bundled shapes classifier, backend {backend.name}, layer {LAYER}; each overlay "
         "explains the predicted class.",
     )
+    folder.save(status="complete")
     elapsed = time.perf_counter() - start
     print(f"interp demo: {len(chosen)} methods x {DEMO_IMAGES} images on backend "
           f"{backend.name} in {elapsed:.1f} s")
@@ -122,71 +124,102 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    if args.resume and args.overwrite:
-        raise CLIError("--resume keeps the results in --out and --overwrite replaces them: "
-                       "pass one of the two")
-    model = load_model(args.model)
+    model = load_model(args.model, trust=args.trust_model, weights=args.weights)
     backend = get_backend(args.backend if args.backend else model)
-    files = find_images(args.images)
-    prep = Preprocess(parse_size(args.size), parse_triple(args.mean, "mean"),
-                      parse_triple(args.std, "std"))
-    cls = method_class(args.method)
+    fmt = input_format(backend, model, size=parse_size(args.size), channels=args.channels,
+                       mean=parse_numbers(args.mean, "mean"), std=parse_numbers(args.std, "std"))
+    found = find_files(args.images, (*IMAGE_SUFFIXES, *ARRAY_SUFFIXES))
+    cls = method_class(args.method)  # a typo fails here, before anything is written
     cam = cls(model, args.layer, backend=backend.name)
-    out = Path(args.out)
     tag = cls.name.replace("+", "p")
-    todo = list(zip(files, _unique_names(files), strict=True))
+    names = unique_names(found.files)
+    planned = [f"{name}_{tag}.png" for name in names]
+    planned += [f"{name}_{tag}.npy" for file, name in zip(found.files, names, strict=True)
+                if is_array_file(file)]
+    identity = {"method": cls.name, "backend": backend.name, "layer": args.layer,
+                "size": list(fmt.size), "channels": fmt.channels, "mean": list(fmt.mean),
+                "std": list(fmt.std), "target": args.target}
+    folder = open_output(args.out, EXPLAIN_PLAN, planned=planned, identity=identity,
+                         resume=args.resume, overwrite=args.overwrite)
+    out = folder.path
+    todo = list(zip(found.files, names, strict=True))
     if args.resume:
-        out.mkdir(parents=True, exist_ok=True)
         done = _finished_files(out / RESULTS, cls.name, backend.name)
         todo = [(file, name) for file, name in todo if _file_key(file) not in done]
-    else:
-        _prepare_out(out, [out / f"{name}_{tag}.png" for _, name in todo] + [out / RESULTS],
-                     args.overwrite, resumable=True)
-    already = len(files) - len(todo)
+    already = len(found.files) - len(todo)
     unreadable = written = 0
     used_layers: list[str] = []
-    chunks = list(batches(todo, args.batch_size))
-    with (JsonLinesWriter(out / RESULTS, append=args.resume) as results,
-          JsonLinesWriter(out / ERRORS, append=False) as errors):
-        try:
-            for chunk in _progress(chunks, len(todo) > args.batch_size):
-                loaded, kept = [], []
-                for file, name in chunk:
-                    try:
-                        loaded.append(prep.load(file))
-                        kept.append((file, name))
-                    except UnreadableImageError as exc:
-                        unreadable += 1
-                        print(f"interp: skipped {str(file)!r}: {exc.reason}", file=sys.stderr)
-                        errors.write({"file": str(file), "error": exc.reason})
-                if not loaded:
-                    continue
-                images = np.stack(loaded)
-                exp = cam.explain(to_backend_layout(prep.normalise(images), backend),
-                                  args.target)
-                used_layers = list(exp.layers)
-                for i, (file, name) in enumerate(kept):
-                    target = out / f"{name}_{tag}.png"
-                    _save_png_whole(target, overlay(images[i], exp.maps[i], alpha=args.alpha))
-                    results.write({
-                        "file": str(file), "target": int(exp.targets[i]),
-                        "score": float(exp.scores[i]), "method": cls.name,
-                        "layer": ",".join(exp.layers), "backend": backend.name,
-                        "overlay": str(target),
-                    })
-                    written += 1
-        except KeyboardInterrupt:
-            print(f"interp: stopped after {written} image(s) in this run; {RESULTS} holds "
-                  "whole lines only; rerun with --resume to continue", file=sys.stderr)
-            raise
-    if written == 0 and already == 0 and unreadable > 0:
-        raise CLIError(f"none of the {len(files)} files could be read as an image "
-                       f"(reasons in {out / ERRORS})")
+    try:
+        with (JsonLinesWriter(out / RESULTS, append=args.resume) as results,
+              JsonLinesWriter(out / ERRORS, append=False) as errors,
+              Progress(len(todo), "explaining", show=not args.no_progress) as progress):
+            for path, reason in found.problems:
+                unreadable += 1
+                _report_unreadable(errors, path, reason)
+            try:
+                for chunk in _chunks(todo, args.batch_size):
+                    loaded, kept = [], []
+                    for file, name in chunk:
+                        try:
+                            loaded.append(fmt.load(file))
+                            kept.append((file, name))
+                        except FileReadError as exc:
+                            unreadable += 1
+                            _report_unreadable(errors, file, exc.reason)
+                    if loaded:
+                        batch = fmt.normalise(np.stack([item.pixels for item in loaded]))
+                        exp = cam.explain(to_backend_layout(batch, backend, model), args.target)
+                        used_layers = list(exp.layers)
+                        for i, (file, name) in enumerate(kept):
+                            target = _write_outputs(out, name, tag, loaded[i], exp.maps[i],
+                                                    args.alpha)
+                            results.write({
+                                "file": str(file), "target": int(exp.targets[i]),
+                                "score": float(exp.scores[i]), "method": cls.name,
+                                "layer": ",".join(exp.layers), "backend": backend.name,
+                                "overlay": str(target),
+                            })
+                            written += 1
+                    progress.update(len(chunk))
+            except KeyboardInterrupt:
+                print(f"interp: stopped after {written} image(s) in this run; {RESULTS} holds "
+                      "whole lines only; rerun with --resume to continue", file=sys.stderr)
+                raise
+    except BaseException:
+        if written == 0:
+            folder.abandon()
+        raise
+    if written == 0 and already == 0:
+        folder.abandon()
+        raise CLIError(f"nothing was explained: none of the {len(found.files)} files could be "
+                       f"read (reasons in {out / ERRORS})")
+    folder.save(status="complete")
     resumed = f", {already} already done" if args.resume else ""
     print(f"interp explain: {written} image(s) explained with {cls.name} at "
           f"{layer_phrase(used_layers, args.layer)} on {backend.name}, {unreadable} skipped "
           f"(unreadable; listed in {ERRORS}){resumed}; wrote {out.resolve()}")
     return 0
+
+
+def _report_unreadable(errors: JsonLinesWriter, file: Path, reason: str) -> None:
+    print(f"interp: skipped {str(file)!r}: {reason}", file=sys.stderr)
+    errors.write({"file": str(file), "error": reason})
+
+
+def _write_outputs(out: Path, name: str, tag: str, item: LoadedInput, heatmap: np.ndarray,
+                   alpha: float) -> Path:
+    """The overlay PNG (a volume's middle slice) and, for array inputs, the map as ``.npy``."""
+    picture = heatmap if heatmap.ndim == 2 else middle_slice_map(heatmap)
+    target = out / f"{name}_{tag}.png"
+    _save_whole(target, lambda p: save_png(p, overlay(item.display, picture, alpha=alpha)))
+    if item.is_array:
+        _save_whole(out / f"{name}_{tag}.npy",
+                    lambda p: np.save(p, heatmap.astype(np.float32), allow_pickle=False))
+    return target
+
+
+def _chunks(items: Sequence[tuple[Path, str]], size: int) -> list[Sequence[tuple[Path, str]]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 def _file_key(file: str | Path) -> str:
@@ -208,35 +241,46 @@ def _finished_files(results: Path, method: str, backend: str) -> set[str]:
     return {_file_key(r["file"]) for r in records if "file" in r}
 
 
-def _save_png_whole(path: Path, image: np.ndarray) -> None:
-    """``save_png`` through a temporary file, so that an interrupted write leaves no torn
-    picture under the final name."""
+def _save_whole(path: Path, write: Callable[[Path], object]) -> None:
+    """Write through a temporary file, so that an interrupted write leaves no torn file
+    under the final name."""
     partial = path.with_name(path.name + ".partial")
     try:
-        save_png(partial, image)
+        write(partial)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
 
 
-def _unique_names(files: Sequence[Path]) -> list[str]:
-    seen: dict[str, int] = {}
+def unique_names(files: Sequence[Path]) -> list[str]:
+    """One output name per file: its stem, or ``stem-<8 hex of its path>`` where stems
+    collide (compared case-insensitively, as macOS and Windows file systems do).
+
+    ``a/x.png``, ``b/x.png`` and ``c/x_1.png`` give ``x-1f0c...``, ``x-9ab2...`` and ``x_1``.
+    """
+    stems = [_stem(f) for f in files]
+    counts: dict[str, int] = {}
+    for stem in stems:
+        counts[stem.lower()] = counts.get(stem.lower(), 0) + 1
     names = []
-    for f in files:
-        count = seen.get(f.stem, 0)
-        seen[f.stem] = count + 1
-        names.append(f.stem if count == 0 else f"{f.stem}_{count}")
+    for file, stem in zip(files, stems, strict=True):
+        if counts[stem.lower()] == 1:
+            names.append(stem)
+        else:
+            digest = hashlib.sha1(_file_key(file).encode("utf-8")).hexdigest()[:8]
+            names.append(f"{stem}-{digest}")
+    taken: set[str] = set()
+    for i, name in enumerate(names):  # a stem that looks like a hashed name: rare, settled
+        while name.lower() in taken:
+            name += "_"
+        taken.add(name.lower())
+        names[i] = name
     return names
 
 
-def _progress(items: Sequence[Any], show: bool) -> Any:
-    if not show:
-        return items
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return items
-    return tqdm(items, desc="explaining", unit="batch")
+def _stem(file: Path) -> str:
+    name = file.name
+    return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else file.stem
 
 
 def cmd_backends(args: argparse.Namespace) -> int:
@@ -256,7 +300,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-    model = load_model(args.model)
+    model = load_model(args.model, trust=args.trust_model, weights=args.weights)
     backend = get_backend(args.backend if args.backend else model)
     for name in backend.layer_names(model):
         print(name)
@@ -264,48 +308,76 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
 
 # -- argument parsing --------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="interp", description="CAM / Grad-CAM explanations.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True)
+MODEL_HELP = ("file.keras / .h5 / .hdf5, file.pt2 (torch.export), file.pt (a pickled module: "
+              "needs --trust-model), or module:attr / file.py:attr (a model or a factory)")
 
-    demo = sub.add_parser("demo", help="explain generated images with the bundled model")
-    demo.add_argument("--backend", choices=None, help="torch, tensorflow or jax")
-    demo.add_argument("--out", default="interp-demo", help="output folder (./interp-demo)")
-    demo.add_argument("--overwrite", action="store_true")
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="interp", **parser_kwargs(
+        "CAM / Grad-CAM explanations of image, signal and volume models."))
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    help_ = "explain generated images with the bundled model"
+    demo = sub.add_parser("demo", help=help_, **parser_kwargs(help_))
+    demo.add_argument("--backend", default=None,
+                      help=f"one of: {', '.join(backends())} (default: the first installed)")
+    demo.add_argument("--out", default="interp-demo", help="output folder")
+    demo.add_argument("--overwrite", action="store_true",
+                      help="replace the files an earlier demo in --out wrote (only those)")
     demo.set_defaults(func=cmd_demo)
 
-    explain = sub.add_parser("explain", help="write overlays for image files")
-    explain.add_argument("model", help="file.keras, file.pt (torch.save(model)) or module:attr")
-    explain.add_argument("images", nargs="+", help="image files or folders")
-    explain.add_argument("--method", default="gradcam")
-    explain.add_argument("--layer", default=None, help="layer name (interp layers MODEL)")
-    explain.add_argument("--target", type=int, default=None, help="class (default: top-1)")
-    explain.add_argument("--backend", default=None)
-    explain.add_argument("--out", default="interp-out")
-    explain.add_argument("--size", default="224", help="224 or HxW")
-    explain.add_argument("--mean", default="0", help="one or three comma-separated numbers")
-    explain.add_argument("--std", default="1", help="one or three comma-separated numbers")
-    explain.add_argument("--batch-size", type=int, default=16)
-    explain.add_argument("--alpha", type=float, default=0.5)
-    explain.add_argument("--overwrite", action="store_true", help="replace earlier outputs")
+    help_ = "write an overlay per image (or volume) file, and results.jsonl"
+    explain = sub.add_parser("explain", help=help_, **parser_kwargs(help_))
+    explain.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    explain.add_argument("images", nargs="+", metavar="FILES",
+                         help="image, .npy/.npz, NIfTI or DICOM files, or folders of them")
+    add_method_option(explain)
+    explain.add_argument("--layer", default=None,
+                         help="layer name (interp layers MODEL lists them; default: the last "
+                              "spatial layer)")
+    explain.add_argument("--target", type=int, default=None,
+                         help="class to explain (default: each file's top-1)")
+    explain.add_argument("--out", default="interp-out", help="output folder")
+    add_input_options(explain, "224")
+    add_model_options(explain)
+    explain.add_argument("--batch-size", type=positive_int, default=16)
+    explain.add_argument("--alpha", type=float, default=0.5, help="heatmap weight")
+    explain.add_argument("--overwrite", action="store_true",
+                         help="replace the files an earlier explain in --out wrote (only "
+                              "those)")
     explain.add_argument("--resume", action="store_true",
-                         help=f"skip the images already in OUT/{RESULTS} and add the rest")
+                         help=f"skip the files already in OUT/{RESULTS} and add the rest")
+    explain.add_argument("--no-progress", action="store_true", help="print no progress")
     explain.set_defaults(func=cmd_explain)
 
     add_audit_parser(sub)
 
-    listing = sub.add_parser("backends", help="installed backends")
+    help_ = "installed backends"
+    listing = sub.add_parser("backends", help=help_, **parser_kwargs(help_))
     listing.add_argument("--verbose", "-v", action="store_true",
                          help="with distribution, version and capabilities (imports each "
                               "backend's framework)")
     listing.set_defaults(func=cmd_backends)
-    sub.add_parser("methods", help="available methods").set_defaults(func=cmd_methods)
-    layers = sub.add_parser("layers", help="layer names of a model")
-    layers.add_argument("model")
-    layers.add_argument("--backend", default=None)
+    help_ = "available methods"
+    sub.add_parser("methods", help=help_, **parser_kwargs(help_)).set_defaults(
+        func=cmd_methods)
+    help_ = "layer names of a model"
+    layers = sub.add_parser("layers", help=help_, **parser_kwargs(help_))
+    layers.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    add_model_options(layers)
     layers.set_defaults(func=cmd_layers)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("interp-core")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -71,6 +71,14 @@ def run_command(command: Callable[[], int | None], debug: bool = False) -> int:
     except Exception as exc:
         if debug:
             raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = cli_message(exc)
         print(f"interp: error: {message}", file=sys.stderr)
         return 2
+
+
+def cli_message(exc: BaseException) -> str:
+    """The first line of an error, in the command line's words where the error has them
+    (``cli_message()``: flags such as ``--resume`` instead of ``resume=True``)."""
+    phrase = getattr(exc, "cli_message", None)
+    text = str(phrase() if callable(phrase) else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

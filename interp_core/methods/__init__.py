@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 from interp_core.methods.activation import CAM, EigenCAM, EigenGradCAM
 from interp_core.methods.attribution import (
     InputAttribution,
@@ -59,7 +61,9 @@ def method_class(name: str) -> type[CAMMethod]:
     key = name.lower().replace("_", "-")
     key = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++"}.get(key, key)
     if key not in METHODS:
-        raise ValueError(f"unknown method {name!r}; known methods: {sorted(METHODS)}")
+        close = difflib.get_close_matches(key, list(METHODS), n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+        raise ValueError(f"unknown method {name!r}; {hint}known methods: {sorted(METHODS)}")
     return METHODS[key]
 
 

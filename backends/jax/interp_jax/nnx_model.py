@@ -11,7 +11,6 @@ handler. Whatever the copy mutates (batch statistics, RNG counters) is discarded
 
 from __future__ import annotations
 
-import difflib
 import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -20,7 +19,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from interp_core.backend.policy import resolve_layer_paths
+from interp_core.backend.policy import resolve_layer_paths, unknown_layer_error
 from interp_core.backend.targets import select_output
 from interp_jax.layers import Handler, apply_handler, call_traced
 
@@ -109,12 +108,9 @@ def resolve_layers(model: nnx.Module, layers: Sequence[Any],
 
     def path_of_name(name: str) -> str:
         if name not in paths:
-            close = difflib.get_close_matches(name, list(paths), n=6, cutoff=0.5)
-            raise ValueError(
-                f"unknown layer {name!r}; closest submodule paths: {close or 'none'} "
-                f"(the model has {len(paths)} submodules; "
-                "interp_core.get_backend('jax').layer_names(model) lists them)"
-            )
+            raise unknown_layer_error(
+                name, list(paths), "interp_core.get_backend('jax').layer_names(model)",
+                detail="submodules")
         return name
 
     return resolve_layer_paths(
@@ -278,6 +274,23 @@ def dense_modules(model: nnx.Module) -> list[tuple[str, nnx.Module]]:
     """``(name, module)`` of every ``nnx.Linear`` of ``model``, in definition order."""
     return [(path_name(p), m) for p, m in _walk(model)
             if isinstance(m, nnx.Linear)]
+
+
+#: Modules that see an input before any convolution and say it is not a grid of channels.
+_NOT_A_GRID = tuple(getattr(nnx, name) for name in ("Linear", "LinearGeneral", "Embed", "Einsum")
+                    if hasattr(nnx, name))
+
+
+def first_convolution(model: nnx.Module) -> nnx.Module | None:
+    """The first ``nnx.Conv`` or ``nnx.ConvTranspose`` of ``model`` in definition order (the
+    model itself if it is one); None when there is none or a dense layer, an embedding or an
+    einsum comes first."""
+    for _, module in [((), model), *_walk(model)]:
+        if isinstance(module, nnx.Conv | nnx.ConvTranspose):
+            return module
+        if isinstance(module, _NOT_A_GRID):
+            return None
+    return None
 
 
 def bias_modules(model: nnx.Module) -> list[tuple[str, np.ndarray]]:

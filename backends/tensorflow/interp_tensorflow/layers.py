@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from interp_core.backend.policy import resolve_layer_paths
+from interp_core.backend.policy import resolve_layer_paths, unknown_layer_error
 from interp_core.methods.layer_choice import LayerOutput
 
 #: A hook gets the layer's (first) output tensor and returns the tensor to pass on.
@@ -115,11 +115,9 @@ def _lookup(name: str, by_path: dict[str, Any]) -> str:
     for leaf in difflib.get_close_matches(name.rsplit("/", 1)[-1], list(leaves), n=6, cutoff=0.6):
         if leaves[leaf] not in close:
             close.append(leaves[leaf])
-    raise ValueError(
-        f"unknown layer {name!r}; closest names: {close[:8] or 'none'} (the model has "
-        f"{len(paths)} addressable layers, nested ones as 'outer/inner'; "
-        "interp_core.get_backend('tensorflow').layer_names(model) lists them)"
-    )
+    raise unknown_layer_error(
+        name, paths, "interp_core.get_backend('tensorflow').layer_names(model)",
+        close=close[:8], detail="addressable layers, nested ones as 'outer/inner'")
 
 
 # -- layouts ------------------------------------------------------------------------------------
