@@ -1,4 +1,4 @@
-"""The embedded engine: one process, consecutive batches, a progress bar, parts on disk.
+"""The embedded engine: one process, consecutive batches, progress, parts on disk.
 
 Rows are written to a part file every ``part_size`` rows or ``flush_seconds`` seconds,
 whichever comes first, so a killed run loses at most that much work.
@@ -13,17 +13,7 @@ from typing import Any
 from interp_core.audit.config import AuditConfig
 from interp_core.audit.results import write_part
 from interp_core.audit.worker import BatchWorker
-
-
-def _progress(total: int, show: bool) -> Any:
-    if show:
-        try:
-            from tqdm import tqdm
-
-            return tqdm(total=total, unit="img", desc="auditing")
-        except ImportError:
-            pass
-    return None
+from interp_core.io.progress import Progress
 
 
 def run_local(todo: Any, config: AuditConfig, parts_dir: Path, *, model: Any = None,
@@ -54,7 +44,7 @@ def run_local(todo: Any, config: AuditConfig, parts_dir: Path, *, model: Any = N
     if todo.num_rows == 0:
         return 0
     worker = worker_class(config, model=model)
-    bar = _progress(todo.num_rows, progress)
+    bar = Progress(todo.num_rows, "auditing", show=progress)
     pending: list[Any] = []
     pending_rows = written = 0
     last_flush = time.monotonic()
@@ -63,8 +53,7 @@ def run_local(todo: Any, config: AuditConfig, parts_dir: Path, *, model: Any = N
             rows = worker(todo.slice(start, config.batch_size))
             pending.append(rows)
             pending_rows += rows.num_rows
-            if bar is not None:
-                bar.update(rows.num_rows)
+            bar.update(rows.num_rows)
             if pending_rows >= part_size or time.monotonic() - last_flush >= flush_seconds:
                 write_part(pa.concat_tables(pending), parts_dir)
                 written += pending_rows
@@ -74,6 +63,5 @@ def run_local(todo: Any, config: AuditConfig, parts_dir: Path, *, model: Any = N
             written += pending_rows
     finally:
         worker.close()
-        if bar is not None:
-            bar.close()
+        bar.close()
     return written
