@@ -27,7 +27,7 @@ ENGINES = ("local", "ray")
 AUDIT_PLAN = OutputPlan(
     "audit", "audit.json", files=("results.parquet", "errors.jsonl", "report.html"),
     patterns=("parts/part-*.parquet", "parts/.tmp-*", "overlays/*-??????????.png",
-              "maps/*-??????????.npy", "maps/.tmp-*"),
+              "overlays/.tmp-*", "maps/*-??????????.npy", "maps/.tmp-*"),
     results=("parts", "results.parquet"),
     legacy_files=("results.parquet", "errors.jsonl", "report.html"))
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from interp_core.backend.layout import to_backend_layout
 from interp_core.backend.registry import get_backend
 from interp_core.backend.targets import resolve_targets
 from interp_core.io.images import read_mask
+from interp_core.io.outputs import save_array, save_whole
 from interp_core.io.preprocess import LoadedInput, input_format
 from interp_core.io.volumes import middle_slice_map
 from interp_core.methods import method_class
@@ -56,15 +56,6 @@ def overlay_name(item_id: str) -> str:
 def array_name(item_id: str) -> str:
     """``maps/<stem>-<hash>.npy``: the full map of an array input (a volume)."""
     return _output_name(item_id, "maps", ".npy")
-
-
-def save_array(path: Path, values: np.ndarray) -> None:
-    """``np.save`` through a temporary name and a rename: whole files only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".tmp-{path.name}")
-    with open(partial, "wb") as handle:
-        np.save(handle, np.asarray(values, dtype=np.float32), allow_pickle=False)
-    os.replace(partial, path)
 
 
 def box_region(box: tuple[float, float, float, float], width: int, height: int,
@@ -218,8 +209,8 @@ class BatchWorker:
                     bool(value) if name == "pointing_game" else float(value))
             if cfg.overlays:
                 name = overlay_name(items[i]["id"])
-                save_png(self.out / name, overlay(inputs[j].display, slices[j],
-                                                  alpha=cfg.alpha))
+                picture = overlay(inputs[j].display, slices[j], alpha=cfg.alpha)
+                save_whole(self.out / name, lambda p, image=picture: save_png(p, image))
                 row["overlay"] = name
             if inputs[j].is_array:
                 name = array_name(items[i]["id"])

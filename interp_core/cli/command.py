@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +43,7 @@ from interp_core.cli.summary import layer_phrase
 from interp_core.io.errors import FileReadError
 from interp_core.io.images import IMAGE_SUFFIXES, find_files
 from interp_core.io.models import load_model
-from interp_core.io.outputs import OutputPlan, open_output
+from interp_core.io.outputs import OutputPlan, open_output, save_array, save_whole
 from interp_core.io.preprocess import LoadedInput, input_format, parse_numbers, parse_size
 from interp_core.io.progress import Progress
 from interp_core.io.volumes import ARRAY_SUFFIXES, is_array_file, middle_slice_map
@@ -211,10 +210,9 @@ def _write_outputs(out: Path, name: str, tag: str, item: LoadedInput, heatmap: n
     """The overlay PNG (a volume's middle slice) and, for array inputs, the map as ``.npy``."""
     picture = heatmap if heatmap.ndim == 2 else middle_slice_map(heatmap)
     target = out / f"{name}_{tag}.png"
-    _save_whole(target, lambda p: save_png(p, overlay(item.display, picture, alpha=alpha)))
+    save_whole(target, lambda p: save_png(p, overlay(item.display, picture, alpha=alpha)))
     if item.is_array:
-        _save_whole(out / f"{name}_{tag}.npy",
-                    lambda p: np.save(p, heatmap.astype(np.float32), allow_pickle=False))
+        save_array(out / f"{name}_{tag}.npy", heatmap)
     return target
 
 
@@ -239,17 +237,6 @@ def _finished_files(results: Path, method: str, backend: str) -> set[str]:
                 f"{record.get('backend')!r}; resume with those, or choose another --out"
             )
     return {_file_key(r["file"]) for r in records if "file" in r}
-
-
-def _save_whole(path: Path, write: Callable[[Path], object]) -> None:
-    """Write through a temporary file, so that an interrupted write leaves no torn file
-    under the final name."""
-    partial = path.with_name(path.name + ".partial")
-    try:
-        write(partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def unique_names(files: Sequence[Path]) -> list[str]:

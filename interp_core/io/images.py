@@ -129,6 +129,16 @@ def _walk(root: Path, suffixes: tuple[str, ...], found: FoundFiles) -> None:
         stack.extend(reversed(subfolders))
 
 
+def file_problem(path: Path, exc: OSError) -> str:
+    """A few words on why the system could not open ``path`` (a broken link, a folder, no
+    permission), or the decoder's own message."""
+    if path.is_symlink():
+        return _link_problem(path)
+    words = {errno.ENOENT: "no such file", errno.EISDIR: "a folder, not a file",
+             errno.EACCES: "permission denied", errno.ELOOP: "symbolic link loop"}
+    return words.get(exc.errno or -1, f"{type(exc).__name__}: {exc}")
+
+
 def _link_problem(path: Path) -> str:
     try:
         os.stat(path)
@@ -225,7 +235,10 @@ def _opened(path: str | os.PathLike[str], size: tuple[int, int] | None,
         width, height = img.size
         if size is not None and img.format == "JPEG":
             img.draft(img.mode, (size[1], size[0]))  # decode at 1/2, 1/4 or 1/8 scale
-        if img.size[0] * img.size[1] > max_pixels or width <= 0 or height <= 0:
+        # A progressive JPEG keeps every DCT coefficient of its full size whatever the scale
+        # (a 500-byte file claiming 13000x13000 would cost 0.5 GB): its header size counts.
+        decoded = (width, height) if img.info.get("progressive") else img.size
+        if decoded[0] * decoded[1] > max_pixels or width <= 0 or height <= 0:
             raise FileReadError(
                 path, f"its header claims {width}x{height} pixels, more than the limit of "
                 f"{max_pixels:,} (a decompression bomb?)")
@@ -237,6 +250,8 @@ def _opened(path: str | os.PathLike[str], size: tuple[int, int] | None,
         raise FileReadError(path, f"refused as a decompression bomb: {exc}") from exc
     except Unidentified as exc:
         raise FileReadError(path, "not an image format Pillow recognises") from exc
+    except OSError as exc:
+        raise FileReadError(path, file_problem(path, exc)) from exc
     except Exception as exc:  # decoders raise many kinds; a bad file must not stop a run
         raise FileReadError(path, f"{type(exc).__name__}: {exc}") from exc
     finally:

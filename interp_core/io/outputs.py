@@ -18,10 +18,12 @@ import contextlib
 import fnmatch
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from interp_core.io.errors import InputError
 
@@ -279,3 +281,35 @@ def _check_identity(path: Path, plan: OutputPlan, before: Any, now: Any) -> None
             cli=f"--resume: the settings differ from the `interp {plan.command}` in "
                 f"{str(path)!r} ({detail}); use the same options, or --overwrite to start "
                 "again")
+
+
+def save_whole(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
+    """Write a file through a temporary name in its folder and a rename, so that a run
+    stopped mid-write leaves no torn file under the final name.
+
+    Parameters
+    ----------
+    path : path
+        The final name (parent folders are created).
+    write : callable
+        ``write(temporary_path)`` writes the content (it must not rely on the suffix).
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial = final.with_name(f".tmp-{final.name}")
+    try:
+        write(partial)
+        os.replace(partial, final)
+    finally:
+        partial.unlink(missing_ok=True)
+    return final
+
+
+def save_array(path: str | os.PathLike[str], values: np.ndarray) -> Path:
+    """``values`` as a float32 ``.npy`` file, written whole (:func:`save_whole`)."""
+
+    def write(partial: Path) -> None:
+        with open(partial, "wb") as handle:  # a handle: np.save would append ".npy"
+            np.save(handle, np.asarray(values, dtype=np.float32), allow_pickle=False)
+
+    return save_whole(path, write)
