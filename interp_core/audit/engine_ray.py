@@ -48,6 +48,36 @@ class RayBatchWorker(BatchWorker):
         super().__init__(config)
 
 
+def check_setup(todo: Any, config: AuditConfig, threads: int) -> None:
+    """Build the worker once in a Ray task and run it on the first row, before the pool
+    starts: a model that may not be loaded (a pickle without ``trust_model``), a layer that
+    does not exist or inputs the model cannot take fail here with our own error, which an
+    actor pool would bury in its own ("the actor died ...").
+
+    Raises
+    ------
+    Exception
+        What building or running the worker raised (the original exception, not Ray's).
+    """
+    probe = ray.remote(_run_first_row).options(num_cpus=threads, max_retries=0)
+    try:
+        ray.get(probe.remote(dataclasses.replace(config, overlays=False, device=None),
+                             todo.slice(0, 1)))
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, Exception):
+            raise cause from None
+        raise
+
+
+def _run_first_row(config: AuditConfig, first: Any) -> None:
+    worker = RayBatchWorker(config)
+    try:
+        worker(first)  # the row is discarded: the pool explains it again
+    finally:
+        worker.close()
+
+
 class PartsDatasink(Datasink):
     """Writes each bundle of result rows as one atomic part file (on the worker's node; the
     output folder must be shared by all nodes)."""
@@ -142,6 +172,7 @@ def run_ray(todo: Any, config: AuditConfig, parts_dir: Path, *, workers: int | N
         workers, threads, gpus = plan_resources(workers, threads, gpus)
         actor_config = dataclasses.replace(
             config, threads=threads, device="cuda" if gpus > 0 else None)
+        check_setup(todo, actor_config, threads)
         data_context = ray.data.DataContext.get_current()
         data_context.enable_progress_bars = progress
         data_context.print_on_execution_start = progress

@@ -32,13 +32,17 @@ from interp_core.backend.protocol import (
     LINEAR_WEIGHTS,
     Backend,
     Capture,
+    InputSpec,
     LayerCapture,
+    input_spec,
 )
 from interp_core.backend.registry import (
     BackendRegistration,
     backends,
     defined_in,
     get_backend,
+    load_model_file,
+    load_weights_file,
     register_backend,
     registrations,
     reset_registry,
@@ -55,9 +59,10 @@ from interp_core.backend.targets import (
 __all__ = [
     "ACTIVATION_PATCH", "ALL_CAPABILITIES", "CHANNELS_FIRST", "CHANNELS_LAST", "ENTRY_POINT_GROUP",
     "GRADIENTS", "INPUT_GRADIENTS", "LINEAR_WEIGHTS", "NO_CHANNELS", "Backend",
-    "BackendRegistration", "Capture", "LayerCapture", "TargetKind", "TargetSpec", "TensorOps",
-    "backends", "batch_size_of", "check_batch_size", "chunks", "declared_layout", "defined_in",
-    "first_input", "fixed_targets", "get_backend", "hookimpl", "hookspec", "infer_layout",
-    "input_layout", "register_backend", "registrations", "reset_registry", "resolve_targets",
-    "select_output", "target_constants", "target_scores",
+    "BackendRegistration", "Capture", "InputSpec", "LayerCapture", "TargetKind", "TargetSpec",
+    "TensorOps", "backends", "batch_size_of", "check_batch_size", "chunks", "declared_layout",
+    "defined_in", "first_input", "fixed_targets", "get_backend", "hookimpl", "hookspec",
+    "infer_layout", "input_layout", "input_spec", "load_model_file", "load_weights_file",
+    "register_backend", "registrations", "reset_registry", "resolve_targets", "select_output",
+    "target_constants", "target_scores",
 ]

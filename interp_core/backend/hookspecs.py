@@ -14,7 +14,11 @@ The hooks are called through the plugin manager (``pm.hook.<name>(...)``), so pl
 ordering (last registered first, ``tryfirst``/``trylast``), wrappers and ``firstresult`` hold.
 An implementation of :func:`interp_core_register_backends` or :func:`interp_core_claim_model`
 that raises only warns (naming its plugin) and counts as "no answer";
-:func:`interp_core_load_model` errors reach the user, since they are about the file.
+:func:`interp_core_load_model` and :func:`interp_core_load_weights` errors reach the user, since
+they are about the file.
+
+An implementation may take fewer arguments than its hookspec names (pluggy passes only those it
+asks for): a plugin written before :func:`interp_core_load_model` gained ``trust`` still works.
 """
 
 from __future__ import annotations
@@ -73,21 +77,54 @@ def interp_core_claim_model(model: Any) -> str | None:
 
 
 @hookspec(firstresult=True)
-def interp_core_load_model(path: Path) -> Any | None:
+def interp_core_load_model(path: Path, trust: bool) -> Any | None:
     """Load the model saved in the file ``path``, or return None if the file is not yours.
 
     Decide from the name first (``path.suffix``) and import the framework only for your own
     files. If the file is yours but holds no usable model (a state dict, a corrupt archive),
     raise an exception whose message says what is wrong and what would work: the ``interp``
-    command shows it to the user. Example::
+    command shows it to the user (:class:`interp_core.io.ModelLoadError` carries a phrasing for
+    the command line too).
+
+    ``trust`` is the user's permission to run code that the file carries (a pickled module, a
+    Keras ``Lambda``): ``trust=True`` in Python, ``--trust-model`` on the command line. Without
+    it, load only what cannot run code, and refuse the rest with an error that names the file,
+    the risk and the safe alternative. An implementation may leave ``trust`` out of its
+    arguments (pluggy passes only the ones it names). Example::
 
         from interp_core.backend import hookimpl
 
         @hookimpl
-        def interp_core_load_model(path):
+        def interp_core_load_model(path, trust):
             if path.suffix != ".mylib":
                 return None
             import mylib                               # the framework, only now
 
-            return mylib.load(path)
+            return mylib.load(path, allow_code=trust)
+    """
+
+
+@hookspec(firstresult=True)
+def interp_core_load_weights(model: Any, path: Path) -> Any | None:
+    """Load the weights saved in ``path`` into ``model``; None if ``model`` is not yours.
+
+    Used by :func:`interp_core.io.models.load_model` with ``weights=`` (``--weights FILE``):
+    the model is built in code (``module:factory``) and only its weights come from a file, so
+    no code from the file runs. Decide from the model's type without importing the framework
+    (:func:`interp_core.backend.registry.defined_in`), then return the model with its weights
+    loaded (the same object, or one that replaces it). For your model but a file you cannot
+    read (unknown suffix, missing or unexpected weights), raise an error that names the file
+    and what would work. Example::
+
+        from interp_core.backend import hookimpl
+        from interp_core.backend.registry import defined_in
+
+        @hookimpl
+        def interp_core_load_weights(model, path):
+            if not defined_in(model, "mylib"):
+                return None
+            import mylib                               # the framework, only now
+
+            model.set_weights(mylib.read_weights(path))
+            return model
     """

@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from interp_core.backend.layout import LAYOUTS
 from interp_core.backend.targets import TargetSpec
 
 #: Capability names an adapter may declare in :attr:`Backend.capabilities`.
@@ -293,3 +294,51 @@ def scoring_session(backend: Any, model: Any) -> AbstractContextManager[None]:
     """``backend.scoring_session(model)`` where the adapter defines it, else an empty block."""
     session = getattr(backend, "scoring_session", None)
     return session(model) if callable(session) else nullcontext()
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model declares it takes, as far as its first layer or declared input tells.
+
+    Attributes
+    ----------
+    channels : int or None
+        The input's channel count (1 for a grayscale model, 3 for RGB); None when the model
+        declares the rank but not the channels.
+    spatial_dims : int or None
+        How many spatial axes the input has: 1 (signals), 2 (images), 3 (volumes).
+    layout : str
+        ``"channels_first"`` or ``"channels_last"``: where the backend expects the channel axis
+        (:mod:`interp_core.backend.layout`).
+    """
+
+    channels: int | None
+    spatial_dims: int | None
+    layout: str
+
+    def __post_init__(self) -> None:
+        for what, value in (("channels", self.channels), ("spatial_dims", self.spatial_dims)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise ValueError(f"InputSpec {what}={value!r} must be a positive int or None")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"InputSpec layout={self.layout!r} must be one of {LAYOUTS}")
+
+
+class InputSpecBackend(Protocol):
+    """Optional, no capability name: an adapter may define ``input_spec`` to say what a model
+    takes, so that applications can prepare inputs to fit (the ``interp`` command converts
+    images to the model's channel count). Third-party adapters need not implement it;
+    :func:`input_spec` gives None where it is absent."""
+
+    def input_spec(self, model: Any) -> InputSpec | None:
+        """What the model declares it takes: the channel count and number of spatial axes of
+        its first convolution or declared input shape; None when it cannot tell (a model
+        whose first layer is dense or an embedding, or that declares nothing)."""
+        ...
+
+
+def input_spec(backend: Any, model: Any) -> InputSpec | None:
+    """``backend.input_spec(model)`` where the adapter defines it, else None."""
+    method = getattr(backend, "input_spec", None)
+    return method(model) if callable(method) else None

@@ -7,6 +7,7 @@ Reads type names only: nothing here imports a framework.
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,9 +51,10 @@ class KnownAdapter:
 
 #: Adapters interp-core knows of, by backend name: only for hints when none is installed.
 KNOWN_FRAMEWORKS: dict[str, KnownAdapter] = {
-    "torch": KnownAdapter("interp-torch", ("torch",), model_files=(".pt", ".pth", ".ts", ".jit")),
+    "torch": KnownAdapter("interp-torch", ("torch",),
+                          model_files=(".pt", ".pth", ".pt2", ".ts", ".jit")),
     "tensorflow": KnownAdapter("interp-tensorflow", ("keras", "tensorflow", "tf_keras"),
-                               model_files=(".keras", ".h5")),
+                               model_files=(".keras", ".h5", ".hdf5")),
     "jax": KnownAdapter("interp-jax", ("jax", "jaxlib", "flax", "equinox"),
                         model_types=("interp_core.split.Split",)),
 }
@@ -135,7 +137,7 @@ def claims(name: str, test: Callable[[Any], bool]) -> Callable[[Any], str | None
     return hookimpl(interp_core_claim_model)
 
 
-def loads_files(suffixes: tuple[str, ...], loader: str) -> Callable[[Path], Any | None]:
+def loads_files(suffixes: tuple[str, ...], loader: str) -> Callable[[Path, bool], Any | None]:
     """An ``interp_core_load_model`` implementation for files named ``*<suffix>``.
 
     Parameters
@@ -144,18 +146,63 @@ def loads_files(suffixes: tuple[str, ...], loader: str) -> Callable[[Path], Any 
         Lower-case file suffixes (``(".pt", ".pth")``), matched in any case.
     loader : str
         ``"package.module:function"``, imported only when a file is yours; ``function(path)``
-        returns the model or raises an error that says what is wrong with the file.
+        or ``function(path, *, trust)`` returns the model or raises an error that says what is
+        wrong with the file. ``trust`` (the user's permission to run code the file carries) is
+        passed when the function has a parameter of that name.
     """
-    if ":" not in loader:
-        raise ValueError(f"loader {loader!r} must look like 'package.module:function'")
-    module_name, _, function = loader.partition(":")
+    function = _lazy_function(loader)
 
-    def interp_core_load_model(path: Path) -> Any | None:
+    def interp_core_load_model(path: Path, trust: bool) -> Any | None:
         if path.suffix.lower() not in suffixes:
             return None
-        return getattr(importlib.import_module(module_name), function)(path)
+        load = function()
+        return load(path, trust=trust) if _takes(load, "trust") else load(path)
 
     return hookimpl(interp_core_load_model)
+
+
+def loads_weights(frameworks: tuple[str, ...],
+                  loader: str) -> Callable[[Any, Path], Any | None]:
+    """An ``interp_core_load_weights`` implementation for models of ``frameworks``.
+
+    Parameters
+    ----------
+    frameworks : tuple of str
+        Top-level modules (``("torch",)``): a model whose type, or a base, comes from one of
+        them is yours (:func:`defined_in`; nothing is imported to tell).
+    loader : str
+        ``"package.module:function"``, imported only for your models; ``function(model,
+        path)`` loads the weights in ``path`` into ``model`` and returns the model, or raises
+        an error that names the file and what would work (an unknown suffix, mismatched
+        weights).
+    """
+    function = _lazy_function(loader)
+    tops = tuple(frameworks)
+
+    def interp_core_load_weights(model: Any, path: Path) -> Any | None:
+        if not defined_in(model, *tops):
+            return None
+        return function()(model, path)
+
+    return hookimpl(interp_core_load_weights)
+
+
+def _lazy_function(loader: str) -> Callable[[], Callable[..., Any]]:
+    """``"package.module:function"`` checked now and imported on the first call."""
+    if not isinstance(loader, str) or ":" not in loader:
+        raise ValueError(f"loader {loader!r} must look like 'package.module:function'")
+    module_name, _, name = loader.partition(":")
+    return lambda: getattr(importlib.import_module(module_name), name)
+
+
+def _takes(function: Callable[..., Any], name: str) -> bool:
+    """Whether ``function`` accepts a keyword argument ``name`` (or any keyword)."""
+    try:
+        params = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+    return any((p.name == name and p.kind is not p.POSITIONAL_ONLY) or p.kind is p.VAR_KEYWORD
+               for p in params)
 
 
 @lru_cache(maxsize=1024)

@@ -40,7 +40,7 @@ from interp_core.backend.registration import (
 
 __all__ = [
     "KNOWN_FRAMEWORKS", "BackendRegistration", "KnownAdapter", "backends", "claimed_by",
-    "defined_in", "get_backend", "load_attribute", "load_model_file",
+    "defined_in", "get_backend", "load_attribute", "load_model_file", "load_weights_file",
     "register_backend", "registrations", "reset_registry",
 ]
 
@@ -253,10 +253,23 @@ def get_backend(name_or_model: Any) -> Backend:
     )
 
 
-def load_model_file(path: str | Path) -> Any | None:
+def load_model_file(path: str | Path, *, trust: bool = False) -> Any | None:
     """The model saved in ``path``, loaded by the first backend whose
     ``interp_core_load_model`` claims the file; None when no installed backend does.
 
-    Errors from the backend that claimed the file (a state dict, a corrupt archive) propagate.
+    ``trust=True`` lets the adapter run code the file carries (unpickle a whole torch module,
+    deserialise a Keras ``Lambda``); without it such files are refused with an error that says
+    so. Errors from the backend that claimed the file (a state dict, a corrupt archive, a file
+    that needs trust) propagate. :func:`interp_core.io.models.load_model` is the user-facing
+    door (``module:attribute`` specs, weights, errors naming the spec).
     """
-    return _REGISTRY.manager().hook.interp_core_load_model(path=Path(path))
+    return _REGISTRY.manager().hook.interp_core_load_model(path=Path(path), trust=bool(trust))
+
+
+def load_weights_file(model: Any, path: str | Path) -> Any | None:
+    """``model`` with the weights saved in ``path`` loaded into it, by the first backend whose
+    ``interp_core_load_weights`` takes the model; None when no installed backend does.
+
+    Errors from that backend (an unknown suffix, missing or unexpected weights) propagate.
+    """
+    return _REGISTRY.manager().hook.interp_core_load_weights(model=model, path=Path(path))

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from interp_core.backend.protocol import input_spec
 from interp_core.io.errors import FileReadError, InputError
 from interp_core.io.images import MAX_PIXELS, display_rgb, read_image, to_channels
 
@@ -140,16 +141,6 @@ class InputFormat:
         return ((batch - mean) / std).astype(np.float32)
 
 
-def model_input(backend: Any, model: Any) -> tuple[int | None, int | None]:
-    """``(channels, spatial_dims)`` the model declares through its adapter's optional
-    ``input_spec``; ``(None, None)`` where it cannot tell."""
-    probe = getattr(backend, "input_spec", None)
-    spec = probe(model) if callable(probe) else None
-    if spec is None:
-        return None, None
-    return spec.channels, spec.spatial_dims
-
-
 def input_format(backend: Any, model: Any, *, size: Sequence[int] | int,
                  channels: int | None = None, mean: Sequence[float] | float = 0.0,
                  std: Sequence[float] | float = 1.0, max_pixels: int = MAX_PIXELS
@@ -168,7 +159,9 @@ def input_format(backend: Any, model: Any, *, size: Sequence[int] | int,
     mean, std : float or sequence of float
         One number, or one per channel.
     """
-    declared_channels, declared_dims = model_input(backend, model)
+    spec = input_spec(backend, model)
+    declared_channels = spec.channels if spec is not None else None
+    declared_dims = spec.spatial_dims if spec is not None else None
     sizes = (size,) if isinstance(size, int) else tuple(int(s) for s in size)
     dims = declared_dims or (len(sizes) if len(sizes) > 1 else DEFAULT_SPATIAL_DIMS)
     if len(sizes) == 1:

@@ -40,6 +40,7 @@ from interp_core.backend.protocol import (
     BiasGradients,
     Capture,
     InputGradients,
+    InputSpec,
     LayerCapture,
 )
 from interp_core.backend.targets import TargetSpec
@@ -156,6 +157,18 @@ class JaxBackend:
             return [split_model.LAYER]
         structure, _ = self._program(model)
         return structure.layer_names()
+
+    def input_spec(self, model: Any) -> InputSpec | None:
+        """What a Flax NNX ``model`` takes: the ``in_features`` and spatial rank
+        (``len(kernel_size)``) of its first ``nnx.Conv`` in definition order, in this backend's
+        layout; None for a :class:`~interp_core.Split` (plain functions declare nothing) and
+        where a dense layer or an embedding comes first."""
+        if isinstance(model, Split) or nnx is None or not isinstance(model, nnx.Module):
+            return None
+        conv = nnx_model.first_convolution(model)
+        if conv is None:
+            return None
+        return InputSpec(int(conv.in_features), len(conv.kernel_size), self.input_layout)
 
     # -- conversions ------------------------------------------------------------------------
     def to_numpy(self, x: Any) -> np.ndarray:

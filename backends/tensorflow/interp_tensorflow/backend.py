@@ -39,6 +39,7 @@ from interp_core.backend.protocol import (
     BiasGradients,
     Capture,
     InputGradients,
+    InputSpec,
     LayerCapture,
 )
 from interp_core.backend.targets import TargetSpec, select_output
@@ -46,6 +47,7 @@ from interp_core.methods.layer_choice import choose_layer
 from interp_tensorflow.compiled import Program, class_axis, forward, is_keras_model
 from interp_tensorflow.layers import (
     bias_layers,
+    children,
     eager_gradients,
     layer_outputs,
     layer_paths,
@@ -57,6 +59,17 @@ from interp_tensorflow.layers import (
 
 #: Programs kept per model (oldest dropped first); each holds its traced concrete functions.
 MAX_PROGRAMS_PER_MODEL = 32
+
+#: Convolutions (each has ``rank``, its number of spatial axes): what tells a model's input.
+_CONVOLUTIONS = (
+    keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
+    keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose,
+    keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv1D, keras.layers.SeparableConv2D,
+)
+#: Layers that keep the channel count, passed over on the way to the first convolution.
+_CHANNEL_NORMS = (keras.layers.BatchNormalization, keras.layers.GroupNormalization,
+                  keras.layers.Normalization)
 
 
 class TensorFlowBackend:
@@ -90,6 +103,36 @@ class TensorFlowBackend:
             if fmt is None:
                 fmt = self._data_formats[model] = model_data_format(model)
         return fmt
+
+    def input_spec(self, model: Any) -> InputSpec | None:
+        """What ``model`` takes: its declared input shape (``model.inputs[0]``, for Functional
+        models and Sequential ones with an ``Input``), else its first convolution's channel
+        count (once built) and rank; None when a dense layer or an embedding comes first, the
+        input is not a grid (rank < 3), or nothing tells."""
+        if not is_keras_model(model):
+            return None
+        layout = self.input_layout(model)
+        try:
+            declared = model.inputs
+        except (AttributeError, ValueError):
+            declared = None
+        if declared:
+            shape = tuple(declared[0].shape)
+            if len(shape) < 3:
+                return None
+            channels = shape[1] if layout == "channels_first" else shape[-1]
+            return InputSpec(None if channels is None else int(channels), len(shape) - 2, layout)
+        for _, layer in walk(model):
+            if isinstance(layer, _CONVOLUTIONS):
+                axes = getattr(getattr(layer, "input_spec", None), "axes", None) or {}
+                channels = next(iter(axes.values()), None) if len(axes) == 1 else None
+                return InputSpec(None if channels is None else int(channels), int(layer.rank),
+                                 layout)
+            if isinstance(layer, _CHANNEL_NORMS) or children(layer):
+                continue
+            if layer.weights:  # a Dense or an Embedding sees the input first
+                return None
+        return None
 
     # -- conversions ----------------------------------------------------------------------
     def to_numpy(self, x: Any) -> np.ndarray:

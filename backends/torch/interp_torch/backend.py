@@ -35,6 +35,7 @@ from interp_core.backend.protocol import (
     BiasGradients,
     Capture,
     InputGradients,
+    InputSpec,
     LayerCapture,
 )
 from interp_core.backend.scoring import target_scores
@@ -96,17 +97,75 @@ def _describe(x: Any) -> str:
                            for t in parts) + "]"
 
 
+#: Convolutions and their number of spatial axes: the layer that tells what input a model takes.
+_CONVOLUTIONS: dict[type, int] = {
+    nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3,
+    nn.ConvTranspose1d: 1, nn.ConvTranspose2d: 2, nn.ConvTranspose3d: 3,
+}
+_CONVOLUTION_TYPES = tuple(_CONVOLUTIONS)
+#: Layers that keep the channel count, passed over on the way to the first convolution.
+_CHANNEL_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm)
+
+
+def _input_layer(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """The layer that first sees the input as far as the module tree tells, in
+    ``named_modules`` order: the first convolution, unless a leaf module with parameters of
+    another kind comes before it (a ``Linear``, an ``Embedding``: returned instead).
+    Normalisation layers that keep the channel count (batch, instance and group norm) are
+    passed over; so are the parameters of containers (a ViT's position embedding)."""
+    for name, module in model.named_modules():
+        if isinstance(module, _CONVOLUTION_TYPES):
+            return name, module
+        if isinstance(module, _CHANNEL_NORMS):
+            continue
+        if next(module.children(), None) is None and next(
+                module.parameters(recurse=False), None) is not None:
+            return name, module
+    return None
+
+
 def _expected_input(model: nn.Module) -> str:
     """What the model's first convolution or dense layer takes, where one exists."""
-    for name, module in model.named_modules():
-        channels = getattr(module, "in_channels", None)
-        if isinstance(channels, int):
-            return (f"; its first convolution {name!r} takes {channels} input channels, so the "
-                    f"input should be (N, {channels}, *spatial)")
-        features = getattr(module, "in_features", None)
-        if isinstance(features, int):
-            return f"; its first dense layer {name!r} takes {features} input features"
+    found = _input_layer(model)
+    if found is None:
+        return ""
+    name, module = found
+    if isinstance(module, _CONVOLUTION_TYPES):
+        channels = module.in_channels
+        if channels < 1:  # a lazy convolution that has not run yet
+            return ""
+        return (f"; its first convolution {name!r} takes {channels} input channels, so the "
+                f"input should be (N, {channels}, *spatial)")
+    features = getattr(module, "in_features", None)
+    if isinstance(features, int):
+        return f"; its first dense layer {name!r} takes {features} input features"
     return ""
+
+
+def _exported_input(model: nn.Module) -> tuple[Any, ...] | None:
+    """The input shape a ``torch.export`` program (unflattened) was exported for, if any
+    (a dimension exported as dynamic is a symbol, not an int)."""
+    placeholders = getattr(model, "input_placeholders", None)
+    if not isinstance(model, torch.export.UnflattenedModule) or not placeholders:
+        return None
+    value = getattr(placeholders[0], "meta", {}).get("val")
+    shape = getattr(value, "shape", None)
+    return None if shape is None else tuple(shape)
+
+
+def _refuse_meta(model: nn.Module) -> None:
+    """A model whose weights are on the ``meta`` device (built under ``torch.device("meta")``
+    to skip allocation) has shapes but no values: say so and how to fix it, instead of
+    torch's error from deep inside the call."""
+    meta = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+    if meta:
+        raise ValueError(
+            f"the model's weights are on the meta device ({len(meta)} tensors, e.g. "
+            f"{meta[0]!r}), which holds shapes but no values, so the model cannot run: "
+            "materialise it first, model.to_empty(device='cpu') and then "
+            "model.load_state_dict(weights), or model.load_state_dict(weights, assign=True) "
+            "(interp_core.io.models.load_model('module:factory', weights=FILE) does the latter)"
+        )
 
 
 #: Why a layer may not have run: hooks only see modules that forward() calls.
@@ -136,6 +195,10 @@ class TorchBackend:
 
     @staticmethod
     def _placement(model: nn.Module) -> tuple[torch.device | None, torch.dtype | None]:
+        """Where the model's floating-point weights live, and their dtype: what every call's
+        inputs are prepared for (:meth:`_prepare`), so a model that cannot run (weights on the
+        ``meta`` device) is refused here, before any work."""
+        _refuse_meta(model)
         for tensor in (*model.parameters(), *model.buffers()):
             if tensor.is_floating_point():
                 return tensor.device, tensor.dtype
@@ -178,6 +241,27 @@ class TorchBackend:
     @staticmethod
     def _input_spatial(x: Any) -> tuple[int, ...]:
         return tuple(int(d) for d in first_input(x).shape[2:])
+
+    def input_spec(self, model: nn.Module) -> InputSpec | None:
+        """What ``model`` takes: the channel count and spatial rank of its first convolution
+        (``Conv1d/2d/3d`` or transposed, in ``named_modules`` order), or of the input shape a
+        ``torch.export`` program was exported for; None when a dense layer or an embedding
+        comes first, or nothing tells."""
+        if not isinstance(model, nn.Module):
+            return None
+        shape = _exported_input(model)
+        if shape is not None:
+            if len(shape) < 3:
+                return None
+            channels = shape[1] if isinstance(shape[1], int) else None  # dynamic: a symbol
+            return InputSpec(channels, len(shape) - 2, self.input_layout)
+        found = _input_layer(model)
+        if found is None or not isinstance(found[1], _CONVOLUTION_TYPES):
+            return None
+        module = found[1]
+        dims = next(d for cls, d in _CONVOLUTIONS.items() if isinstance(module, cls))
+        channels = module.in_channels if module.in_channels > 0 else None  # lazy: not yet known
+        return InputSpec(channels, dims, self.input_layout)
 
     # -- layers ---------------------------------------------------------------------------
     def layer_names(self, model: nn.Module) -> list[str]:
@@ -507,6 +591,7 @@ class TorchBackend:
 
     # -- dense weights and input gradients ------------------------------------------------
     def linear_weights(self, model: nn.Module, fc: Any = None) -> np.ndarray:
+        _refuse_meta(model)
         if fc is None:
             dense = [m for m in model.modules() if isinstance(m, nn.Linear)]
             if not dense:
