@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import struct
 import sys
 import zlib
@@ -397,7 +396,7 @@ def test_volumes_through_explain_and_audit(tmp_path):
         assert overlay.size == (12, 12)  # the middle slice
         saved = np.load(Path(record["overlay"]).with_suffix(".npy"))
         assert saved.shape == (8, 12, 12) and saved.dtype == np.float32
-        assert 0.0 <= saved.min() and saved.max() <= 1.0
+        assert saved.min() >= 0.0 and saved.max() <= 1.0
     assert (out / "c_gradcam.npy").is_file()  # the double suffix is the file's
 
     audit_out = tmp_path / "audit"
