@@ -493,11 +493,7 @@ def middle_slice(volume: np.ndarray) -> np.ndarray:
     np.ndarray
         ``(H, W, C)``: ``volume[D // 2]`` (a view), or the image itself.
     """
-    if volume.ndim == 4:
-        return volume[volume.shape[0] // 2]
-    if volume.ndim == 3:
-        return volume
-    raise ValueError(f"expected (D, H, W, C) or (H, W, C), got shape {volume.shape}")
+    return _middle(volume, 3, "(D, H, W, C) or (H, W, C)")
 
 
 def middle_slice_map(maps: np.ndarray) -> np.ndarray:
@@ -513,11 +509,16 @@ def middle_slice_map(maps: np.ndarray) -> np.ndarray:
     np.ndarray
         ``(H, W)``: ``maps[D // 2]`` (a view), or the map itself.
     """
-    if maps.ndim == 3:
-        return maps[maps.shape[0] // 2]
-    if maps.ndim == 2:
-        return maps
-    raise ValueError(f"expected a (D, H, W) or (H, W) map, got shape {maps.shape}")
+    return _middle(maps, 2, "a (D, H, W) or (H, W) map")
+
+
+def _middle(array: np.ndarray, slice_ndim: int, expected: str) -> np.ndarray:
+    """``array[D // 2]`` for one more axis than a slice has, ``array`` for a slice."""
+    if array.ndim == slice_ndim + 1:
+        return array[array.shape[0] // 2]
+    if array.ndim == slice_ndim:
+        return array
+    raise ValueError(f"expected {expected}, got shape {array.shape}")
 
 
 def display_image(image: np.ndarray) -> np.ndarray:
