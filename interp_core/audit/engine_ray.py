@@ -54,12 +54,15 @@ def check_setup(todo: Any, config: AuditConfig, threads: int) -> None:
     does not exist or inputs the model cannot take fail here with our own error, which an
     actor pool would bury in its own ("the actor died ...").
 
+    A worker process that dies here (a crash, out of memory) is no setup error: the pool
+    restarts its actors and retries their batches, as always.
+
     Raises
     ------
     Exception
         What building or running the worker raised (the original exception, not Ray's).
     """
-    probe = ray.remote(_run_first_row).options(num_cpus=threads, max_retries=0)
+    probe = ray.remote(_run_first_row).options(num_cpus=threads, max_retries=1)
     try:
         ray.get(probe.remote(dataclasses.replace(config, overlays=False, device=None),
                              todo.slice(0, 1)))
@@ -68,6 +71,8 @@ def check_setup(todo: Any, config: AuditConfig, threads: int) -> None:
         if isinstance(cause, Exception):
             raise cause from None
         raise
+    except ray.exceptions.RayError:
+        pass  # the process died (a crash, out of memory): the pool restarts and retries
 
 
 def _run_first_row(config: AuditConfig, first: Any) -> None:
