@@ -435,3 +435,31 @@ def test_dicom_is_read_as_a_2d_image_with_its_stored_values(tmp_path, monkeypatc
                "--out", tmp_path / "o") == 0
     (fed,) = recorded(seen)
     np.testing.assert_array_equal(fed[0], values.astype(np.float32))  # stored values, as is
+
+
+def test_factory_with_weights_is_the_safe_way_in_explain_and_audit(tmp_path):
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    from interp_core.audit import audit
+    from tests.door_models import GrayNet
+
+    trained = GrayNet()
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(0.1)  # weights that differ from the factory's
+    safetensors_torch.save_model(trained, tmp_path / "gray.safetensors")
+    noise_png(tmp_path / "in" / "a.png", 50)
+    out = tmp_path / "o"
+    assert run("explain", GRAY, tmp_path / "in", "--size", "32", "--out", out,
+               "--weights", tmp_path / "gray.safetensors") == 0
+    (record,) = lines(out / "results.jsonl")
+    from interp_core.io.preprocess import InputFormat
+
+    pixels = InputFormat((32, 32), channels=1).load(tmp_path / "in" / "a.png").pixels
+    x = torch.from_numpy(np.moveaxis(pixels, -1, 0)[None])
+    with torch.no_grad():
+        logits = trained.eval()(x)[0]
+    assert record["target"] == int(logits.argmax())
+    assert record["score"] == pytest.approx(float(logits.max()), abs=1e-5)
+    result = audit(GrayNet, tmp_path / "in", tmp_path / "a", size=32, progress=False,
+                   weights=tmp_path / "gray.safetensors")
+    assert result.table(["score"]).column(0)[0].as_py() == pytest.approx(record["score"])
