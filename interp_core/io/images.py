@@ -12,8 +12,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import stat
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -132,10 +134,12 @@ def _walk(root: Path, suffixes: tuple[str, ...], found: FoundFiles) -> None:
 def file_problem(path: Path, exc: OSError) -> str:
     """A few words on why the system could not open ``path`` (a broken link, a folder, no
     permission), or the decoder's own message."""
-    if path.is_symlink():
-        return _link_problem(path)
+    with contextlib.suppress(OSError):  # a name too long cannot even be looked at
+        if path.is_symlink():
+            return _link_problem(path)
     words = {errno.ENOENT: "no such file", errno.EISDIR: "a folder, not a file",
-             errno.EACCES: "permission denied", errno.ELOOP: "symbolic link loop"}
+             errno.EACCES: "permission denied", errno.ELOOP: "symbolic link loop",
+             errno.ENAMETOOLONG: "file name too long"}
     return words.get(exc.errno or -1, f"{type(exc).__name__}: {exc}")
 
 
@@ -195,7 +199,7 @@ def read_image(path: str | os.PathLike[str], size: tuple[int, int] | None = None
         pixels, or any other decoding failure; the message names the file.
     """
     with _opened(path, size, max_pixels) as (img, width, height):
-        return DecodedImage(_to_array(img, size), width, height)
+        return DecodedImage(_to_array(img, size, path), width, height)
 
 
 def read_mask(path: str | os.PathLike[str], size: tuple[int, int], *,
@@ -208,7 +212,7 @@ def read_mask(path: str | os.PathLike[str], size: tuple[int, int], *,
         As :func:`read_image`, with ``mask`` in the reason.
     """
     try:
-        with _opened(path, None, max_pixels) as (img, _, _):
+        with _opened(path, size, max_pixels) as (img, _, _):
             if img.mode in ("1", "P", "L", "LA", "RGB", "RGBA", "CMYK", "YCbCr"):
                 img = img.convert("L")
             small = img.resize((size[1], size[0]), _pillow()[0].Resampling.NEAREST)
@@ -226,7 +230,11 @@ def _opened(path: str | os.PathLike[str], size: tuple[int, int] | None,
     path = Path(path)
     img = None
     try:
-        if path.stat().st_size == 0:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a pipe or a device: reading would never end
+            raise FileReadError(path, "a folder, not a file" if stat.S_ISDIR(info.st_mode)
+                                else "not a regular file (a pipe or a device)")
+        if info.st_size == 0:
             raise FileReadError(path, "empty file (0 bytes)")
         with warnings.catch_warnings():
             # The budget below is ours; Pillow still raises above twice its own limit.
@@ -269,9 +277,12 @@ def _pillow() -> tuple[Any, type[Exception]]:
     return Image, UnidentifiedImageError
 
 
-def _to_array(img: Any, size: tuple[int, int] | None) -> np.ndarray:
+def _to_array(img: Any, size: tuple[int, int] | None,
+              path: str | os.PathLike[str]) -> np.ndarray:
     """Pillow image -> float32 ``(H, W, C)``, resized in its own mode where it can be (a
-    large 8-bit image is never held as float32 at full size)."""
+    large 8-bit image is never held as float32 at full size). Float samples must be finite
+    (as :func:`~interp_core.io.volumes.read_array` wants them): NaN or inf would spread
+    through the resize, the model and the overlay."""
     from PIL import Image
 
     bilinear = Image.Resampling.BILINEAR
@@ -280,6 +291,10 @@ def _to_array(img: Any, size: tuple[int, int] | None) -> np.ndarray:
         values = np.asarray(img, dtype=np.float32)
         if img.mode != "F":
             values = np.clip(values / 65535.0, 0.0, 1.0)
+        elif not np.isfinite(values).all():
+            bad = values.size - int(np.count_nonzero(np.isfinite(values)))
+            raise FileReadError(path, f"holds {bad} non-finite float values (NaN or inf); "
+                                "expected finite values")
         if target is not None and target != img.size:
             values = np.asarray(Image.fromarray(values, mode="F").resize(target, bilinear),
                                 dtype=np.float32)

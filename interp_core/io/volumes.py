@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import zipfile
 from collections.abc import Sequence
 from typing import IO, Any
@@ -113,6 +114,7 @@ def read_array(path: PathLike, *, max_elements: int = MAX_ELEMENTS) -> np.ndarra
         raise FileReadError(path, f"not an array file; expected one of {', '.join(ARRAY_SUFFIXES)}")
     if max_elements < 1:
         raise ValueError(f"max_elements must be >= 1, got {max_elements}")
+    _check_regular_file(path)
     readers = {
         ".npy": _read_npy,
         ".npz": _read_npz,
@@ -133,6 +135,22 @@ def read_array(path: PathLike, *, max_elements: int = MAX_ELEMENTS) -> np.ndarra
     except Exception as exc:  # any other failure of a reader is a bad file
         raise FileReadError(path, f"unreadable {suffix} file ({_describe(exc)})") from exc
     return _finish(array, path)
+
+
+def _check_regular_file(path: PathLike) -> None:
+    """A pipe or a device named like an array would block or never end: refuse it."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise FileReadError(path, "no such file") from None
+    except OSError as exc:
+        raise FileReadError(path, f"cannot open it: {exc.strerror or exc}") from None
+    except ValueError:  # a NUL byte in the name
+        raise FileReadError(path, "the file name holds a NUL byte") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise FileReadError(path, "is a directory, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise FileReadError(path, "not a regular file (a pipe or a device)")
 
 
 def _describe(exc: BaseException) -> str:
@@ -186,6 +204,7 @@ def _npy_header(fp: IO[bytes], path: PathLike, what: str = "") -> tuple[tuple[in
         raise FileReadError(
             path, f"{prefix}is not an .npy array (no NumPy header); write it with numpy.save"
         ) from None
+    _check_header_length(fp, path, version, prefix)
     if version == (1, 0):
         shape, _, dtype = fmt.read_array_header_1_0(fp)
     elif version == (2, 0):
@@ -198,6 +217,25 @@ def _npy_header(fp: IO[bytes], path: PathLike, what: str = "") -> tuple[tuple[in
             "expected a bool, integer or float array",
         )
     return tuple(int(n) for n in shape), np.dtype(dtype)
+
+
+def _check_header_length(fp: IO[bytes], path: PathLike, version: tuple[int, int],
+                         prefix: str) -> None:
+    """The header length the file declares must fit in the file: a 12-byte file can claim a
+    4 GB header, which NumPy would allocate before finding out."""
+    width = 2 if version == (1, 0) else 4
+    start = fp.tell()
+    raw = fp.read(width)
+    fp.seek(start)
+    if len(raw) < width:
+        return  # NumPy reports the truncation itself
+    declared = int.from_bytes(raw, "little")
+    fp.seek(0, os.SEEK_END)
+    size = fp.tell()
+    fp.seek(start)
+    if start + width + declared > size:
+        raise FileReadError(path, f"{prefix}truncated: its header claims {declared:,} bytes, "
+                                  f"the file has {size:,}")
 
 
 def _read_npy(path: PathLike, max_elements: int) -> np.ndarray:
@@ -285,9 +323,30 @@ def _read_nifti(path: PathLike, max_elements: int) -> np.ndarray:
         raise FileReadError(path, f"not a NIfTI file ({_describe(exc)})") from None
     if not isinstance(image, nibabel.Nifti1Image | nibabel.Nifti2Image):
         raise FileReadError(path, f"is a {type(image).__name__}, not a NIfTI-1 or NIfTI-2 image")
-    _check_dtype(path, np.dtype(image.get_data_dtype()), "voxel data")
+    dtype = np.dtype(image.get_data_dtype())
+    _check_dtype(path, dtype, "voxel data")
     _check_size(path, image.shape, max_elements)
+    offset = int(image.header.get("vox_offset", 0) or 0)
+    needed = offset + math.prod(image.shape) * dtype.itemsize
+    held = _nifti_data_bytes(path)
+    if held is not None and held < needed:  # nibabel would allocate it all before failing
+        raise FileReadError(path, f"truncated: the header declares shape {image.shape} of "
+                                  f"{dtype} ({needed:,} bytes with the header), the file holds "
+                                  f"{held:,}")
     return image.get_fdata(dtype=np.float32, caching="unchanged")
+
+
+def _nifti_data_bytes(path: PathLike) -> int | None:
+    """Bytes of the (uncompressed) NIfTI file: its size, or for ``.nii.gz`` the gzip trailer's
+    length (modulo 2**32, which the element budget keeps volumes below); None if unknown."""
+    size = os.path.getsize(path)
+    if _suffix(path) != ".nii.gz":
+        return size
+    if size < 18:
+        return None
+    with open(path, "rb") as fp:
+        fp.seek(-4, os.SEEK_END)
+        return int.from_bytes(fp.read(4), "little")
 
 
 def _read_dicom(path: PathLike, max_elements: int) -> np.ndarray:
