@@ -13,10 +13,9 @@ stay importable from here for compatibility).
 
 from interp_core.api import explain, methods
 from interp_core.audit import AuditResult, audit
-from interp_core.backend.hookspecs import hookimpl
+from interp_core.backend.hookspecs import BackendRegistration, hookimpl
 from interp_core.backend.protocol import Backend, Capture, LayerCapture
 from interp_core.backend.registry import (
-    BackendRegistration,
     backends,
     get_backend,
     register_backend,

@@ -348,7 +348,7 @@ def test_a_load_model_hook_written_before_trust_still_works(tmp_path):
 
 @pytest.mark.usefixtures("clean_registry")
 def test_loads_files_passes_trust_only_to_loaders_that_take_it(tmp_path):
-    from interp_core.backend.registration import loads_files, loads_weights
+    from interp_core.backend.hookspecs import loads_files, loads_weights
 
     seen = {}
     module = types.ModuleType("toy_loaders")

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import re
 import subprocess
 import sys
 import textwrap
+import tomllib
 import types
 import warnings
 from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -249,7 +253,7 @@ def test_model_files_go_to_the_plugin_that_claims_them(tmp_path):
 
 @pytest.mark.usefixtures("clean_registry")
 def test_plugin_hooks_built_from_values(tmp_path):
-    from interp_core.backend.registration import claims, loads_files, registers
+    from interp_core.backend.hookspecs import claims, loads_files, registers
 
     reg = ic.BackendRegistration("valued", factory="interp_core.testing.reference:ReferenceBackend")
     plugin = types.SimpleNamespace(
@@ -369,3 +373,129 @@ def test_get_backend_passes_backend_objects_through():
     assert ic.get_backend(b) is b
     maps = ic.GradCAM(ReferenceModel(), "features", backend=b)(np.zeros((1, 10, 10, 3)))
     assert maps.shape == (1, 10, 10)
+
+
+# -- framework facts: the plugins are the source of truth ------------------------------------
+FIRST_PARTY = ("torch", "tensorflow", "jax")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_install_hints_are_what_the_first_party_plugins_declare():
+    """``KNOWN_FRAMEWORKS`` is a copy (an adapter that is not installed cannot be asked): it
+    must say what each first-party ``plugin.py`` declares in its ``REGISTRATION``."""
+    assert set(registry.KNOWN_FRAMEWORKS) == set(FIRST_PARTY)
+    checked = 0
+    for name in FIRST_PARTY:
+        plugin = importlib.import_module(f"interp_{name}.plugin")  # light: no framework
+        reg = plugin.REGISTRATION
+        assert plugin.interp_core_register_backends() == [reg]
+        known = registry.KNOWN_FRAMEWORKS[name]
+        declared = registry.KnownAdapter(reg.distribution, reg.frameworks,
+                                         model_types=known.model_types,
+                                         model_files=reg.model_files)
+        assert known == declared, f"KNOWN_FRAMEWORKS[{name!r}] differs from interp_{name}.plugin"
+        # the model types a hint names are those the plugin's own claim takes
+        for type_name in known.model_types:
+            module_name, _, qualname = type_name.rpartition(".")
+            cls = getattr(importlib.import_module(module_name), qualname)
+            assert plugin.interp_core_claim_model(model=cls.__new__(cls)) == name
+        # the distribution is the one that ships the plugin, under the entry point group
+        project = tomllib.loads((ROOT / "backends" / name / "pyproject.toml").read_text())
+        assert reg.distribution == project["project"]["name"]
+        entry_points = project["project"]["entry-points"]["interp_core.backends"]
+        assert entry_points == {name: f"interp_{name}.plugin"}
+        checked += 1
+    assert checked == len(FIRST_PARTY)
+
+
+def test_install_hint_for_a_model_file_without_adapter(monkeypatch, tmp_path):
+    from interp_core.io import ModelLoadError
+    from interp_core.io.models import load_model
+
+    monkeypatch.setattr(registry.metadata, "entry_points", lambda group=None, **kw: [])
+    ic.reset_registry()
+    try:
+        for file, distribution in (("net.pt2", "interp-torch"), ("net.keras", "interp-tensorflow")):
+            (tmp_path / file).write_bytes(b"\0")
+            with pytest.raises(ModelLoadError, match=f"pip install {distribution}"):
+                load_model(tmp_path / file)
+    finally:
+        ic.reset_registry()
+
+
+@pytest.mark.parametrize("field, value", [
+    ("model_files", ".pt"), ("model_files", ("pt",)), ("model_files", (".PT",)),
+    ("model_files", (".weights.h5",)), ("distribution", None),
+])
+def test_declared_facts_are_validated(field, value):
+    with pytest.raises(ValueError, match=field):
+        ic.BackendRegistration("ok", factory="a.b:C", **{field: value})
+
+
+# -- the old module paths ----------------------------------------------------------------------
+OLD_PLUGIN = '''
+from interp_core.backend.registration import BackendRegistration, registers, loads_files
+from interp_core.backend.plugins import TolerantPluginManager
+
+interp_core_register_backends = registers(BackendRegistration(
+    "oldstyle", factory="interp_core.testing.reference:ReferenceBackend"))
+interp_core_load_model = loads_files((".old",), "numpy:load")
+'''
+
+
+@pytest.mark.usefixtures("clean_registry")
+def test_a_plugin_written_against_the_old_module_paths_still_works(monkeypatch, tmp_path):
+    (tmp_path / "interp_oldstyle_plugin.py").write_text(OLD_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.warns(DeprecationWarning) as caught:
+        plugin = importlib.import_module("interp_oldstyle_plugin")
+    messages = [str(w.message) for w in caught]
+    assert all(w.filename.endswith("interp_oldstyle_plugin.py") for w in caught)  # the importer
+    assert ("interp_core.backend.registration is deprecated and goes in the next release: "
+            "import BackendRegistration from interp_core.backend.hookspecs") in messages
+    assert ("interp_core.backend.plugins is deprecated and goes in the next release: import "
+            "TolerantPluginManager from interp_core.backend.registry") in messages
+    assert plugin.TolerantPluginManager is registry.TolerantPluginManager
+    registry.register_backend(plugin)
+    assert "oldstyle" in ic.backends()
+    assert ic.get_backend("oldstyle").name == "reference"
+    with open(tmp_path / "w.old", "wb") as f:
+        np.save(f, np.arange(2))
+    np.testing.assert_array_equal(registry.load_model_file(tmp_path / "w.old"), np.arange(2))
+    from interp_core.backend import registration
+
+    with pytest.warns(DeprecationWarning, match="import KNOWN_FRAMEWORKS from "
+                                                "interp_core.backend.registry"):
+        assert registration.KNOWN_FRAMEWORKS is registry.KNOWN_FRAMEWORKS
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        registration.nothing_here  # noqa: B018
+
+
+def test_nothing_in_the_repository_imports_the_old_module_paths():
+    old = re.compile(r"(from|import)\s+interp_core\.backend\.(registration|plugins)\b"
+                     r"|from\s+interp_core\.backend\s+import\s+[^\n]*\b(registration|plugins)\b")
+    this = Path(__file__).resolve()
+    offenders = [
+        f"{path.relative_to(ROOT)}:{source[:m.start()].count(chr(10)) + 1}"
+        for folder in ("interp_core", "backends", "tests", "docs", "tutorials", "benchmarks",
+                       "scripts")
+        for path in sorted((ROOT / folder).rglob("*"))
+        if path.suffix in {".py", ".md", ".ipynb"} and path.resolve() != this
+        for source in [path.read_text(encoding="utf-8")]
+        for m in old.finditer(source)
+    ]
+    assert not offenders, "imports of the deprecated modules:\n" + "\n".join(offenders)
+
+
+def test_the_package_and_first_party_plugins_raise_no_deprecation_warning():
+    code = textwrap.dedent(f"""
+        import importlib, warnings
+        warnings.filterwarnings("error", category=DeprecationWarning, module="interp_")
+        import interp_core, interp_core.backend
+        for name in {FIRST_PARTY!r}:
+            importlib.import_module(f"interp_{{name}}.plugin")
+        print(interp_core.backends())
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr + result.stdout

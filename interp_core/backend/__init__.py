@@ -2,8 +2,10 @@
 
 - :mod:`~interp_core.backend.protocol`: the :class:`Backend` protocol, :class:`Capture`,
   :class:`LayerCapture`, capability names.
-- :mod:`~interp_core.backend.hookspecs` and :mod:`~interp_core.backend.registry`: pluggy hooks,
-  :class:`BackendRegistration`, discovery through entry points, :func:`get_backend`.
+- :mod:`~interp_core.backend.hookspecs`: what a plugin is: the pluggy hooks,
+  :class:`BackendRegistration`, and hook implementations built from values.
+- :mod:`~interp_core.backend.registry`: how plugins are found (entry points) and asked:
+  :func:`get_backend`, model files, install hints.
 - :mod:`~interp_core.backend.targets` and :mod:`~interp_core.backend.scoring`: the batch-level
   :class:`TargetSpec` and the one definition of every target's score.
 - :mod:`~interp_core.backend.layout`, :mod:`~interp_core.backend.inputs`: input layouts and
@@ -14,7 +16,13 @@
 layer sits. Importing this package imports no framework.
 """
 
-from interp_core.backend.hookspecs import ENTRY_POINT_GROUP, hookimpl, hookspec
+from interp_core.backend.hookspecs import (
+    ENTRY_POINT_GROUP,
+    BackendRegistration,
+    defined_in,
+    hookimpl,
+    hookspec,
+)
 from interp_core.backend.inputs import batch_size_of, check_batch_size, chunks, first_input
 from interp_core.backend.layout import (
     CHANNELS_FIRST,
@@ -37,9 +45,7 @@ from interp_core.backend.protocol import (
     input_spec,
 )
 from interp_core.backend.registry import (
-    BackendRegistration,
     backends,
-    defined_in,
     get_backend,
     load_model_file,
     load_weights_file,

@@ -1,7 +1,10 @@
-"""Backend discovery: a cached pluggy manager, tolerant plugins (:mod:`.plugins`), lazy
-factories; registrations and known adapters are defined in :mod:`.registration`.
+"""How interp-core finds backend plugins and asks them: the plugin manager, entry-point
+discovery, :func:`get_backend`, model and weights files, and install hints for adapters that
+are not installed.
 
-Nothing here imports a framework. A backend's heavy module is imported the first time
+What a plugin implements and returns (the hooks, :class:`BackendRegistration`, the hook
+implementations a ``plugin.py`` is made of) is :mod:`interp_core.backend.hookspecs`. Nothing
+here imports a framework. A backend's heavy module is imported the first time
 :func:`get_backend` asks for it; until then a registration is a name and a string.
 
 Hooks are called through the plugin manager, so pluggy's ordering, wrappers and
@@ -13,11 +16,13 @@ registered, so that an exception warns, names the plugin and counts as "no answe
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 import threading
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,25 +31,153 @@ from typing import Any
 import pluggy
 
 from interp_core.backend import hookspecs
-from interp_core.backend.hookspecs import ENTRY_POINT_GROUP, PROJECT, hookimpl
-from interp_core.backend.plugins import TolerantPluginManager
-from interp_core.backend.protocol import Backend
-from interp_core.backend.registration import (
-    KNOWN_FRAMEWORKS,
+from interp_core.backend.hookspecs import (
+    ENTRY_POINT_GROUP,
+    PROJECT,
     BackendRegistration,
-    KnownAdapter,
     claims,
     defined_in,
+    hookimpl,
     registers,
 )
+from interp_core.backend.protocol import Backend
 
 __all__ = [
-    "KNOWN_FRAMEWORKS", "BackendRegistration", "KnownAdapter", "backends", "claimed_by",
-    "defined_in", "get_backend", "load_attribute", "load_model_file", "load_weights_file",
-    "register_backend", "registrations", "reset_registry",
+    "KNOWN_FRAMEWORKS", "BackendRegistration", "KnownAdapter", "TolerantPluginManager",
+    "backends", "claimed_by", "defined_in", "get_backend", "load_attribute", "load_model_file",
+    "load_weights_file", "register_backend", "registrations", "reset_registry",
 ]
 
 
+# -- adapters that are not installed -------------------------------------------------------
+@functools.lru_cache(maxsize=1024)
+def _type_names(cls: type) -> frozenset[str]:
+    return frozenset(f"{c.__module__}.{c.__qualname__}" for c in cls.__mro__)
+
+
+@dataclass(frozen=True)
+class KnownAdapter:
+    """A first-party adapter, described for install hints when it is *not* installed.
+
+    Attributes
+    ----------
+    distribution : str
+        What to ``pip install`` (``"interp-torch"``): its registration's ``distribution``.
+    modules : tuple[str, ...]
+        Top-level modules whose types mark a model as this framework's: its registration's
+        ``frameworks``.
+    model_types : tuple[str, ...]
+        Other model types its plugin claims, as ``"module.QualName"`` (the JAX plugin claims
+        ``interp_core.split.Split`` in its ``interp_core_claim_model``).
+    model_files : tuple[str, ...]
+        File suffixes it loads (``".pt"``): its registration's ``model_files``.
+    """
+
+    distribution: str
+    modules: tuple[str, ...]
+    model_types: tuple[str, ...] = ()
+    model_files: tuple[str, ...] = ()
+
+    def recognises(self, model: Any) -> bool:
+        """Whether ``model``'s type (or a base) is one of this adapter's; imports nothing."""
+        return defined_in(model, *self.modules) or not _type_names(type(model)).isdisjoint(
+            self.model_types
+        )
+
+
+#: The first-party adapters by backend name, for hints when one is not installed (an adapter
+#: that is not installed cannot be asked). Each entry repeats what that adapter's ``plugin.py``
+#: declares in its ``REGISTRATION``, and ``tests/test_registry.py`` checks that it does.
+KNOWN_FRAMEWORKS: dict[str, KnownAdapter] = {
+    "torch": KnownAdapter("interp-torch", ("torch",),
+                          model_files=(".pt", ".pth", ".ts", ".jit", ".pt2")),
+    "tensorflow": KnownAdapter("interp-tensorflow", ("keras", "tensorflow", "tf_keras"),
+                               model_files=(".keras", ".h5", ".hdf5")),
+    "jax": KnownAdapter("interp-jax", ("flax", "jax", "equinox"),
+                        model_types=("interp_core.split.Split",)),
+}
+
+
+# -- the plugin manager --------------------------------------------------------------------
+#: Hooks whose implementations only warn when they raise.
+_GUARDED_HOOKS = frozenset({"interp_core_register_backends", "interp_core_claim_model"})
+
+
+def _guard(function: Callable[..., Any], plugin_name: str, hook_name: str) -> Callable[..., Any]:
+    """``function`` made to warn and answer None instead of raising."""
+
+    @functools.wraps(function)  # pluggy reads the argument names through __wrapped__
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            result = function(*args, **kwargs)
+        except Exception as exc:
+            warnings.warn(
+                f"interp-core: plugin {plugin_name!r} raised in {hook_name}; its answer is "
+                f"ignored: {type(exc).__name__}: {exc}",
+                RuntimeWarning, stacklevel=2,
+            )
+            return None
+        if hook_name == "interp_core_register_backends":
+            return _valid_registrations(result, plugin_name)
+        return result
+
+    return guarded
+
+
+def _valid_registrations(result: Any, plugin_name: str) -> list[BackendRegistration] | None:
+    if result is None:
+        return None
+    items = list(result) if isinstance(result, list | tuple) else [result]
+    valid = [r for r in items if isinstance(r, BackendRegistration)]
+    for bad in (r for r in items if not isinstance(r, BackendRegistration)):
+        warnings.warn(
+            f"interp-core: plugin {plugin_name!r} returned {bad!r} from "
+            "interp_core_register_backends, not a BackendRegistration; skipped",
+            RuntimeWarning, stacklevel=3,
+        )
+    return valid
+
+
+class _GuardedPlugin:
+    """A plugin as the manager sees it: the same hook implementations and options, with
+    the discovery hooks (not wrappers) guarded by :func:`_guard`."""
+
+    def __init__(self, plugin: Any, plugin_name: str, pm: pluggy.PluginManager) -> None:
+        self.plugin = plugin
+        for attr in dir(plugin):
+            opts = pm.parse_hookimpl_opts(plugin, attr)
+            if opts is None:
+                continue
+            function = getattr(plugin, attr)
+            hook_name = opts.get("specname") or attr
+            if hook_name in _GUARDED_HOOKS and not (opts.get("wrapper") or
+                                                    opts.get("hookwrapper")):
+                function = _guard(function, plugin_name, hook_name)
+                setattr(function, f"{PROJECT}_impl", opts)
+            setattr(self, attr, function)
+
+
+class TolerantPluginManager(pluggy.PluginManager):
+    """A pluggy manager whose plugins' discovery hooks warn instead of raising.
+
+    Each implementation of ``interp_core_register_backends`` and ``interp_core_claim_model``
+    is wrapped when its plugin is registered: an exception (or a wrong return type) warns,
+    names the plugin and counts as "no answer". Hook wrappers and the loading hooks (whose
+    errors are about the user's file) are left as they are.
+    """
+
+    def get_canonical_name(self, plugin: Any) -> str:
+        """A module's name; for other objects the class name (readable in warnings) made
+        unique by the object's id."""
+        name = getattr(plugin, "__name__", None)
+        return name if isinstance(name, str) else f"{type(plugin).__name__}@{id(plugin):x}"
+
+    def register(self, plugin: Any, name: str | None = None) -> str | None:
+        name = name or self.get_canonical_name(plugin)
+        return super().register(_GuardedPlugin(plugin, name, self), name=name)
+
+
+# -- discovery -----------------------------------------------------------------------------
 class _ClaimFromFrameworks:
     """The default claim: the backend whose declared ``frameworks`` a model's type comes
     from. Runs after every plugin's own claim (``trylast``)."""

@@ -7,15 +7,19 @@ the framework.
 
 from __future__ import annotations
 
-from interp_core.backend import BackendRegistration
-from interp_core.backend.registration import claims, registers
+from interp_core.backend.hookspecs import BackendRegistration, claims, registers
 from interp_core.split import Split
 
-interp_core_register_backends = registers(BackendRegistration(
+#: Everything interp-core knows of this adapter, said once (``KNOWN_FRAMEWORKS`` copies the
+#: facts for install hints; ``tests/test_registry.py`` checks the copy).
+REGISTRATION = BackendRegistration(
     name="jax",
     factory="interp_jax.backend:JaxBackend",
     frameworks=("flax", "jax", "equinox"),
     install_hint="pip install jax flax",
     demo="interp_jax.demo:build",
-))
-interp_core_claim_model = claims("jax", lambda model: isinstance(model, Split))
+    distribution="interp-jax",
+)
+
+interp_core_register_backends = registers(REGISTRATION)
+interp_core_claim_model = claims(REGISTRATION.name, lambda model: isinstance(model, Split))

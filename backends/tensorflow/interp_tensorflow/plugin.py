@@ -7,19 +7,27 @@ by :mod:`interp_tensorflow.loading`, imported only for them.
 
 from __future__ import annotations
 
-from interp_core.backend import BackendRegistration
-from interp_core.backend.registration import loads_files, loads_weights, registers
+from interp_core.backend.hookspecs import (
+    BackendRegistration,
+    loads_files,
+    loads_weights,
+    registers,
+)
 
-#: File suffixes this adapter loads with ``keras.models.load_model``.
-MODEL_FILES = (".keras", ".h5", ".hdf5")
-
-interp_core_register_backends = registers(BackendRegistration(
+#: Everything interp-core knows of this adapter, said once (``KNOWN_FRAMEWORKS`` copies the
+#: facts for install hints; ``tests/test_registry.py`` checks the copy).
+REGISTRATION = BackendRegistration(
     name="tensorflow",
     factory="interp_tensorflow.backend:TensorFlowBackend",
     frameworks=("keras", "tensorflow", "tf_keras"),
     install_hint="pip install tensorflow",
     demo="interp_tensorflow.demo:build",
-))
-interp_core_load_model = loads_files(MODEL_FILES, "interp_tensorflow.loading:load_keras_model")
-interp_core_load_weights = loads_weights(("keras", "tensorflow", "tf_keras"),
+    model_files=(".keras", ".h5", ".hdf5"),  # loaded with keras.models.load_model
+    distribution="interp-tensorflow",
+)
+
+interp_core_register_backends = registers(REGISTRATION)
+interp_core_load_model = loads_files(REGISTRATION.model_files,
+                                     "interp_tensorflow.loading:load_keras_model")
+interp_core_load_weights = loads_weights(REGISTRATION.frameworks,
                                          "interp_tensorflow.loading:load_weights")

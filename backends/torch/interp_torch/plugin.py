@@ -7,19 +7,29 @@ Models are claimed from ``frameworks=("torch",)`` by interp-core's default claim
 
 from __future__ import annotations
 
-from interp_core.backend import BackendRegistration
-from interp_core.backend.registration import loads_files, loads_weights, registers
+from interp_core.backend.hookspecs import (
+    BackendRegistration,
+    loads_files,
+    loads_weights,
+    registers,
+)
 
-#: File suffixes this adapter loads (``torch.save(model, path)`` with trust, ``torch.export.save``
-#: programs as ``.pt2``; TorchScript gets an error).
-MODEL_FILES = (".pt", ".pth", ".ts", ".jit", ".pt2")
-
-interp_core_register_backends = registers(BackendRegistration(
+#: Everything interp-core knows of this adapter, said once (``KNOWN_FRAMEWORKS`` copies the
+#: facts for install hints; ``tests/test_registry.py`` checks the copy).
+REGISTRATION = BackendRegistration(
     name="torch",
     factory="interp_torch.backend:TorchBackend",
     frameworks=("torch",),
     install_hint="pip install torch",
     demo="interp_torch.demo:build",
-))
-interp_core_load_model = loads_files(MODEL_FILES, "interp_torch.loading:load_saved_module")
-interp_core_load_weights = loads_weights(("torch",), "interp_torch.loading:load_weights")
+    # torch.save(model, path) with trust, torch.export.save programs as .pt2; TorchScript
+    # files get an error that says so.
+    model_files=(".pt", ".pth", ".ts", ".jit", ".pt2"),
+    distribution="interp-torch",
+)
+
+interp_core_register_backends = registers(REGISTRATION)
+interp_core_load_model = loads_files(REGISTRATION.model_files,
+                                     "interp_torch.loading:load_saved_module")
+interp_core_load_weights = loads_weights(REGISTRATION.frameworks,
+                                         "interp_torch.loading:load_weights")
