@@ -12,7 +12,7 @@ import interp_core as ic
 from interp_core.backend.targets import resolve_targets, select_output
 from interp_core.methods import METHODS
 from interp_core.methods.activation import first_component
-from interp_core.methods.gradient import (
+from interp_core.methods.grad_cam import (
     gradcam_plus_plus_weights,
     gradcam_weights,
     xgradcam_weights,

@@ -23,7 +23,7 @@ from interp_core.methods import (  # noqa: E402
     IntegratedGradients,
     Saliency,
 )
-from interp_core.methods.attribution import integration_rule  # noqa: E402
+from interp_core.methods.input_gradients import integration_rule  # noqa: E402
 
 nn = torch.nn
 TARGETS = [0, 3, 1, 4]

@@ -51,7 +51,7 @@ from interp_core.methods import (
     methods_markdown,
     required_capabilities,
 )
-from interp_core.methods.attribution import integration_rule
+from interp_core.methods.input_gradients import integration_rule
 from interp_core.methods.kpca import kernel_first_component
 from interp_core.testing import reference as ref
 from tests.conftest import require_framework

@@ -31,7 +31,7 @@ from interp_core.features import feature_maps
 from interp_core.features.grids import feature_grid
 from interp_core.logging.sinks import FolderSink, Sink
 from interp_core.methods import method_class
-from interp_core.methods.base import CAMMethod
+from interp_core.methods.method import Method
 from interp_core.viz import overlay
 
 __all__ = ["CAMLog", "FeatureMapLog", "TrainingLog", "display_images", "frozen"]
@@ -192,7 +192,7 @@ class CAMLog(TrainingLog):
     samples, layer
         The model's input for the samples to follow, and the layer(s) to explain (a name, a
         layer object, a list of them, or None for the default layer), as the adapter takes them.
-    method : str or CAMMethod subclass
+    method : str or Method subclass
         ``"gradcam"`` (default) or any name of :func:`interp_core.methods`.
     every_n_epochs : int
         Log after epochs ``n, 2n, ...`` (1-based).
@@ -213,7 +213,7 @@ class CAMLog(TrainingLog):
         Passed to the method (``output="logits"``, ``relu=False``, ...).
     """
 
-    def __init__(self, samples: Any, layer: Any = None, method: str | type[CAMMethod] = "gradcam",
+    def __init__(self, samples: Any, layer: Any = None, method: str | type[Method] = "gradcam",
                  every_n_epochs: int = 1, sink: Sink | None = None, *, targets: Any = None,
                  images: np.ndarray | None = None, alpha: float = 0.5, colormap: str = "jet",
                  tag: str | None = None, **method_options: Any) -> None:
@@ -228,9 +228,9 @@ class CAMLog(TrainingLog):
         self.alpha = alpha
         self.colormap = colormap
         self.method_options = method_options
-        self._explainer: CAMMethod | None = None
+        self._explainer: Method | None = None
 
-    def explainer_for(self, model: Any) -> CAMMethod:
+    def explainer_for(self, model: Any) -> Method:
         """The method object for ``model``, built once and rebuilt for another model."""
         if self._explainer is None or self._explainer.model is not model:
             self._explainer = self.method_cls(model, self.layer, **self.method_options)

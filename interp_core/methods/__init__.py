@@ -1,13 +1,23 @@
-"""The method families, one module per kind of evidence, and the name -> class table.
+"""The methods, one module per kind of evidence, their bases, and the name -> class table.
 
-- CAM family (maps from one layer): :mod:`~interp_core.methods.gradient`,
-  :mod:`~interp_core.methods.activation`, :mod:`~interp_core.methods.kpca`,
-  :mod:`~interp_core.methods.perturbation`;
-- input attributions: :mod:`~interp_core.methods.attribution` (Saliency, Input x Gradient,
-  SmoothGrad, Integrated Gradients), :mod:`~interp_core.methods.guided` (guided
-  backpropagation, Guided Grad-CAM), :mod:`~interp_core.methods.fullgrad`;
+- :mod:`~interp_core.methods.method`: :class:`Method`, the base of every method (model,
+  backend, targets, ``explain``; the hook :meth:`Method.compute`), and :class:`Explanation`;
+- CAM family (maps from layers), on :class:`CAMMethod` (:mod:`~interp_core.methods.base`):
+  :mod:`~interp_core.methods.grad_cam`, :mod:`~interp_core.methods.activation`,
+  :mod:`~interp_core.methods.kpca`, :mod:`~interp_core.methods.perturbation`;
+- attributions to the input, on :class:`InputGradientMethod`:
+  :mod:`~interp_core.methods.input_gradients` (Saliency, Input x Gradient, SmoothGrad,
+  Integrated Gradients); and :mod:`~interp_core.methods.fullgrad`;
+- :mod:`~interp_core.methods.guided`: every guided method (guided backpropagation, Guided
+  Grad-CAM, Grad-CAM on guided gradients);
 - :mod:`~interp_core.methods.smoothing`: the ``aug_smooth`` and ``eigen_smooth`` options;
-- :mod:`~interp_core.methods.catalog`: what each method needs and costs (:func:`method_table`).
+- :mod:`~interp_core.methods.catalog`: what each method is and costs (:func:`method_table`).
+
+Each class declares its name and what it needs (``requires``, ``needs``, ``takes_layer``);
+``ic.methods()`` (the names in :data:`METHODS`), :func:`method_table` and
+:func:`required_capabilities` read those declarations.
+``interp_core.methods.gradient`` and ``interp_core.methods.attribution`` are the deprecated
+former paths of ``grad_cam`` and ``input_gradients``.
 """
 
 from __future__ import annotations
@@ -15,31 +25,32 @@ from __future__ import annotations
 import difflib
 
 from interp_core.methods.activation import CAM, EigenCAM, EigenGradCAM
-from interp_core.methods.attribution import (
+from interp_core.methods.base import CAMMethod, ChannelWeightCAM
+from interp_core.methods.catalog import NOTES, MethodInfo, method_info, methods_markdown
+from interp_core.methods.fullgrad import FullGrad
+from interp_core.methods.grad_cam import (
+    GradCAM,
+    GradCAMElementWise,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    XGradCAM,
+)
+from interp_core.methods.guided import GuidedBackprop, GuidedGradCAM, GuidedGradientsGradCAM
+from interp_core.methods.input_gradients import (
     InputAttribution,
+    InputGradientMethod,
     InputXGradient,
     IntegratedGradients,
     Saliency,
     SmoothGrad,
 )
-from interp_core.methods.base import CAMMethod, ChannelWeightCAM, Explanation
-from interp_core.methods.catalog import CATALOG, MethodInfo, methods_markdown
-from interp_core.methods.fullgrad import FullGrad
-from interp_core.methods.gradient import (
-    GradCAM,
-    GradCAMElementWise,
-    GradCAMPlusPlus,
-    GuidedGradientsGradCAM,
-    HiResCAM,
-    LayerCAM,
-    XGradCAM,
-)
-from interp_core.methods.guided import GuidedBackprop, GuidedGradCAM
 from interp_core.methods.kpca import KPCACAM
+from interp_core.methods.method import Explanation, Method, needed_capabilities
 from interp_core.methods.perturbation import AblationCAM, ScoreCAM
 
 #: Method name -> class; ``ic.methods()`` lists the keys.
-METHODS: dict[str, type[CAMMethod]] = {
+METHODS: dict[str, type[Method]] = {
     cls.name: cls
     for cls in (
         CAM, AblationCAM, EigenCAM, EigenGradCAM, FullGrad, GradCAM, GradCAMElementWise,
@@ -49,14 +60,16 @@ METHODS: dict[str, type[CAMMethod]] = {
     )
 }
 
-_INFO = {info.name: info for info in CATALOG}
-if set(_INFO) != set(METHODS):  # pragma: no cover - caught by the tests at import
+_unnoted = set(METHODS) ^ {notes.name for notes in NOTES}
+if _unnoted:  # pragma: no cover - caught by the tests at import
     raise RuntimeError(
-        f"interp_core.methods.catalog and METHODS disagree: {sorted(set(_INFO) ^ set(METHODS))}"
-    )
+        f"interp_core.methods.catalog.NOTES and METHODS disagree: {sorted(_unnoted)}")
+
+#: Every method's row of the method table, by name (:func:`method_table`).
+CATALOG: tuple[MethodInfo, ...] = tuple(method_info(METHODS[name]) for name in sorted(METHODS))
 
 
-def method_class(name: str) -> type[CAMMethod]:
+def method_class(name: str) -> type[Method]:
     """The class of method ``name`` (case-insensitive; ``"gradcampp"`` means ``"gradcam++"``)."""
     key = name.lower().replace("_", "-")
     key = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++"}.get(key, key)
@@ -69,26 +82,24 @@ def method_class(name: str) -> type[CAMMethod]:
 
 def method_table() -> list[MethodInfo]:
     """Every method's name, one-line description, what it needs from the backend
-    (``"activations"``, ``"gradients"``, ``"forward per channel"`` or ``"input gradients"``),
-    cost, when it is faithful, and its source; sorted by name."""
-    return [_INFO[name] for name in sorted(METHODS)]
+    (``"activations"``, ``"gradients"``, ``"forward per channel"`` or ``"input gradients"``:
+    the class's ``needs``), cost, when it is faithful, its source, the capabilities it calls
+    (``requires``) and whether it takes a layer (``takes_layer``); sorted by name."""
+    return list(CATALOG)
 
 
 def required_capabilities(name: str) -> tuple[str, ...]:
-    """The backend capabilities method ``name`` needs beyond ``"gradients"`` (``()`` for most
-    CAM methods; e.g. ``("score_input_gradients", "guided_backprop")`` for guided backprop)."""
-    cls = method_class(name)
-    from interp_core.backend.protocol import ACTIVATION_PATCH, GRADIENTS, LINEAR_WEIGHTS
-
-    extra = {"cam": (LINEAR_WEIGHTS,), "ablationcam": (ACTIVATION_PATCH,)}.get(cls.name, ())
-    return tuple(c for c in (*getattr(cls, "requires", ()), *extra) if c != GRADIENTS)
+    """The backend capabilities method ``name`` needs beyond ``"gradients"``: its class's
+    ``requires`` in declared order (``()`` for most CAM methods; ``("linear_weights",)`` for
+    CAM, ``("score_input_gradients", "guided_backprop")`` for guided backprop)."""
+    return needed_capabilities(method_class(name))
 
 
 __all__ = [
     "CAM", "CATALOG", "KPCACAM", "METHODS", "AblationCAM", "CAMMethod", "ChannelWeightCAM",
     "EigenCAM", "EigenGradCAM", "Explanation", "FullGrad", "GradCAM", "GradCAMElementWise",
     "GradCAMPlusPlus", "GuidedBackprop", "GuidedGradCAM", "GuidedGradientsGradCAM", "HiResCAM",
-    "InputAttribution", "InputXGradient", "IntegratedGradients", "LayerCAM", "MethodInfo",
-    "Saliency", "ScoreCAM", "SmoothGrad", "XGradCAM", "method_class", "method_table",
-    "methods_markdown", "required_capabilities",
+    "InputAttribution", "InputGradientMethod", "InputXGradient", "IntegratedGradients",
+    "LayerCAM", "Method", "MethodInfo", "Saliency", "ScoreCAM", "SmoothGrad", "XGradCAM",
+    "method_class", "method_table", "methods_markdown", "required_capabilities",
 ]

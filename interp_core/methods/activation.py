@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from interp_core.backend.protocol import LINEAR_WEIGHTS
+from interp_core.backend.protocol import GRADIENTS, LINEAR_WEIGHTS
 from interp_core.methods.base import CAMMethod, ChannelWeightCAM, LayerContext
 from interp_core.methods.smoothing import first_component
 
@@ -22,7 +22,8 @@ class EigenCAM(CAMMethod):
     """Eigen-CAM: class-agnostic, the first principal component of the layer's activations."""
 
     name = "eigencam"
-    needs_gradients = False
+    requires = ()
+    needs = "activations"
 
     def layer_terms(self, activations: np.ndarray, gradients: np.ndarray | None,
                     ctx: LayerContext) -> np.ndarray:
@@ -37,6 +38,8 @@ class EigenGradCAM(CAMMethod):
     """Eigen-Grad-CAM: the first principal component of ``G * A`` (class-specific)."""
 
     name = "eigengradcam"
+    requires = (GRADIENTS,)
+    needs = "gradients"
 
     def layer_terms(self, activations: np.ndarray, gradients: np.ndarray | None,
                     ctx: LayerContext) -> np.ndarray:
@@ -63,15 +66,12 @@ class CAM(ChannelWeightCAM):
     """
 
     name = "cam"
-    needs_gradients = False
+    requires = (LINEAR_WEIGHTS,)
+    needs = "activations"
+    instead = "use GradCAM (it equals CAM on global-average-pooling + dense models)"
 
     def __init__(self, model: Any, layer: Any = None, *, fc: Any = None, **kwargs: Any) -> None:
         super().__init__(model, layer, **kwargs)
-        if LINEAR_WEIGHTS not in self.backend.capabilities:
-            raise NotImplementedError(
-                f"backend {self.backend.name!r} cannot read dense-layer weights; use GradCAM "
-                "(it equals CAM on global-average-pooling + dense models)"
-            )
         self.fc = fc
 
     def channel_weights(self, activations: np.ndarray, gradients: np.ndarray | None,

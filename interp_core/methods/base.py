@@ -1,7 +1,10 @@
-"""The shared pipeline of every CAM method: capture, per-layer map, post-processing.
+"""The pipeline of the CAM family: capture, per-layer map, post-processing.
 
-A method subclass says whether it needs gradients and how one layer's activations (and
-gradients) become a raw map; :class:`CAMMethod` does the rest the same way for all of them:
+:class:`CAMMethod` is the :class:`~interp_core.methods.method.Method` whose evidence is one or
+more layers. A subclass declares what it needs (``requires``, ``needs``) and how one layer's
+activations (and gradients) become a raw map (:meth:`CAMMethod.layer_map`, or
+:meth:`ChannelWeightCAM.channel_weights`); :class:`CAMMethod` does the rest the same way for
+all of them:
 
     map = minmax(fuse_over_layers(resize(minmax(relu(raw_layer_map)))))
 
@@ -14,57 +17,22 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
-from interp_core.backend.inputs import check_batch
 from interp_core.backend.layout import CHANNELS_FIRST, declared_layout
-from interp_core.backend.protocol import Backend, Capture
-from interp_core.backend.registry import get_backend
-from interp_core.backend.targets import TargetSpec, resolve_targets
+from interp_core.backend.protocol import GRADIENTS, Backend, Capture
+from interp_core.backend.targets import TargetSpec
+from interp_core.methods.catalog import Needs
+from interp_core.methods.method import Explanation, Fuse, Method
 from interp_core.methods.postprocess import fuse_layers, normalize_minmax, relu, resize_bilinear
-from interp_core.methods.smoothing import augmented_explanation, principal_projection
+from interp_core.methods.smoothing import principal_projection
 from interp_core.methods.tokens import as_grid
 
-#: How the maps of several layers combine.
-Fuse = Literal["mean", "max", "sum"]
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """Everything one explanation produced.
-
-    Attributes
-    ----------
-    maps : np.ndarray
-        float32 ``(N, *input_spatial)`` in [0, 1] (with the default options), as ``__call__``.
-    raw : dict[str, np.ndarray]
-        Per layer, the map before ReLU, resizing and normalisation, ``(N, *layer_spatial)``.
-    scores : np.ndarray
-        float32 ``(N,)`` target scores.
-    targets : np.ndarray
-        int64 ``(N,)`` class explained per sample (``-1`` for non-class targets).
-    layers : list[str]
-        The layers the maps come from.
-    method : str
-        Method name (``"gradcam"``).
-    backend : str
-        Adapter name (``"torch"``).
-    weights : dict[str, np.ndarray]
-        Per layer, the channel weights ``(N, C)`` float32 of channel-weight methods (CAM,
-        Grad-CAM, Grad-CAM++, XGrad-CAM, Score-CAM, Ablation-CAM); empty for the others.
-    """
-
-    maps: np.ndarray
-    raw: dict[str, np.ndarray]
-    scores: np.ndarray
-    targets: np.ndarray
-    layers: list[str]
-    method: str
-    backend: str
-    weights: dict[str, np.ndarray] = field(default_factory=dict)
+__all__ = ["CAMMethod", "ChannelWeightCAM", "Explanation", "Fuse", "LayerContext",
+           "spatial_axes", "weighted_sum"]
 
 
 @dataclass
@@ -84,103 +52,40 @@ class LayerContext:
     native_channel_axis: int | None = None
 
 
-class CAMMethod:
-    """Base class of the CAM family. Subclasses set ``name``, ``needs_gradients``, and
-    implement :meth:`layer_map`.
+class CAMMethod(Method):
+    """Base class of the CAM family: maps from the activations (and gradients) of layers.
+
+    Subclasses set ``name`` and their declarations (``requires``: ``("gradients",)`` by default,
+    ``()`` for a method that reads activations only; ``needs``), and implement
+    :meth:`layer_map` (or, for a map ``sum_c w_c A_c``, subclass :class:`ChannelWeightCAM`).
+    :meth:`compute` captures the layers (with gradients where ``requires`` has
+    ``"gradients"``), calls the hook per layer, and post-processes (:meth:`postprocess`).
 
     Parameters
     ----------
-    model : framework model
-        torch ``nn.Module``, Keras 3 model, Flax NNX module or :class:`~interp_core.Split`.
-    layer : str, layer object, list of them, or None
-        Target layer(s); None picks the last layer with a spatial output (one dry run).
-    backend : str, optional
-        Force an adapter (``"torch"``); default: detected from the model's type.
-    reshape : callable, optional
-        Turns a layer's native activations into ``(N, *spatial, C)`` (token layers), e.g.
-        :func:`~interp_core.tokens_to_grid`.
-    output : None, str, int or callable
-        Which model output to explain (see :func:`~interp_core.backend.targets.select_output`).
-    relu, normalize, upsample : bool
-        Switch off the ReLU, min-max normalisation, or resizing to the input's size.
-    fuse : {"mean", "max", "sum"}
-        How maps of several layers combine (after each is min-max scaled and resized).
-    aug_smooth : bool
-        Test-time augmentation as pytorch-grad-cam's: the mean of the maps of the input
-        flipped (off/on) and scaled by 0.9, 1 and 1.1, each map flipped back (six runs;
-        :func:`~interp_core.methods.smoothing.augmented_explanation`).
-    eigen_smooth : bool
-        Each layer's map is the first principal component of its per-channel terms instead of
-        their sum (pytorch-grad-cam's ``eigen_smooth``;
-        :func:`~interp_core.methods.smoothing.principal_projection`). Methods without
-        per-channel terms refuse it.
+    model, layer, **options
+        As for every method (:class:`~interp_core.methods.method.Method`): ``backend``,
+        ``reshape``, ``output``, ``relu``, ``normalize``, ``upsample``, ``fuse``,
+        ``aug_smooth``, ``eigen_smooth``.
     """
 
-    name: ClassVar[str] = ""
-    needs_gradients: ClassVar[bool] = True
-
-    def __init__(
-        self,
-        model: Any,
-        layer: Any = None,
-        *,
-        backend: str | None = None,
-        reshape: Any = None,
-        output: Any = None,
-        relu: bool = True,
-        normalize: bool = True,
-        upsample: bool = True,
-        fuse: Fuse = "mean",
-        aug_smooth: bool = False,
-        eigen_smooth: bool = False,
-        **options: Any,
-    ) -> None:
-        if options:
-            raise TypeError(
-                f"{type(self).__name__} got unknown options {sorted(options)}; it takes "
-                "backend, reshape, output, relu, normalize, upsample, fuse, aug_smooth, "
-                "eigen_smooth"
-            )
-        if eigen_smooth and not self.has_layer_terms():
-            raise TypeError(
-                f"{type(self).__name__} has no per-channel terms to project, so eigen_smooth="
-                "True does not apply; use it with a method whose map is a sum over channels "
-                "(Grad-CAM, Grad-CAM++, XGrad-CAM, HiResCAM, LayerCAM, Score-CAM, ...)"
-            )
-        self.model = model
-        self.layers_arg = layer
-        self.backend: Backend = get_backend(backend if backend is not None else model)
-        self.reshape = reshape
-        self.output = output
-        self.relu = relu
-        self.normalize = normalize
-        self.upsample = upsample
-        self.fuse = fuse
-        self.aug_smooth = bool(aug_smooth)
-        self.eigen_smooth = bool(eigen_smooth)
-        self._default_layer: str | None = None
+    requires: ClassVar[tuple[str, ...]] = (GRADIENTS,)
+    needs: ClassVar[Needs] = "gradients"
+    takes_layer: ClassVar[bool] = True
+    #: The layer ``layer=None`` resolved to, found by one dry run on the first batch.
+    _default_layer: str | None = None
 
     # -- the pipeline -------------------------------------------------------------------
-    def __call__(self, x: Any, targets: Any = None) -> np.ndarray:
-        """Maps ``(N, *input_spatial)``, float32, in [0, 1] with the default options."""
-        return self.explain(x, targets).maps
+    def compute(self, x: Any, targets: TargetSpec) -> Explanation:
+        """Capture the layers, one raw map per layer (:meth:`layer_map`), post-process.
 
-    def explain(self, x: Any, targets: Any = None) -> Explanation:
-        """Run the method on a batch ``x`` and return an :class:`Explanation`."""
-        if self.aug_smooth:
-            check_batch(x)
-            return augmented_explanation(self._explain_plain, x, targets, self.backend,
-                                         self.model, self.upsample)
-        return self._explain_plain(x, targets)
-
-    def _explain_plain(self, x: Any, targets: Any = None) -> Explanation:
-        """:meth:`explain` without test-time augmentation."""
-        n = check_batch(x)
+        ``raw`` holds each layer's map before ReLU, resizing and normalisation; ``weights``
+        each layer's channel weights where the method has them.
+        """
         layers = self._layers(x)
-        spec = resolve_targets(targets, n)
         capture = self.backend.capture(
-            self.model, x, layers, spec,
-            gradients=self.needs_gradients, output=self.output,
+            self.model, x, layers, targets,
+            gradients=GRADIENTS in self.requires, output=self.output,
             native_layout=self.reshape is not None,
         )
         raw: dict[str, np.ndarray] = {}
@@ -188,7 +93,7 @@ class CAMMethod:
         for layer, (name, layer_capture) in zip(layers, capture.layers.items(), strict=True):
             acts, grads, channel_axis = self._canonical(
                 name, layer_capture.activations, layer_capture.gradients, capture.input_spatial)
-            ctx = LayerContext(self.backend, self.model, x, spec, capture, layer, name,
+            ctx = LayerContext(self.backend, self.model, x, targets, capture, layer, name,
                                channel_axis)
             raw[name], layer_weights = self._checked_map(name, acts, grads, ctx)
             if layer_weights is not None:

@@ -21,11 +21,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from interp_core.backend.inputs import check_batch
 from interp_core.backend.protocol import BIAS_GRADIENTS
-from interp_core.backend.targets import resolve_targets
-from interp_core.methods.attribution import INPUT, channel_axis
-from interp_core.methods.base import CAMMethod, Explanation
+from interp_core.backend.targets import TargetSpec
+from interp_core.methods.catalog import Needs
+from interp_core.methods.input_gradients import INPUT, channel_axis, check_single_input
+from interp_core.methods.method import Explanation, Method
 from interp_core.methods.postprocess import resize_bilinear
 
 #: pytorch-grad-cam's ``scale_cam_image`` epsilon.
@@ -54,9 +54,12 @@ def bias_term(bias: np.ndarray, grad: np.ndarray) -> np.ndarray:
     return scale_maps(prod, tuple(range(1, prod.ndim - 1))).sum(axis=-1)
 
 
-class FullGrad(CAMMethod):
+class FullGrad(Method):
     """FullGrad: input-gradient and bias-gradient terms of every biased layer, summed.
 
+    An attribution to the input (``takes_layer = False``) that is not an
+    :class:`~interp_core.methods.input_gradients.InputGradientMethod`: its map is not a
+    reduction of one input-shaped attribution, and one backend call gives every term.
     ``layer`` is ignored (as in pytorch-grad-cam): every convolution with a bias and every
     batch-norm layer with a spatial output is used. ``raw["input"]`` is ``x * dS/dx`` (native
     layout); ``raw[name]`` is each layer's term at its own resolution (before resizing).
@@ -70,23 +73,15 @@ class FullGrad(CAMMethod):
 
     name = "fullgrad"
     requires: ClassVar[tuple[str, ...]] = (BIAS_GRADIENTS,)
+    needs: ClassVar[Needs] = "input gradients"
+    takes_layer: ClassVar[bool] = False
+    instead: ClassVar[str] = "use GradCAM or IntegratedGradients"
 
-    def __init__(self, model: Any, layer: Any = None, **kwargs: Any) -> None:
-        super().__init__(model, layer, **kwargs)
-        if BIAS_GRADIENTS not in self.backend.capabilities:
-            raise NotImplementedError(
-                f"FullGrad needs the optional {BIAS_GRADIENTS!r} capability (gradients at every "
-                f"biased layer), which backend {self.backend.name!r} does not declare; use "
-                "GradCAM or IntegratedGradients"
-            )
-
-    def _explain_plain(self, x: Any, targets: Any = None) -> Explanation:
-        n = check_batch(x)
-        if isinstance(x, tuple | list | dict):
-            raise ValueError("FullGrad attributes to a single input array or tensor")
-        spec = resolve_targets(targets, n)
+    def compute(self, x: Any, targets: TargetSpec) -> Explanation:
+        """The input term and every biased layer's term from one backend call, summed."""
+        check_single_input(self, x)
         got = self.backend.bias_gradients(  # type: ignore[attr-defined]
-            self.model, x, spec, output=self.output)
+            self.model, x, targets, output=self.output)
         x_np = np.asarray(self.backend.to_numpy(x), dtype=np.float32)
         g_in = np.asarray(got.input_gradients, dtype=np.float32)
         axis = channel_axis(x_np, self.backend, self.model)

@@ -1,4 +1,4 @@
-"""Guided backpropagation and Guided Grad-CAM.
+"""The guided methods: guided backpropagation, Guided Grad-CAM, Grad-CAM on guided gradients.
 
 - :class:`GuidedBackprop` (Springenberg et al. 2015): the input gradient of the target score
   with the backward pass of every ReLU replaced by ``grad_in = grad_out * (x > 0) *
@@ -12,6 +12,8 @@
   from the two passes. With one layer and ``interpolation="nearest"`` this is Captum's
   ``GuidedGradCam``; the paper (and the default) upsamples bilinearly. With several layers the
   fused Grad-CAM map (in [0, 1]) is used.
+- :class:`GuidedGradientsGradCAM`: Grad-CAM whose channel weights average "guided gradients"
+  ``(A > 0) (G > 0) G`` at the layer (tf-explain's Grad-CAM); it needs layer gradients only.
 """
 
 from __future__ import annotations
@@ -21,20 +23,22 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from interp_core.backend.inputs import check_batch, check_batch_size
+from interp_core.backend.inputs import check_batch_size
 from interp_core.backend.protocol import GRADIENTS, GUIDED_BACKPROP, SCORE_INPUT_GRADIENTS
-from interp_core.backend.targets import TargetSpec, fixed_targets, resolve_targets
-from interp_core.methods.attribution import (
+from interp_core.backend.targets import TargetSpec, fixed_targets
+from interp_core.methods.base import ChannelWeightCAM, LayerContext, spatial_axes
+from interp_core.methods.catalog import Needs
+from interp_core.methods.grad_cam import GradCAM
+from interp_core.methods.input_gradients import (
     INPUT,
-    InputAttribution,
+    InputGradientMethod,
     Reduce,
-    _check_reduce,
     channel_axis,
-    check_capabilities,
+    check_reduce,
+    check_single_input,
     input_maps,
 )
-from interp_core.methods.base import Explanation
-from interp_core.methods.gradient import GradCAM
+from interp_core.methods.method import Explanation
 from interp_core.methods.postprocess import relu, resize_linear
 
 Interpolation = Literal["bilinear", "nearest"]
@@ -70,7 +74,34 @@ def expand_to_input(maps: np.ndarray, axis: int | None) -> np.ndarray:
     return maps if axis is None else np.expand_dims(maps, axis)
 
 
-class GuidedBackprop(InputAttribution):
+# -- at the layer: Grad-CAM on guided gradients ----------------------------------------------
+def guided_gradient_weights(A: np.ndarray, G: np.ndarray) -> np.ndarray:
+    """Grad-CAM with "guided gradients": ``w_c = mean over space of (A > 0) (G > 0) G``.
+
+    The variant of the Grad-CAM callback in tf-explain (``GradCAM.compute_gradients`` in
+    ``tf_explain/core/grad_cam.py``, from the original Keras Grad-CAM tutorials): only positive
+    gradients at positions where the channel is active count. ``(N, C)``.
+    """
+    guided = np.where((A > 0) & (G > 0), G, 0.0)
+    return guided.mean(axis=spatial_axes(G))
+
+
+class GuidedGradientsGradCAM(ChannelWeightCAM):
+    """Grad-CAM on "guided gradients" ``(A > 0) (G > 0) G`` (tf-explain's Grad-CAM callback).
+
+    Only positive gradients where the channel is active are averaged into the weights, so
+    channels that suppress the class never get a negative weight.
+    """
+
+    name = "gradcam-guidedgrads"
+
+    def channel_weights(self, activations: np.ndarray, gradients: np.ndarray | None,
+                        ctx: LayerContext) -> np.ndarray:
+        return guided_gradient_weights(activations, gradients)
+
+
+# -- at the input: guided backpropagation -----------------------------------------------------
+class GuidedBackprop(InputGradientMethod):
     """Guided backpropagation: the ReLU-guided input gradient of the target score.
 
     Sharp, high-resolution, but not class-discriminative on its own (Adebayo et al. 2018 show
@@ -110,13 +141,13 @@ class GuidedGradCAM(GradCAM):
 
     name = "guidedgradcam"
     requires: ClassVar[tuple[str, ...]] = (GRADIENTS, SCORE_INPUT_GRADIENTS, GUIDED_BACKPROP)
+    needs: ClassVar[Needs] = "input gradients"
+    instead: ClassVar[str] = "use GradCAM"
 
     def __init__(self, model: Any, layer: Any = None, *,
                  interpolation: Interpolation = "bilinear", reduce: Reduce = "max-abs",
                  batch_size: int = 32, **kwargs: Any) -> None:
         super().__init__(model, layer, **kwargs)
-        check_capabilities(self, "use GradCAM", needs="gradients at the layer and guided "
-                           "gradients at the input")
         if interpolation not in ("bilinear", "nearest"):
             raise ValueError(
                 f"interpolation={interpolation!r} is not one of 'bilinear', 'nearest'")
@@ -124,21 +155,21 @@ class GuidedGradCAM(GradCAM):
             raise ValueError("GuidedGradCAM multiplies at the input's resolution; keep "
                              "upsample=True")
         self.interpolation: Interpolation = interpolation
-        self.reduce: Reduce = _check_reduce(reduce)  # type: ignore[assignment]
+        self.reduce: Reduce = check_reduce(reduce)  # type: ignore[assignment]
         self.batch_size = check_batch_size(batch_size)
 
-    def _explain_plain(self, x: Any, targets: Any = None) -> Explanation:
-        n = check_batch(x)
-        if isinstance(x, tuple | list | dict):
-            raise ValueError("GuidedGradCAM attributes to a single input array or tensor")
-        cam = super()._explain_plain(x, targets)
+    def compute(self, x: Any, targets: TargetSpec) -> Explanation:
+        """Grad-CAM (the :class:`~interp_core.methods.base.CAMMethod` pipeline), then one guided
+        backpropagation pass for the classes it explained; their product."""
+        check_single_input(self, x)
+        cam = super().compute(x, targets)
         size = cam.maps.shape[1:]
         if len(cam.layers) == 1:
             layer_map = cam.raw[cam.layers[0]]
             cam_up = upsample(relu(layer_map), size, self.interpolation)
         else:
             cam_up = cam.maps
-        spec = fixed_targets(resolve_targets(targets, n), cam.targets)
+        spec = fixed_targets(targets, cam.targets)
         guided = self.backend.score_input_gradients(  # type: ignore[attr-defined]
             self.model, x, spec, batch_size=self.batch_size, output=self.output, guided=True)
         x_np = np.asarray(self.backend.to_numpy(x))

@@ -140,7 +140,8 @@ class KPCACAM(CAMMethod):
     """
 
     name = "kpcacam"
-    needs_gradients = False
+    requires = ()
+    needs = "activations"
 
     def __init__(self, model: Any, layer: Any = None, *, kernel: Kernel = "sigmoid",
                  gamma: float | None = None, coef0: float = 1.0, degree: int = 3,

@@ -110,7 +110,8 @@ class ScoreCAM(ChannelWeightCAM):
     """
 
     name = "scorecam"
-    needs_gradients = False
+    requires = ()
+    needs = "forward per channel"
 
     def __init__(self, model: Any, layer: Any = None, *, batch_size: int = 16,
                  top_k: int | None = None, fast_scoring: bool = True, **kwargs: Any) -> None:
@@ -219,17 +220,13 @@ class AblationCAM(ChannelWeightCAM):
     """
 
     name = "ablationcam"
-    needs_gradients = False
+    requires = (ACTIVATION_PATCH,)
+    needs = "forward per channel"
+    instead = "use ScoreCAM or a gradient method"
 
     def __init__(self, model: Any, layer: Any = None, *, batch_size: int = 32,
                  ratio_channels_to_ablate: float = 1.0, **kwargs: Any) -> None:
         super().__init__(model, layer, **kwargs)
-        if ACTIVATION_PATCH not in self.backend.capabilities:
-            raise NotImplementedError(
-                f"AblationCAM needs the {ACTIVATION_PATCH!r} capability (patched_scores: run "
-                f"the model with a layer's output replaced), which backend "
-                f"{self.backend.name!r} does not declare; use ScoreCAM or a gradient method"
-            )
         self.batch_size = check_batch_size(batch_size)
         ratio = float(ratio_channels_to_ablate)
         if not 0.0 < ratio <= 1.0:

@@ -12,7 +12,7 @@
   are averaged (no renormalisation afterwards, as in pytorch-grad-cam). Targets are resolved per
   augmented input (top-1 of each augmented input when ``targets`` is None), as there.
 
-NumPy only; imports nothing from the method classes, so :mod:`~interp_core.methods.base` can
+NumPy only; imports nothing from the method classes, so :mod:`~interp_core.methods.method` can
 use it.
 """
 
