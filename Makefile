@@ -1,7 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   venv + core + torch adapter, then `interp demo` on the bundled model
-#   make test   venv + everything (torch, tensorflow, jax adapters, Ray, dev tools), then ruff
-#               and the tests
+#   make test   venv + everything (torch, tensorflow, jax adapters, Ray, dev tools), then ruff,
+#               mypy --strict on the public API ([tool.mypy] in pyproject.toml) and the tests
 # A third builds the documentation: make docs (tutorials executed, site in build/site, checked in
 # Debian's Chromium).
 # The model zoo has its own venv, $(ZOO) (default .venv-zoo, from requirements-zoo.txt: torch
@@ -11,7 +11,10 @@
 #                      and agreement with the pytorch-grad-cam package itself
 #   make models-table  every sweep (torch, keras, flax; slow half included, ~25 min), results in
 #                      .zoo-results/, then docs/models.md from them
-# CI (.ci/run) runs make test, make test-zoo, then make docs.
+# make dist builds the sdists and wheels of the four distributions into dist/, runs twine check,
+# installs the wheels in a fresh venv (build/dist-venv) and runs the installed `interp` and a
+# smoke test there (scripts/check_dist.sh; 1.5 to 2.5 minutes; DIST_BACKENDS=torch: 1).
+# CI (.ci/run) runs make test, make dist, make test-zoo, then make docs.
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
@@ -22,7 +25,7 @@ ZOO_READY = $(ZOO)/installed-requirements-zoo.txt
 ZOO_TESTS = tests/test_zoo_torch.py tests/test_detection.py tests/test_segmentation.py \
 	tests/test_torch_wrappers.py tests/test_pytorch_grad_cam_package.py
 
-.PHONY: demo test test-zoo models-table docs bench
+.PHONY: demo test dist test-zoo models-table docs bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,7 +53,12 @@ test: $(BIN)/python
 	$(BIN)/pip install -q -r requirements-dev.txt
 	$(BIN)/pip install -q --no-deps $(KERAS_HUB)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	INTERP_TEST_BACKENDS=torch,tensorflow,jax INTERP_TEST_RAY=1 WANDB_MODE=offline $(BIN)/python -m pytest -q -m "not docs and not slow"
+
+dist: $(BIN)/python
+	$(BIN)/pip install -q -r requirements-dev.txt
+	TOOLS_PYTHON=$(BIN)/python PYTHON=$(PYTHON) scripts/check_dist.sh
 
 test-zoo: $(ZOO_READY)
 	INTERP_TEST_ZOO=1 $(ZOO)/bin/python -m pytest -q -m "not slow" $(ZOO_TESTS)
