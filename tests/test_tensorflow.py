@@ -15,7 +15,7 @@ tf = require_framework("tensorflow", "tensorflow")
 keras = require_framework("tensorflow", "keras")
 
 from interp_tensorflow import testing as tf_testing  # noqa: E402
-from interp_tensorflow.callbacks import CAMLogger, FeatureMapLogger  # noqa: E402
+from interp_tensorflow.training import CAMLogger, FeatureMapLogger  # noqa: E402
 
 import interp_core as ic  # noqa: E402
 from interp_core.backend.targets import resolve_targets  # noqa: E402
@@ -467,3 +467,15 @@ def test_wandb_sink_offline(tmp_path, monkeypatch):
     assert summary[WandbSink.STEP_METRIC] == 1
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].rglob("*.png"))
+
+
+def test_the_old_callbacks_path_warns_and_re_exports(monkeypatch):
+    import importlib
+
+    from interp_tensorflow import training
+
+    monkeypatch.delitem(sys.modules, "interp_tensorflow.callbacks", raising=False)
+    with pytest.warns(DeprecationWarning, match=r"interp_tensorflow\.training"):
+        old = importlib.import_module("interp_tensorflow.callbacks")
+    assert old.CAMLogger is CAMLogger and old.FeatureMapLogger is FeatureMapLogger
+    assert old.display_images is training.display_images and old.__all__ == training.__all__
