@@ -19,14 +19,15 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from interp_core.backend.grids import as_grid
 from interp_core.backend.inputs import check_batch
+from interp_core.backend.layer_choice import default_layer
 from interp_core.backend.layout import CHANNELS_FIRST, declared_layout
 from interp_core.backend.protocol import Backend, Capture
 from interp_core.backend.registry import get_backend
 from interp_core.backend.targets import TargetSpec, resolve_targets
 from interp_core.methods.postprocess import fuse_layers, normalize_minmax, relu, resize_bilinear
 from interp_core.methods.smoothing import augmented_explanation, principal_projection
-from interp_core.methods.tokens import as_grid
 
 #: How the maps of several layers combine.
 Fuse = Literal["mean", "max", "sum"]
@@ -275,7 +276,7 @@ class CAMMethod:
         arg = self.layers_arg
         if arg is None:
             if self._default_layer is None:
-                self._default_layer = self.backend.default_layer(self.model, x)
+                self._default_layer = default_layer(self.backend, self.model, x)
             return [self._default_layer]
         if isinstance(arg, list | tuple):
             if not arg:
