@@ -21,6 +21,7 @@ from interp_jax.layers import ModelTraceError  # noqa: E402
 from interp_jax.testing import ConvReLU, ReferenceNNX  # noqa: E402
 
 import interp_core as ic  # noqa: E402
+from interp_core.backend.layer_choice import default_layer  # noqa: E402
 from interp_core.backend.targets import resolve_targets  # noqa: E402
 from interp_core.methods import METHODS, required_capabilities  # noqa: E402
 from interp_core.testing import reference as ref  # noqa: E402
@@ -135,7 +136,7 @@ def test_split_matches_oracle(method, x_np):
 def test_split_capture_closed_form_and_layers(backend, x_np):
     split = reference_split()
     assert backend.layer_names(split) == ["features"]
-    assert backend.default_layer(split, x_np) == "features"
+    assert default_layer(backend, split, x_np) == "features"
     assert ic.get_backend(split).name == "jax"
     spec = resolve_targets(None, 4)
     got = backend.capture(split, x_np, [split.features], spec)
@@ -274,7 +275,7 @@ def test_layer_paths_objects_and_default_layer(backend, stateful):
     by_path = ic.GradCAM(stateful, "blocks.1.conv")(x, 1)
     by_object = ic.GradCAM(stateful, stateful.blocks[1].conv)(x, 1)
     np.testing.assert_array_equal(by_path, by_object)
-    assert backend.default_layer(stateful, x) == "bn"
+    assert default_layer(backend, stateful, x) == "bn"
     exp = ic.GradCAM(stateful, ["blocks.0", "blocks.1"]).explain(x, 1)
     assert exp.layers == ["blocks.0", "blocks.1"]
 
@@ -386,7 +387,7 @@ def test_channels_first_layout(x_np):
     first = JaxBackend(layout="NCHW")
     model = _ReferenceNCHW()
     x_first = np.ascontiguousarray(x_np.transpose(0, 3, 1, 2))
-    assert first.default_layer(model, x_first) == "features"
+    assert default_layer(first, model, x_first) == "features"
     got = ic.GradCAM(model, "features", backend=first).explain(x_first, [0, 3, 1, 4])
     want = ic.GradCAM(ReferenceNNX(ref.reference_weights()), "features").explain(
         x_np, [0, 3, 1, 4])
@@ -450,7 +451,7 @@ def test_demo_model_matches_torch():
     for name in ("block1", "pool1", "block2", "pool2", "block3", "gap", "fc"):
         assert name in backend.layer_names(model)
     x = np.random.default_rng(1).random((2, 64, 64, 3)).astype(np.float32)
-    assert backend.default_layer(model, x) == "block3"
+    assert default_layer(backend, model, x) == "block3"
     exp = ic.GradCAM(model, "block3").explain(x)
     assert exp.raw["block3"].shape == (2, 16, 16)
     torch = pytest.importorskip("torch")

@@ -1,8 +1,11 @@
-"""The core imports no framework: a static check of every module, and what actually loads.
+"""The layers of docs/architecture.md, checked statically over every module.
 
-Only ``interp_core/testing/`` (which third parties run inside their framework's tests) may
-import torch, tensorflow, keras, jax or flax. Everything else reaches a framework through an
-adapter's hooks (model files, demo models) or not at all (TensorBoard event files).
+The core imports no framework: only ``interp_core/testing/`` (which third parties run inside
+their framework's tests) may import torch, tensorflow, keras, jax or flax. Everything else
+reaches a framework through an adapter's hooks (model files, demo models) or not at all
+(TensorBoard event files); a subprocess checks what actually loads. Each core package imports
+only the packages of its row (``ALLOWED_IMPORTS``), and each adapter module only
+``interp_core.backend`` and the exceptions of ``ADAPTER_ALLOWED``, never another adapter.
 """
 
 from __future__ import annotations
@@ -191,3 +194,126 @@ def test_the_package_rule_check_catches_a_back_edge(tmp_path):
     bad.write_text("def f():\n    from interp_core.cli.errors import CLIError\n")
     assert core_imports(bad) == [(2, "cli")]
     assert "cli" not in ALLOWED_IMPORTS["audit"] and "audit" not in ALLOWED_IMPORTS["io"]
+
+
+# -- the adapter rules of docs/architecture.md ---------------------------------------------------
+BACKENDS = CORE.parent / "backends"
+#: The first-party adapter packages, by framework folder.
+ADAPTERS = {"torch": "interp_torch", "tensorflow": "interp_tensorflow", "jax": "interp_jax"}
+
+#: What a module of an adapter may import of the core: ``(adapter, file, module, why)``, where
+#: ``adapter`` and ``file`` may be ``"*"`` and a ``module`` ending in ``".*"`` also allows its
+#: submodules. Everything else of ``interp_core`` (``methods``, ``logging`` internals, ``io``,
+#: ...) is off limits: an adapter reports what its framework sees, and the core decides.
+ADAPTER_ALLOWED: list[tuple[str, str, str, str]] = [
+    ("*", "*", "interp_core.backend.*",
+     "the adapter layer: the protocol, hooks, targets, scoring, policy, layer choice"),
+    ("*", "training.py", "interp_core",
+     "the training hooks sit on the public API: top-level names (ic.CAMMethod)"),
+    ("*", "training.py", "interp_core.logging",
+     "and the public names of interp_core.logging (its __init__), never its modules"),
+    ("*", "testing.py", "interp_core.testing.*",
+     "the conformance suite's reference models, built from its NumPy weights"),
+    ("*", "loading.py", "interp_core.io.errors",
+     "the model-file hooks raise the door's ModelLoadError, which carries the command line's "
+     "phrasing (interp_core.io.errors imports nothing of the core)"),
+    ("interp_jax", "*", "interp_core.split",
+     "ic.Split is a model type the JAX adapter explains and its plugin claims (interp_core.split "
+     "imports nothing of the core)"),
+]
+
+
+def imported_modules(source: str) -> list[tuple[int, str]]:
+    """``(line, module)`` for each absolute import in ``source`` (``import x.y``, ``from x.y
+    import z``, ``importlib.import_module("x.y")``), anywhere, also inside functions."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        elif isinstance(node, ast.Call) and node.args:
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            first = node.args[0]
+            if called in _IMPORT_CALLS and isinstance(first, ast.Constant) and isinstance(
+                first.value, str
+            ):
+                names = [first.value]
+        found += [(node.lineno, name) for name in names]
+    return found
+
+
+def _allows(pattern: str, module: str) -> bool:
+    if pattern.endswith(".*"):
+        base = pattern[:-2]
+        return module == base or module.startswith(base + ".")
+    return module == pattern
+
+
+def adapter_offences(package: str, path: Path) -> list[str]:
+    """What the module ``path`` of adapter ``package`` imports against the rules: core
+    modules outside :data:`ADAPTER_ALLOWED`, and other adapters."""
+    found = []
+    for line, module in imported_modules(path.read_text(encoding="utf-8")):
+        top = module.split(".")[0]
+        if top == "interp_core":
+            if not any(a in ("*", package) and f in ("*", path.name) and _allows(m, module)
+                       for a, f, m, _ in ADAPTER_ALLOWED):
+                found.append(f"{path.name}:{line}: imports {module}")
+        elif top.startswith("interp_") and top != package:
+            found.append(f"{path.name}:{line}: imports another adapter, {module}")
+    return found
+
+
+def adapter_modules() -> list[tuple[str, Path]]:
+    return [(package, path)
+            for folder, package in ADAPTERS.items()
+            for path in sorted((BACKENDS / folder / package).rglob("*.py"))]
+
+
+def test_adapters_import_only_the_adapter_layer_of_the_core():
+    modules = adapter_modules()
+    assert {p.name for _, p in modules} >= {"plugin.py", "backend.py", "layers.py", "ops.py",
+                                            "training.py", "testing.py"}
+    assert {package for package, _ in modules} == set(ADAPTERS.values())
+    offenders = [f"backends/{path.relative_to(BACKENDS).parent}/{offence}"
+                 for package, path in modules for offence in adapter_offences(package, path)]
+    assert not offenders, "adapter imports the architecture forbids:\n" + "\n".join(offenders)
+    assert ALLOWED_IMPORTS["backend"] == {"targets"}  # what adapters import stays low
+
+
+#: Former module paths kept for one release as re-exports of ``training.py`` (documented API);
+#: they import their adapter's ``training`` module and nothing else.
+DEPRECATED_ADAPTER_MODULES = {"logger.py", "callbacks.py"}
+
+
+def test_deprecated_adapter_modules_only_re_export_the_training_module():
+    for package, path in adapter_modules():
+        if path.name in DEPRECATED_ADAPTER_MODULES:
+            modules = {m for _, m in imported_modules(path.read_text(encoding="utf-8"))}
+            assert modules == {"warnings", f"{package}.training"}, (path, modules)
+
+
+def test_the_adapter_rule_check_catches_forbidden_imports(tmp_path):
+    bad = tmp_path / "backend.py"
+    bad.write_text("from interp_core.methods.layer_choice import choose_layer\n"
+                   "from interp_core.backend.grids import grid_layout\n"
+                   "import interp_core\n"
+                   "def f():\n    from interp_torch.layers import resolve\n")
+    assert adapter_offences("interp_jax", bad) == [
+        "backend.py:1: imports interp_core.methods.layer_choice",
+        "backend.py:3: imports interp_core",
+        "backend.py:5: imports another adapter, interp_torch.layers"]
+    hooks = tmp_path / "training.py"
+    hooks.write_text("import interp_core\nfrom interp_core.logging import CAMLog\n"
+                     "from interp_core.logging.training import CAMLog\n"
+                     "from interp_core.methods.base import CAMMethod\n")
+    assert adapter_offences("interp_torch", hooks) == [
+        "training.py:3: imports interp_core.logging.training",
+        "training.py:4: imports interp_core.methods.base"]
+    split = tmp_path / "layers.py"
+    split.write_text("from interp_core.split import Split\n")
+    assert adapter_offences("interp_jax", split) == []
+    assert adapter_offences("interp_torch", split) == ["layers.py:1: imports interp_core.split"]

@@ -67,7 +67,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import interp_core as ic
-from interp_core.backend.protocol import GRADIENTS, Capture, LayerCapture
+from interp_core.backend.protocol import GRADIENTS, Capture, LayerCapture, LayerProbe
 from interp_core.methods import METHODS
 from interp_core.methods.kpca import KERNELS, kernel_first_component
 from interp_core.testing import reference as ref
@@ -108,8 +108,9 @@ class ArrayBackend:
     def layer_names(self, model: ArrayModel) -> list[str]:
         return [LAYER]
 
-    def default_layer(self, model: ArrayModel, inputs: Any) -> str:
-        return LAYER
+    def layer_outputs(self, model: ArrayModel, inputs: Any) -> LayerProbe:
+        return LayerProbe((), model.input_spatial, len(inputs), native_channels_first=False,
+                          only=LAYER)
 
     def capture(self, model: ArrayModel, inputs: Any, layers: Any, target: Any, *,
                 gradients: bool = True, **options: Any) -> Capture:

@@ -15,9 +15,10 @@ tf = require_framework("tensorflow", "tensorflow")
 keras = require_framework("tensorflow", "keras")
 
 from interp_tensorflow import testing as tf_testing  # noqa: E402
-from interp_tensorflow.callbacks import CAMLogger, FeatureMapLogger  # noqa: E402
+from interp_tensorflow.training import CAMLogger, FeatureMapLogger  # noqa: E402
 
 import interp_core as ic  # noqa: E402
+from interp_core.backend.layer_choice import default_layer  # noqa: E402
 from interp_core.backend.targets import resolve_targets  # noqa: E402
 from interp_core.logging.sinks import FolderSink, TensorBoardSink  # noqa: E402
 from interp_core.methods import METHODS  # noqa: E402
@@ -204,7 +205,7 @@ def test_nested_base_model(backend):
     np.testing.assert_array_equal(by_leaf.maps, maps)
     np.testing.assert_array_equal(
         ic.GradCAM(model, base.get_layer("block2_conv"))(x, [1, 3]), maps)
-    assert backend.default_layer(model, x) == "base"  # the base's output, (8, 8, 16)
+    assert default_layer(backend, model, x) == "base"  # the base's output, (8, 8, 16)
 
 
 def test_unknown_nested_layer_lists_prefixed_names():
@@ -231,7 +232,7 @@ def test_subclassed_model_and_custom_layer(backend):
     for layer in ("stem", "block", "block/conv"):
         maps = ic.GradCAM(model, layer)(x)
         assert maps.shape == (2, 16, 16) and np.isfinite(maps).all()
-    assert backend.default_layer(model, x) == "block"
+    assert default_layer(backend, model, x) == "block"
     with pytest.raises(ValueError, match="never ran"):
         ic.GradCAM(model, "unused")(x)
 
@@ -267,7 +268,7 @@ def test_multi_input_model(backend):
     as_dict = ic.GradCAM(model, "conv")({"image": image, "meta": meta}, [0, 1, 2])
     assert as_list.shape == (3, 12, 12)
     np.testing.assert_allclose(as_list, as_dict, atol=1e-6)
-    assert backend.default_layer(model, [image, meta]) == "conv"
+    assert default_layer(backend, model, [image, meta]) == "conv"
     with pytest.raises(ValueError, match="no spatial axes"):
         ic.GradCAM(model, "meta_dense")([image, meta], 0)
 
@@ -315,7 +316,7 @@ def test_logits_behind_final_activation(backend, activation, x16):
 def test_cat_vs_dog_vgg16_binary(backend):
     model = km.cat_vs_dog(32)
     x = km.random_images(2, 32, seed=7)
-    assert backend.default_layer(model, x) == "vgg16/block5_conv3"
+    assert default_layer(backend, model, x) == "vgg16/block5_conv3"
     pos = ic.GradCAM(model, "vgg16/block5_conv3", output="logits", relu=False, normalize=False)
     neg = ic.GradCAM(model, "vgg16/block5_conv3", output="logits", relu=False, normalize=False)
     p = pos.explain(x, ic.BinaryTarget())
@@ -467,3 +468,15 @@ def test_wandb_sink_offline(tmp_path, monkeypatch):
     assert summary[WandbSink.STEP_METRIC] == 1
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].rglob("*.png"))
+
+
+def test_the_old_callbacks_path_warns_and_re_exports(monkeypatch):
+    import importlib
+
+    from interp_tensorflow import training
+
+    monkeypatch.delitem(sys.modules, "interp_tensorflow.callbacks", raising=False)
+    with pytest.warns(DeprecationWarning, match=r"interp_tensorflow\.training"):
+        old = importlib.import_module("interp_tensorflow.callbacks")
+    assert old.CAMLogger is CAMLogger and old.FeatureMapLogger is FeatureMapLogger
+    assert old.display_images is training.display_images and old.__all__ == training.__all__

@@ -1,14 +1,25 @@
-"""Token layers as grids, and the default layer's choice (interp_core.methods.tokens,
-interp_core.methods.layer_choice), in NumPy; then end to end on small torch token models."""
+"""Token layers as grids, and the default layer's choice (interp_core.backend.grids,
+interp_core.backend.layer_choice), in NumPy; then end to end on small torch token models."""
 
 from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
 
 import numpy as np
 import pytest
 
 import interp_core as ic
-from interp_core.methods.layer_choice import LayerOutput, choose_layer, last_block_first_norm
-from interp_core.methods.tokens import as_grid, consistent_grid, grid_layout, token_grid
+from interp_core.backend.grids import as_grid, consistent_grid, grid_layout, token_grid
+from interp_core.backend.layer_choice import (
+    LayerOutput,
+    choose_layer,
+    default_layer,
+    last_block_first_norm,
+)
+from interp_core.backend.protocol import Capture, LayerCapture, LayerProbe
+from interp_core.backend.targets import TargetSpec
 
 # -- grids ------------------------------------------------------------------------------------
 
@@ -172,6 +183,84 @@ def test_no_candidate_names_three_likely_layers():
     for name in ("'embed'", "'encoder'", "'pool'"):
         assert name in message
     assert "'fc'" not in message and "form no grid" in message
+
+
+# -- the core's default_layer(backend, model, inputs) -------------------------------------------
+class ProbedBackend:
+    """Reports the PiT-like outputs below; its capture gives the gradients of ``probe``."""
+
+    name = "probed"
+
+    def __init__(self, gradient_probe: bool = False) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        if gradient_probe:
+            self.gradient_probe = self._gradient_probe
+
+    def layer_outputs(self, model: Any, inputs: np.ndarray) -> LayerProbe:
+        self.calls.append(("layer_outputs", inputs.shape))
+        outputs = [*_cnn()[:4], LayerOutput("stage3", (2, 4, 4, 16), "Transformer")]
+        return LayerProbe(outputs, (32, 32), len(inputs), native_channels_first=True)
+
+    @staticmethod
+    def _grads(names: list[str]) -> dict[str, np.ndarray]:
+        return {n: np.zeros((1, 4, 4, 16)) if n == "stage3" else np.ones((1, 8, 8, 16))
+                for n in names}
+
+    def capture(self, model: Any, inputs: np.ndarray, layers: list[str], target: TargetSpec,
+                **options: Any) -> Capture:
+        self.calls.append(("capture", (inputs.shape, target.kind, tuple(layers))))
+        grads = self._grads(layers)
+        return Capture({n: LayerCapture(n, g, g) for n, g in grads.items()},
+                       np.zeros(1, np.float32), np.zeros(1, np.int64), (32, 32))
+
+    def _gradient_probe(self, model: Any, inputs: np.ndarray,
+                        names: list[str]) -> dict[str, np.ndarray]:
+        self.calls.append(("gradient_probe", inputs.shape))
+        return self._grads(names)
+
+
+def test_the_core_chooses_from_the_adapters_layer_outputs_and_one_top1_capture():
+    backend = ProbedBackend()
+    x = np.zeros((2, 3, 32, 32), np.float32)
+    assert default_layer(backend, object(), x) == "layer2"
+    (what, shape), (probe, (sample, kind, layers)) = backend.calls
+    assert (what, shape, probe) == ("layer_outputs", (2, 3, 32, 32), "capture")
+    assert sample == (1, 3, 32, 32) and kind == "top1" and "stage3" in layers  # first sample
+    own = ProbedBackend(gradient_probe=True)  # an adapter's own probe replaces the capture
+    assert default_layer(own, object(), x) == "layer2"
+    assert [c[0] for c in own.calls] == ["layer_outputs", "gradient_probe"]
+
+
+def test_a_model_with_one_layer_names_it_and_old_adapters_still_work():
+    class Single:
+        def layer_outputs(self, model: Any, inputs: Any) -> LayerProbe:
+            return LayerProbe((), (), 0, native_channels_first=False, only="features")
+
+    assert default_layer(Single(), object(), np.zeros((1, 4))) == "features"
+
+    class Legacy:  # written against interp-core 0.1: default_layer, no layer_outputs
+        name = "legacy"
+
+        def default_layer(self, model: Any, inputs: Any) -> str:
+            return "conv"
+
+    with pytest.warns(DeprecationWarning, match="layer_outputs"):
+        assert default_layer(Legacy(), object(), np.zeros((1, 4))) == "conv"
+    with pytest.raises(TypeError, match="pass layer= explicitly"):
+        default_layer(object(), object(), np.zeros((1, 4)))
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ("interp_core.methods.tokens", "interp_core.backend.grids"),
+    ("interp_core.methods.layer_choice", "interp_core.backend.layer_choice"),
+])
+def test_the_old_module_paths_warn_and_re_export(old, new, monkeypatch):
+    monkeypatch.delitem(sys.modules, old, raising=False)
+    with pytest.warns(DeprecationWarning, match=new.replace(".", r"\.")):
+        module = importlib.import_module(old)
+    moved = importlib.import_module(new)
+    public = [n for n in dir(module) if not n.startswith("_") and n != "warnings"]
+    assert public and all(getattr(module, n) is getattr(moved, n) for n in public)
 
 
 # -- end to end in torch ----------------------------------------------------------------------

@@ -12,6 +12,7 @@ from interp_torch import testing as torch_testing  # noqa: E402
 from torch import nn  # noqa: E402
 
 import interp_core as ic  # noqa: E402
+from interp_core.backend.layer_choice import default_layer  # noqa: E402
 from interp_core.testing.conformance import ConformanceFromModule  # noqa: E402
 from interp_core.testing.reference import reference_weights  # noqa: E402
 from interp_core.testing.suite.hygiene import assert_same_state  # noqa: E402
@@ -72,7 +73,9 @@ def test_layer_by_object_and_default_layer(resnet, x):
     by_default = ic.GradCAM(resnet)(x)
     np.testing.assert_array_equal(by_name, by_obj)
     np.testing.assert_array_equal(by_name, by_default)
-    assert ic.get_backend(resnet).default_layer(resnet, x) == "layer2"
+    assert default_layer(ic.get_backend(resnet), resnet, x) == "layer2"
+    with pytest.warns(DeprecationWarning, match="default_layer"):  # the former method
+        assert ic.get_backend(resnet).default_layer(resnet, x) == "layer2"
 
 
 def test_inplace_relu_after_the_hooked_layer(resnet, x):

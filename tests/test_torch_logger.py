@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import importlib
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -11,8 +13,8 @@ import pytest
 from tests.conftest import require_framework
 
 torch = require_framework("torch", "torch")
-from interp_torch import logger as torch_logger  # noqa: E402
-from interp_torch.logger import CAMLogger, FeatureMapLogger, display_images  # noqa: E402
+from interp_torch import training as torch_training  # noqa: E402
+from interp_torch.training import CAMLogger, FeatureMapLogger, display_images  # noqa: E402
 from torch import nn  # noqa: E402
 
 from interp_core.logging.sinks import FolderSink  # noqa: E402
@@ -248,7 +250,7 @@ def test_lightning_callback(samples, tmp_path):
     x, y = _data()
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4)
     sink = RecordingSink()
-    callback = torch_logger.LightningCallback(
+    callback = torch_training.LightningCallback(
         CAMLogger(samples, "net.features", sink=sink),
         FeatureMapLogger(samples, "net.features", every_n_epochs=2, sink=sink))
     trainer = lightning.Trainer(max_epochs=2, callbacks=[callback], logger=False,
@@ -260,14 +262,14 @@ def test_lightning_callback(samples, tmp_path):
         ("gradcam/net.features", 0), ("gradcam/net.features", 1), ("features/net.features", 1)]
     assert sink.flushed == 2  # both loggers closed at the end of fit (a passed sink: flushed)
     with pytest.raises(TypeError, match="CAMLogger"):
-        torch_logger.LightningCallback(sink)
+        torch_training.LightningCallback(sink)
 
 
 def test_lightning_callback_only_with_lightning(monkeypatch):
     import builtins
 
-    assert ("LightningCallback" in torch_logger.__all__) == (
-        torch_logger._lightning_base() is not None)
+    assert ("LightningCallback" in torch_training.__all__) == (
+        torch_training._lightning_base() is not None)
     real_import = builtins.__import__
 
     def no_lightning(name, *args, **kwargs):
@@ -276,4 +278,13 @@ def test_lightning_callback_only_with_lightning(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_lightning)
-    assert torch_logger._lightning_base() is None
+    assert torch_training._lightning_base() is None
+
+
+def test_the_old_module_path_warns_and_re_exports(monkeypatch):
+    monkeypatch.delitem(sys.modules, "interp_torch.logger", raising=False)
+    with pytest.warns(DeprecationWarning, match=r"interp_torch\.training"):
+        old = importlib.import_module("interp_torch.logger")
+    assert old.__all__ == torch_training.__all__
+    for name in (*torch_training.__all__, "_EpochLogger", "_lightning_base"):
+        assert getattr(old, name) is getattr(torch_training, name)

@@ -308,7 +308,7 @@ def reference_gradcam(model: nn.Module, x: torch.Tensor, layer: str, prefix: int
 # -- one check ---------------------------------------------------------------------------------
 def check(case: Case, model: nn.Module | None = None) -> Result:
     """Grad-CAM with the default layer and with ``case.layer`` against the reference."""
-    from interp_core.methods.tokens import grid_layout
+    from interp_core.backend.grids import grid_layout
 
     result = Result(case.id, case.family, case.source, named_layer=case.layer)
     with timed(result):

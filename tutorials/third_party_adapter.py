@@ -39,7 +39,10 @@ from interp_core.backend import (
     BackendRegistration,
     Capture,
     LayerCapture,
+    LayerOutput,
+    LayerProbe,
     TargetSpec,
+    default_layer,
     target_scores,
 )
 from interp_core.backend.policy import unknown_layer_error
@@ -128,7 +131,10 @@ class Sequential:
 #   batch mean, so each sample gets its own gradient), in the canonical channels-last layout,
 #   as float32 NumPy, with the scores and the classes explained;
 # - `predict(model, x, target, *, batch_size)`: scores only, batched;
-# - `layer_names`, `default_layer`, `to_numpy`, `from_numpy`;
+# - `layer_names`, `to_numpy`, `from_numpy`;
+# - `layer_outputs(model, x)`: one dry run reporting each layer's output shape (a
+#   `LayerProbe`); the core picks the default layer (`layer=None`) from it, checking with one
+#   top-1 `capture` which layers reach the score;
 # - optional capabilities: `linear_weights` (CAM), `patched_scores` (Ablation-CAM),
 #   `input_gradients` (filter patterns).
 #
@@ -157,13 +163,15 @@ class ToyNumpyBackend:
             raise unknown_layer_error(str(name), names, "interp layers")
         return names.index(name)
 
-    def default_layer(self, model, inputs):
-        """The last layer whose output is still a spatial map, (N, H, W, C)."""
-        x, last = np.asarray(inputs, np.float32)[:1], None
+    def layer_outputs(self, model, inputs):
+        """One dry run on the first sample: every layer's output shape, for the core's
+        choice of the default layer (the last spatial map whose gradient reaches the score)."""
+        x = np.asarray(inputs, np.float32)[:1]
+        spatial, seen = x.shape[1:-1], []
         for layer in model.layers:
             x = layer.forward(x)
-            last = layer.name if x.ndim == 4 else last
-        return last
+            seen.append(LayerOutput(layer.name, x.shape, type(layer).__name__))
+        return LayerProbe(seen, spatial, batch=1, native_channels_first=False)
 
     # -- forward and backward -----------------------------------------------------------
     def _forward(self, model, x):
@@ -269,7 +277,7 @@ net = Sequential(ConvReLU("features", w.conv_kernel, w.conv_bias), GlobalAvgPool
                  Dense("fc", w.fc_weight, w.fc_bias))
 x = ref.reference_inputs(4)
 print("backend:", ic.get_backend(net).name, "| default layer:",
-      ic.get_backend(net).default_layer(net, x))
+      default_layer(ic.get_backend(net), net, x))
 for method in ("gradcam", "hirescam", "scorecam", "ablationcam", "cam"):
     maps = ic.explain(net, x, method=method, layer="features", targets=[0, 3, 1, 4])
     print(f"{method:12s} maps {maps.shape}, first row of sample 0: {maps[0, 0, :5].round(3)}")

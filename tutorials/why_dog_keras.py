@@ -21,7 +21,7 @@
 # - the **frozen base** is the convolutional part of the bundled demo model, which was trained
 #   to tell five shapes apart (`interp_core.datasets.demo`);
 # - the **head** is global average pooling and one sigmoid unit;
-# - **callbacks** from `interp_tensorflow.callbacks` log Grad-CAM overlays and feature maps
+# - **callbacks** from `interp_tensorflow.training` log Grad-CAM overlays and feature maps
 #   after every epoch, to a folder and to Weights & Biases (offline).
 #
 # At the end we look at what CAM needs from the architecture (global average pooling right
@@ -37,7 +37,7 @@ os.environ.setdefault("WANDB_MODE", "offline")  # W&B writes locally; nothing le
 
 import keras
 import numpy as np
-from interp_tensorflow.callbacks import CAMLogger, FeatureMapLogger
+from interp_tensorflow.training import CAMLogger, FeatureMapLogger
 from PIL import Image
 
 import interp_core as ic

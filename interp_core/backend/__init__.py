@@ -8,6 +8,9 @@
   :func:`get_backend`, model files, install hints.
 - :mod:`~interp_core.backend.targets` and :mod:`~interp_core.backend.scoring`: the batch-level
   :class:`TargetSpec` and the one definition of every target's score.
+- :mod:`~interp_core.backend.layer_choice` and :mod:`~interp_core.backend.grids`: the default
+  layer, chosen from an adapter's :class:`LayerProbe` (:func:`default_layer`), and layer outputs
+  read as grids over the input (token layers, channels-last grids).
 - :mod:`~interp_core.backend.layout`, :mod:`~interp_core.backend.inputs`: input layouts and
   batch helpers. :mod:`~interp_core.backend.policy`: behaviour every adapter shares (replaying
   recorded target constants, unknown-layer errors, structured outputs, non-finite inputs).
@@ -24,6 +27,7 @@ from interp_core.backend.hookspecs import (
     hookspec,
 )
 from interp_core.backend.inputs import batch_size_of, check_batch_size, chunks, first_input
+from interp_core.backend.layer_choice import default_layer
 from interp_core.backend.layout import (
     CHANNELS_FIRST,
     CHANNELS_LAST,
@@ -42,6 +46,8 @@ from interp_core.backend.protocol import (
     Capture,
     InputSpec,
     LayerCapture,
+    LayerOutput,
+    LayerProbe,
     input_spec,
 )
 from interp_core.backend.registry import (
@@ -65,10 +71,10 @@ from interp_core.backend.targets import (
 __all__ = [
     "ACTIVATION_PATCH", "ALL_CAPABILITIES", "CHANNELS_FIRST", "CHANNELS_LAST", "ENTRY_POINT_GROUP",
     "GRADIENTS", "INPUT_GRADIENTS", "LINEAR_WEIGHTS", "NO_CHANNELS", "Backend",
-    "BackendRegistration", "Capture", "InputSpec", "LayerCapture", "TargetKind", "TargetSpec",
-    "TensorOps", "backends", "batch_size_of", "check_batch_size", "chunks", "declared_layout",
-    "defined_in", "first_input", "fixed_targets", "get_backend", "hookimpl", "hookspec",
-    "infer_layout", "input_layout", "input_spec", "load_model_file", "load_weights_file",
-    "register_backend", "registrations", "reset_registry", "resolve_targets", "select_output",
-    "target_constants", "target_scores",
+    "BackendRegistration", "Capture", "InputSpec", "LayerCapture", "LayerOutput", "LayerProbe",
+    "TargetKind", "TargetSpec", "TensorOps", "backends", "batch_size_of", "check_batch_size",
+    "chunks", "declared_layout", "default_layer", "defined_in", "first_input", "fixed_targets",
+    "get_backend", "hookimpl", "hookspec", "infer_layout", "input_layout", "input_spec",
+    "load_model_file", "load_weights_file", "register_backend", "registrations", "reset_registry",
+    "resolve_targets", "select_output", "target_constants", "target_scores"
 ]

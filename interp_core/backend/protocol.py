@@ -81,6 +81,69 @@ class Capture:
     input_spatial: tuple[int, ...]
 
 
+@dataclass(frozen=True)
+class LayerOutput:
+    """What a dry run saw of one layer (an entry of :attr:`LayerProbe.outputs`).
+
+    Attributes
+    ----------
+    name : str
+        The layer's name as ``layer=`` takes it.
+    shape : tuple of int
+        Shape of its (first) output tensor as the adapter hands it to the core (canonical
+        layout); ``()`` when the output holds no tensor.
+    type_name : str
+        The layer's class name (``"LayerNorm"``).
+    calls : int
+        How many times it ran in the pass.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    type_name: str = ""
+    calls: int = 1
+
+    @property
+    def is_norm(self) -> bool:
+        return "norm" in self.type_name.lower()
+
+
+@dataclass(frozen=True)
+class LayerProbe:
+    """What :meth:`Backend.layer_outputs` reports: one dry run of the model over its layers.
+
+    The core picks the default layer (``layer=None``) from it
+    (:func:`interp_core.backend.layer_choice.default_layer`).
+
+    Attributes
+    ----------
+    outputs : sequence of LayerOutput
+        Every layer that ran, in the order their outputs were produced.
+    input_spatial : tuple of int
+        The input's spatial shape (``(H, W)`` for images).
+    batch : int
+        The batch size of the dry run (the first axis a layer output must keep).
+    native_channels_first : bool
+        Whether the adapter made the canonical arrays by moving native axis 1 to the end
+        (torch, and channels-first Keras and Flax models); see
+        :func:`interp_core.backend.grids.grid_layout`.
+    sample : object, optional
+        The first sample of the inputs, as :meth:`Backend.capture` takes it: the top-1
+        gradient probe runs on it. None: the core takes ``inputs[:1]``
+        (:func:`interp_core.backend.inputs.take`).
+    only : str, optional
+        For a model with exactly one explainable layer (JAX's ``ic.Split``): its name, taken
+        without a choice; ``outputs`` may then be empty.
+    """
+
+    outputs: Sequence[LayerOutput]
+    input_spatial: tuple[int, ...]
+    batch: int
+    native_channels_first: bool
+    sample: Any = None
+    only: str | None = None
+
+
 @runtime_checkable
 class Backend(Protocol):
     """What an adapter implements. See ``docs/adapters.md`` for a worked example.
@@ -101,8 +164,15 @@ class Backend(Protocol):
         """All addressable layer names of ``model``, in definition order."""
         ...
 
-    def default_layer(self, model: Any, inputs: Any) -> str:
-        """Name of the last layer with a spatial output, found by one forward pass."""
+    def layer_outputs(self, model: Any, inputs: Any) -> LayerProbe:
+        """One dry run of ``model`` on ``inputs``: what every layer emitted, in order.
+
+        The core chooses the default layer (``layer=None``) from it and from one top-1
+        gradient pass through :meth:`capture` (or :meth:`GradientProbeBackend.gradient_probe`
+        where the adapter defines it): :func:`interp_core.backend.layer_choice.default_layer`.
+        Shapes only matter: an adapter may run the pass abstractly (``jax.eval_shape``) or on
+        the first sample alone. The model must be left as it was.
+        """
         ...
 
     def capture(
@@ -132,6 +202,25 @@ class Backend(Protocol):
 
     def from_numpy(self, x: np.ndarray, model: Any) -> Any:
         """A NumPy array (native layout) as the model's input tensor (device, dtype)."""
+        ...
+
+
+class GradientProbeBackend(Protocol):
+    """Optional, no capability name: an adapter may define ``gradient_probe`` to take the
+    default layer's top-1 gradient pass its own way (TensorFlow: eagerly, so that choosing a
+    layer traces no compiled function). Without it the core calls :meth:`Backend.capture`
+    with a top-1 :class:`~interp_core.backend.targets.TargetSpec`; third-party adapters need
+    not implement it."""
+
+    def gradient_probe(self, model: Any, inputs: Any,
+                       names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Gradients of the summed top-1 scores of ``model(inputs)`` at the layers ``names``:
+        ``{name: array}`` in the canonical layout (as :attr:`LayerCapture.gradients`).
+
+        ``inputs`` is :attr:`LayerProbe.sample` (or the first sample of the inputs). Raise
+        ``ValueError`` (or ``TypeError``, ``RuntimeError``, ``KeyError``) when the model's
+        output has no top-1 class: the core then chooses without the probe.
+        """
         ...
 
 

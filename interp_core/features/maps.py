@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
+from interp_core.backend.grids import as_grid
 from interp_core.backend.inputs import check_batch
 from interp_core.backend.layout import CHANNELS_FIRST, declared_layout
 from interp_core.backend.registry import get_backend
 from interp_core.backend.targets import resolve_targets
-from interp_core.methods.tokens import as_grid
 
 
 def feature_maps(
@@ -68,7 +68,7 @@ def layer_output(
     """The canonical ``(N, *spatial, C)`` activations of one layer (one forward, no gradient).
 
     With ``grid=True`` (and no ``reshape``) token layers and channels-last grids are read as
-    ``(N, *grid, C)`` over the input (:func:`interp_core.methods.tokens.as_grid`); otherwise
+    ``(N, *grid, C)`` over the input (:func:`interp_core.backend.grids.as_grid`); otherwise
     the adapter's canonical array is returned as it is.
     """
     capture = impl.capture(

@@ -1,7 +1,7 @@
 """Framework-agnostic part of the training loggers: explanations of fixed samples after epochs.
 
-The PyTorch loggers (``interp_torch.logger``) and the Keras callbacks
-(``interp_tensorflow.callbacks``) are thin adapters over the classes here, which hold the
+The PyTorch loggers (``interp_torch.training``) and the Keras callbacks
+(``interp_tensorflow.training``) are thin adapters over the classes here, which hold the
 samples, layer, method and options, and the sink, and know:
 
 * the schedule: log after epochs ``n, 2n, ...`` (1-based) with ``step=epoch`` (0-based);

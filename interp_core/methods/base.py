@@ -22,6 +22,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from interp_core.backend.grids import as_grid
+from interp_core.backend.layer_choice import default_layer
 from interp_core.backend.layout import CHANNELS_FIRST, declared_layout
 from interp_core.backend.protocol import GRADIENTS, Backend, Capture
 from interp_core.backend.targets import TargetSpec
@@ -29,7 +31,6 @@ from interp_core.methods.catalog import Needs
 from interp_core.methods.method import Explanation, Fuse, Method
 from interp_core.methods.postprocess import fuse_layers, normalize_minmax, relu, resize_bilinear
 from interp_core.methods.smoothing import principal_projection
-from interp_core.methods.tokens import as_grid
 
 __all__ = ["CAMMethod", "ChannelWeightCAM", "Explanation", "Fuse", "LayerContext",
            "spatial_axes", "weighted_sum"]
@@ -180,7 +181,7 @@ class CAMMethod(Method):
         arg = self.layers_arg
         if arg is None:
             if self._default_layer is None:
-                self._default_layer = self.backend.default_layer(self.model, x)
+                self._default_layer = default_layer(self.backend, self.model, x)
             return [self._default_layer]
         if isinstance(arg, list | tuple):
             if not arg:

@@ -1,210 +1,24 @@
-"""The default layer (``layer=None``), chosen once for every adapter from one dry run.
+"""Deprecated: moved to :mod:`interp_core.backend.layer_choice` (the default layer's choice).
 
-An adapter runs the model once on the input and reports, in the order the layers finished, what
-each layer emitted (:class:`LayerOutput`); :func:`choose_layer` picks from those:
-
-1. Candidates are layers that ran exactly once (a layer that runs twice in a pass has no single
-   gradient), kept the batch axis, and whose output reads as a grid with the input's number of
-   spatial axes and more than one position (:func:`~interp_core.methods.tokens.grid_layout`:
-   convolution outputs, token layers whose count fits the input, channels-last grids), and are
-   no adaptive pooling (:data:`RESAMPLING`). A layer with fewer spatial axes than the input is
-   never picked.
-2. The last candidate whose grid reaches the score wins, as for CNNs (``layer4`` of a ResNet).
-   "Reaches" is checked with one top-1 gradient pass on the first sample over the last few
-   candidates (``gradient_probe``): a PiT's last stage emits a grid that only its class token
-   leaves, and a ViT's last block emits patch tokens no later layer reads.
-3. When the pick is a token layer, it moves to the last *norm* among the token layers that
-   reach the score: the last block's first norm of a ViT (``blocks.11.norm1``), as the peer
-   libraries recommend. Where the probe cannot tell (no top-1 class, an all-zero head), the
-   first norm of the last module holding two or more norms is used
-   (:func:`last_block_first_norm`).
-4. No candidate: the error names the three most likely layers and why each was passed over.
+Kept for one release so that ``from interp_core.methods.layer_choice import ...`` still works;
+importing it warns. Import from :mod:`interp_core.backend.layer_choice` instead.
 """
 
-from __future__ import annotations
+import warnings
 
-import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from interp_core.backend.layer_choice import (  # noqa: F401
+    PROBED,
+    RESAMPLING,
+    GradientProbe,
+    LayerOutput,
+    LayerProbe,
+    choose_layer,
+    default_layer,
+    last_block_first_norm,
+    no_layer_error,
+)
 
-import numpy as np
-
-from interp_core.methods.tokens import GridLayout, grid_layout
-
-#: ``gradient_probe(names)`` -> canonical gradients ``{name: (1, ...)}`` of a top-1 score.
-GradientProbe = Callable[[list[str]], dict[str, np.ndarray]]
-
-#: Layers checked with one gradient pass: the last candidates and the last token norms.
-PROBED = 8
-
-#: Layer types never picked: adaptive pooling to a fixed size (VGG's and AlexNet's ``avgpool``)
-#: only repeats the previous layer's values when the input is small.
-RESAMPLING = ("AdaptiveAvgPool", "AdaptiveMaxPool")
-
-
-@dataclass(frozen=True)
-class LayerOutput:
-    """What the dry run saw of one layer.
-
-    Attributes
-    ----------
-    name : str
-        The layer's name as ``layer=`` takes it.
-    shape : tuple of int
-        Shape of its (first) output tensor as the adapter hands it to the core (canonical
-        layout); ``()`` when the output holds no tensor.
-    type_name : str
-        The layer's class name (``"LayerNorm"``).
-    calls : int
-        How many times it ran in the pass.
-    """
-
-    name: str
-    shape: tuple[int, ...]
-    type_name: str = ""
-    calls: int = 1
-
-    @property
-    def is_norm(self) -> bool:
-        return "norm" in self.type_name.lower()
-
-
-def _rejection(out: LayerOutput, batch: int, layout: GridLayout | None,
-               input_spatial: Sequence[int]) -> str | None:
-    """Why ``out`` cannot be the default layer, or None when it can."""
-    if out.calls != 1:
-        return f"it ran {out.calls} times in one pass"
-    if out.type_name.startswith(RESAMPLING):
-        return f"a {out.type_name} resamples to a fixed size (at small inputs it repeats values)"
-    if not out.shape:
-        return "its output holds no tensor"
-    if out.shape[0] != batch:
-        return f"its first axis has {out.shape[0]} entries, not the batch's {batch}"
-    if layout is None:
-        if len(out.shape) == 3 and len(input_spatial) >= 2:
-            return (f"its {out.shape[1]} or {out.shape[2]} tokens form no grid of the input's "
-                    f"aspect {tuple(input_spatial)}")
-        return f"it has fewer spatial axes than the input's {len(input_spatial)}"
-    if math.prod(layout.grid) <= 1:
-        return "it has one spatial position"
-    if not layout.fits:
-        return f"its grid {layout.grid} does not follow the input's aspect {tuple(input_spatial)}"
-    return None
-
-
-def choose_layer(outputs: Sequence[LayerOutput], input_spatial: Sequence[int], batch: int, *,
-                 native_channels_first: bool,
-                 gradient_probe: GradientProbe | None = None) -> str:
-    """The default layer's name (see the module docstring).
-
-    Parameters
-    ----------
-    outputs : sequence of LayerOutput
-        Every layer of the dry run, in the order their outputs were produced.
-    input_spatial : sequence of int
-        The input's spatial shape.
-    batch : int
-        The dry run's batch size.
-    native_channels_first : bool
-        As for :func:`~interp_core.methods.tokens.grid_layout`.
-    gradient_probe : callable, optional
-        Gradients of the top-1 score for a few layers (one pass); used to skip layers whose
-        grid does not reach the score. Errors it raises are ignored.
-
-    Raises
-    ------
-    ValueError
-        No layer qualifies; the message names the three most likely ones.
-    """
-    layouts = {out.name: grid_layout(out.shape, input_spatial,
-                                     native_channels_first=native_channels_first)
-               for out in outputs if out.shape}
-    candidates = [out for out in outputs
-                  if _rejection(out, batch, layouts.get(out.name), input_spatial) is None]
-    if not candidates:
-        raise no_layer_error(outputs, input_spatial, batch, layouts)
-    tokens = [c for c in candidates if layouts[c.name].kind == "tokens"]
-    norms = [c for c in tokens if c.is_norm] or tokens
-    probed = list({c.name: c for c in candidates[-PROBED:] + norms[-PROBED:]}.values())
-    reached = _reaching_the_score(probed, layouts, gradient_probe)
-
-    def reaches(out: LayerOutput) -> bool:
-        # Layers before the probed ones are taken to reach the score (one pass checks a few).
-        return reached is None or out.name in reached or out not in probed
-
-    pick = next((c for c in reversed(candidates) if reaches(c)), candidates[-1])
-    if layouts[pick.name].kind != "tokens":
-        return pick.name
-    if reached is None:
-        return last_block_first_norm(norms)
-    return next((c.name for c in reversed(norms) if reaches(c)), pick.name)
-
-
-def last_block_first_norm(norms: Sequence[LayerOutput]) -> str:
-    """Without gradients to tell: the first norm of the last module that holds two or more of
-    them (a transformer block's ``norm1`` of ``norm1``/``norm2``), else the last norm."""
-    by_parent: dict[str, list[str]] = {}
-    for out in norms:
-        by_parent.setdefault(_parent(out.name), []).append(out.name)
-    blocks = [names for names in by_parent.values() if len(names) >= 2]
-    if not blocks:
-        return norms[-1].name
-    return max(blocks, key=lambda names: max(_position(norms, n) for n in names))[0]
-
-
-def _parent(name: str) -> str:
-    for sep in (".", "/"):
-        if sep in name:
-            return name.rsplit(sep, 1)[0]
-    return ""
-
-
-def _position(outputs: Sequence[LayerOutput], name: str) -> int:
-    return next(i for i, out in enumerate(outputs) if out.name == name)
-
-
-def _reaching_the_score(layers: Sequence[LayerOutput], layouts: dict[str, GridLayout | None],
-                        gradient_probe: GradientProbe | None) -> set[str] | None:
-    """The names among ``layers`` whose grid positions (patch tokens, not the prefix) get a
-    gradient of the top-1 score; None when the probe cannot tell (none given, it raised, or
-    every gradient is zero, as with an all-zero head)."""
-    if gradient_probe is None:
-        return None
-    names = [out.name for out in layers]
-    try:
-        grads = gradient_probe(names)
-    except (ValueError, TypeError, RuntimeError, KeyError):
-        return None  # e.g. a model whose output has no top-1 class
-    reached = set()
-    for name in names:
-        grad, layout = grads.get(name), layouts[name]
-        if grad is None or layout is None or not grad.size:
-            continue
-        on_grid = float(np.abs(layout.apply(grad)).max())
-        if on_grid > 0 and on_grid > 1e-6 * float(np.abs(grad).max()):
-            reached.add(name)
-    return reached or None
-
-
-def no_layer_error(outputs: Sequence[LayerOutput], input_spatial: Sequence[int], batch: int,
-                   layouts: dict[str, GridLayout | None] | None = None) -> ValueError:
-    """The error for a model with no qualifying layer: the three most likely layers, and why
-    each was passed over."""
-    if layouts is None:
-        layouts = {out.name: grid_layout(out.shape, input_spatial, native_channels_first=False)
-                   for out in outputs if out.shape}
-    # Most likely: outputs with more axes, then later ones.
-    ranked = sorted(range(len(outputs)), key=lambda i: (len(outputs[i].shape) >= 3, i),
-                    reverse=True)
-    notes = []
-    for i in ranked[:3]:
-        out = outputs[i]
-        why = _rejection(out, batch, layouts.get(out.name), input_spatial) or "unknown"
-        notes.append(f"{out.name!r} (output {out.shape}: {why})")
-    listed = "; ".join(notes) if notes else "none (no layer ran)"
-    return ValueError(
-        "no layer of the model produced a spatial output with more than one position over the "
-        f"input's {len(input_spatial)} spatial axes {tuple(input_spatial)}; the most likely "
-        f"candidates: {listed}. Pass layer= explicitly (with reshape= for a token layer whose "
-        "grid cannot be found)"
-    )
+warnings.warn(
+    "interp_core.methods.layer_choice moved to interp_core.backend.layer_choice; import it "
+    "from there (the old path goes away in the next release)",
+    DeprecationWarning, stacklevel=2)

@@ -43,6 +43,7 @@ from interp_core.backend.protocol import (
     LINEAR_WEIGHTS,
     Capture,
     LayerCapture,
+    LayerProbe,
 )
 from interp_core.backend.scoring import NumpyApiOps, target_scores
 from interp_core.backend.targets import TargetSpec
@@ -332,8 +333,11 @@ class ReferenceBackend:
     def layer_names(self, model: ReferenceModel) -> list[str]:
         return [LAYER, FC]
 
-    def default_layer(self, model: ReferenceModel, inputs: Any) -> str:
-        return LAYER
+    def layer_outputs(self, model: ReferenceModel, inputs: Any) -> LayerProbe:
+        """The reference model explains one layer, ``"features"``: it is the default."""
+        x = np.asarray(inputs)
+        return LayerProbe((), tuple(x.shape[1:-1]), len(x), native_channels_first=False,
+                          only=LAYER)
 
     def _check_layers(self, layers: Sequence[Any]) -> None:
         for layer in layers:

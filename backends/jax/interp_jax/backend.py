@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from interp_core.backend.layer_choice import deprecated_default_layer
 from interp_core.backend.policy import (
     ExpansionRefusedError,
     TargetPlan,
@@ -42,9 +43,9 @@ from interp_core.backend.protocol import (
     InputGradients,
     InputSpec,
     LayerCapture,
+    LayerProbe,
 )
 from interp_core.backend.targets import TargetSpec
-from interp_core.methods.layer_choice import choose_layer
 from interp_core.split import Split
 from interp_jax import nnx_model, split_model
 from interp_jax.layers import AdapterError, check_ran, layer_outputs, recorder
@@ -232,26 +233,28 @@ class JaxBackend:
         return self._compiled.get_or_make(key, lambda: jax.jit(make()))
 
     # -- layers -----------------------------------------------------------------------------
-    def default_layer(self, model: Any, inputs: Any) -> str:
-        """The core's choice (:func:`~interp_core.methods.layer_choice.choose_layer`) from one
-        abstract pass (``jax.eval_shape``) and one top-1 gradient pass on the first sample."""
+    def layer_outputs(self, model: Any, inputs: Any) -> LayerProbe:
+        """One abstract pass (``jax.eval_shape``) recording every layer's output shape, for
+        the core's choice of the default layer
+        (:func:`~interp_core.backend.layer_choice.default_layer`). A Split has one layer,
+        its ``features``, which is taken as it is."""
         if isinstance(model, Split):
-            return split_model.LAYER
+            return LayerProbe((), (), 0, native_channels_first=self.channel_axis == 1,
+                              only=split_model.LAYER)
         structure, arrays = self._program(model)
         x = self._inputs(structure, arrays, inputs)
         types = {name: type(nnx_model.navigate(model, parts)).__name__
                  for name, parts in structure.paths.items()}
         seen = layer_outputs(structure, arrays, x, channels_first=self.channel_axis == 1,
                              type_names=types)
-        first = jax.tree_util.tree_map(lambda a: a[:1], x)
-
-        def probe(names: list[str]) -> dict[str, np.ndarray]:
-            cap = self.capture(model, first, names, TargetSpec("top1", 1))
-            return {name: c.gradients for name, c in cap.layers.items()}
-
         leaf = jax.tree_util.tree_leaves(x)[0]
-        return choose_layer(seen, self._spatial(leaf.shape), int(leaf.shape[0]),
-                            native_channels_first=self.channel_axis == 1, gradient_probe=probe)
+        return LayerProbe(seen, self._spatial(leaf.shape), int(leaf.shape[0]),
+                          native_channels_first=self.channel_axis == 1,
+                          sample=jax.tree_util.tree_map(lambda a: a[:1], x))
+
+    def default_layer(self, model: Any, inputs: Any) -> str:
+        """Deprecated: :func:`interp_core.backend.layer_choice.default_layer` chooses."""
+        return deprecated_default_layer(self, model, inputs)
 
     # -- capture ----------------------------------------------------------------------------
     def capture(

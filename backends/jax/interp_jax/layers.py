@@ -22,7 +22,7 @@ from interp_core.backend.policy import (
     not_a_tensor_error,
     replace_first,
 )
-from interp_core.methods.layer_choice import LayerOutput
+from interp_core.backend.protocol import LayerOutput
 
 #: ``handler(activation) -> activation``, applied to a layer's output in the forward pass.
 Handler = Callable[[jax.Array], jax.Array]

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from interp_core.backend.inputs import chunks
+from interp_core.backend.layer_choice import deprecated_default_layer
 from interp_core.backend.policy import (
     ExpansionRefusedError,
     check_channel_range,
@@ -41,9 +42,9 @@ from interp_core.backend.protocol import (
     InputGradients,
     InputSpec,
     LayerCapture,
+    LayerProbe,
 )
 from interp_core.backend.targets import TargetSpec, select_output
-from interp_core.methods.layer_choice import choose_layer
 from interp_tensorflow.compiled import Program, class_axis, forward, is_keras_model
 from interp_tensorflow.layers import (
     bias_layers,
@@ -171,16 +172,27 @@ class TensorFlowBackend:
     def layer_names(self, model: Any) -> list[str]:
         return layer_paths(model)
 
-    def default_layer(self, model: Any, inputs: Any) -> str:
-        """The core's choice (:func:`~interp_core.methods.layer_choice.choose_layer`) from one
-        eager pass on the first sample and one eager top-1 gradient pass (no trace)."""
+    def layer_outputs(self, model: Any, inputs: Any) -> LayerProbe:
+        """One eager pass on the first sample (no trace) recording every layer's output, for
+        the core's choice of the default layer
+        (:func:`~interp_core.backend.layer_choice.default_layer`)."""
         _check_model(model)
         x = _first_samples(self._prepare(inputs, model), 1)
         fmt = model_data_format(model)
         spatial = spatial_shape(tuple(tf.nest.flatten(x)[0].shape), fmt)
-        return choose_layer(layer_outputs(model, x), spatial, 1,
-                            native_channels_first=fmt == "channels_first",
-                            gradient_probe=lambda names: eager_gradients(model, x, names))
+        return LayerProbe(layer_outputs(model, x), spatial, 1,
+                          native_channels_first=fmt == "channels_first", sample=x)
+
+    def gradient_probe(self, model: Any, inputs: Any,
+                       names: Sequence[str]) -> dict[str, np.ndarray]:
+        """The default layer's top-1 gradient check from one eager pass, so that choosing a
+        layer traces no ``tf.function`` (:func:`~interp_tensorflow.layers.eager_gradients`)."""
+        _check_model(model)
+        return eager_gradients(model, self._prepare(inputs, model), names)
+
+    def default_layer(self, model: Any, inputs: Any) -> str:
+        """Deprecated: :func:`interp_core.backend.layer_choice.default_layer` chooses."""
+        return deprecated_default_layer(self, model, inputs)
 
     # -- compiled passes ------------------------------------------------------------------
     def _count_trace(self) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from interp_core.backend.policy import resolve_layer_paths, unknown_layer_error
-from interp_core.methods.layer_choice import LayerOutput
+from interp_core.backend.protocol import LayerOutput
 
 #: A hook gets the layer's (first) output tensor and returns the tensor to pass on.
 Hook = Callable[[tf.Tensor], tf.Tensor]

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from interp_core.backend.inputs import chunks, first_input, take
+from interp_core.backend.layer_choice import deprecated_default_layer
 from interp_core.backend.policy import (
     ExpansionRefusedError,
     channel_objective,
@@ -37,10 +38,10 @@ from interp_core.backend.protocol import (
     InputGradients,
     InputSpec,
     LayerCapture,
+    LayerProbe,
 )
 from interp_core.backend.scoring import target_scores
 from interp_core.backend.targets import TargetSpec, select_output
-from interp_core.methods.layer_choice import choose_layer
 from interp_torch.layers import (
     bias_layers,
     first_tensor,
@@ -267,20 +268,19 @@ class TorchBackend:
     def layer_names(self, model: nn.Module) -> list[str]:
         return layer_names(model)
 
-    def default_layer(self, model: nn.Module, inputs: Any) -> str:
-        """The core's choice (:func:`~interp_core.methods.layer_choice.choose_layer`) from one
-        dry run and one top-1 gradient pass on the first sample (which layers reach it)."""
+    def layer_outputs(self, model: nn.Module, inputs: Any) -> LayerProbe:
+        """One dry run (eval mode, no gradients) with a forward hook on every module: each
+        one's output shape, class and call count, for the core's choice of the default layer
+        (:func:`~interp_core.backend.layer_choice.default_layer`)."""
         x = self._prepare(inputs, model)
         with _explaining(model):
             seen = layer_outputs(model, lambda: self._run(model, x))
-        first = take(x, slice(0, 1))
+        return LayerProbe(seen, self._input_spatial(x), int(first_input(x).shape[0]),
+                          native_channels_first=True, sample=take(x, slice(0, 1)))
 
-        def probe(names: list[str]) -> dict[str, np.ndarray]:
-            cap = self.capture(model, first, names, TargetSpec("top1", 1))
-            return {name: c.gradients for name, c in cap.layers.items()}
-
-        return choose_layer(seen, self._input_spatial(x), int(first_input(x).shape[0]),
-                            native_channels_first=True, gradient_probe=probe)
+    def default_layer(self, model: nn.Module, inputs: Any) -> str:
+        """Deprecated: :func:`interp_core.backend.layer_choice.default_layer` chooses."""
+        return deprecated_default_layer(self, model, inputs)
 
     # -- capture --------------------------------------------------------------------------
     def capture(

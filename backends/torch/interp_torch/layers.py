@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from interp_core.backend.policy import first_leaf, replace_first, unknown_layer_error
-from interp_core.methods.layer_choice import LayerOutput
+from interp_core.backend.protocol import LayerOutput
 
 LISTING = "interp_core.get_backend('torch').layer_names(model)"
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import interp_core as ic
+from interp_core.backend.layer_choice import default_layer
 from interp_core.backend.protocol import GRADIENTS, scoring_session
 from interp_core.backend.targets import resolve_targets
 from interp_core.testing import reference as ref
@@ -57,7 +58,7 @@ class CaptureTests(SuiteFixtures):
 
     def test_default_layer_is_the_spatial_layer(self, impl: Any, model: Any, x: Any,
                                                 x_np: np.ndarray, oracle_model: Any) -> None:
-        name = impl.default_layer(model, x)
+        name = default_layer(impl, model, x)
         cap = impl.capture(model, x, [name], resolve_targets(None, len(x_np)), gradients=False)
         np.testing.assert_allclose(next(iter(cap.layers.values())).activations,
                                    oracle_model.features(x_np), atol=ATOL)

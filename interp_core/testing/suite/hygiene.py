@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import interp_core as ic
+from interp_core.backend.layer_choice import default_layer
 from interp_core.backend.protocol import ACTIVATION_PATCH, INPUT_GRADIENTS, LINEAR_WEIGHTS
 from interp_core.backend.targets import resolve_targets
 from interp_core.testing import reference as ref
@@ -68,7 +69,7 @@ def _operation(name: str, impl: Any, model: Any, layer: Any, x: Any) -> Callable
         "capture_without_gradients": lambda: impl.capture(model, x, [layer], spec,
                                                           gradients=False),
         "predict": lambda: impl.predict(model, x, spec, batch_size=3),
-        "default_layer": lambda: impl.default_layer(model, x),
+        "default_layer": lambda: default_layer(impl, model, x),
         "patched_scores": lambda: impl.patched_scores(model, x, layer, masks, spec),
         "input_gradients": lambda: impl.input_gradients(model, x, layer, np.zeros(n, int)),
         "linear_weights": lambda: impl.linear_weights(model),
