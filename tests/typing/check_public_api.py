@@ -16,7 +16,7 @@ from typing import Any, assert_type
 import numpy as np
 
 import interp_core as ic
-from interp_core.backend import TargetSpec, resolve_targets
+from interp_core.backend import LayerOutput, LayerProbe, TargetSpec, resolve_targets
 from interp_core.methods.postprocess import TokenGrid
 
 _METHOD_CLASSES: tuple[type[ic.CAMMethod], ...] = (
@@ -149,8 +149,9 @@ class _MyBackend:
     def layer_names(self, model: Any) -> list[str]:
         return []
 
-    def default_layer(self, model: Any, inputs: Any) -> str:
-        return "features"
+    def layer_outputs(self, model: Any, inputs: Any) -> LayerProbe:
+        return LayerProbe((LayerOutput("features", (1, 4, 4, 2), "Conv"),), (4, 4), 1,
+                          native_channels_first=False)
 
     def capture(
         self, model: Any, inputs: Any, layers: Sequence[Any], target: TargetSpec, *,
