@@ -126,7 +126,11 @@ def normalize_minmax(maps: np.ndarray, spatial_ndim: int | None = None) -> np.nd
     axes = tuple(range(out.ndim - k, out.ndim))
     lo = out.min(axis=axes, keepdims=True)
     hi = out.max(axis=axes, keepdims=True)
-    span = hi - lo
+    with np.errstate(over="ignore"):
+        span = hi - lo
+    if not np.isfinite(span).all():  # a range wider than float32 (max - min overflows)
+        wide = (out.astype(np.float64) - lo) / (hi.astype(np.float64) - lo)
+        return np.clip(wide, 0.0, 1.0).astype(np.float32)
     flat = (span == 0) | (span <= RELATIVE_EPS * np.maximum(np.abs(hi), np.abs(lo)))
     out -= lo
     out /= np.where(flat, np.float32(1.0), span)  # (x - lo) <= span: no overflow, even denormal
