@@ -317,3 +317,20 @@ def test_the_adapter_rule_check_catches_forbidden_imports(tmp_path):
     split.write_text("from interp_core.split import Split\n")
     assert adapter_offences("interp_jax", split) == []
     assert adapter_offences("interp_torch", split) == ["layers.py:1: imports interp_core.split"]
+
+
+def test_the_layer_picture_is_drawn_from_the_code_as_it_is():
+    """docs/images/layers.svg is what scripts/draw_layers.py draws from today's imports (so
+    the picture in docs/architecture.md cannot go stale), and the package graph has no
+    cycle."""
+    import importlib.util
+
+    script = CORE.parent / "scripts" / "draw_layers.py"
+    spec = importlib.util.spec_from_file_location("draw_layers", script)
+    assert spec is not None and spec.loader is not None
+    draw = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(draw)
+    graph = draw.import_graph()
+    levels = draw.rows(graph)  # raises on an import cycle
+    assert levels[0] == ["split", "targets"] and "backend" in levels[1]
+    assert draw.main(["--check"]) == 0, "run: python scripts/draw_layers.py"
