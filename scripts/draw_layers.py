@@ -35,16 +35,35 @@ def _package(module: str) -> str | None:
     return parts[1] if len(parts) > 1 else "interp_core"
 
 
-def _imports(path: Path) -> set[str]:
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+#: Calls that import a module named by a string argument.
+IMPORT_CALLS = {"import_module", "__import__", "find_spec"}
+
+
+def imported_modules(source: str) -> list[tuple[int, str]]:
+    """``(line, module)`` for each absolute import in ``source`` (``import x.y``, ``from x.y
+    import z``, ``importlib.import_module("x.y")``), anywhere, also inside functions."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names = [node.module]
-        found.update(p for p in map(_package, names) if p is not None)
+        elif isinstance(node, ast.Call) and node.args:
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            first = node.args[0]
+            if (called in IMPORT_CALLS and isinstance(first, ast.Constant)
+                    and isinstance(first.value, str)):
+                names = [first.value]
+        found += [(node.lineno, name) for name in names]
     return found
+
+
+def _imports(path: Path) -> set[str]:
+    """The core packages ``path`` imports."""
+    modules = imported_modules(path.read_text(encoding="utf-8"))
+    return {p for p in (_package(name) for _, name in modules) if p is not None}
 
 
 def _own_package(path: Path) -> str:

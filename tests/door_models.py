@@ -18,34 +18,38 @@ def _record(x: torch.Tensor) -> None:
         np.save(os.path.join(folder, f"{uuid.uuid4().hex}.npy"), x.detach().cpu().numpy())
 
 
-class GrayNet(nn.Module):
+class _OneChannelNet(nn.Module):
+    """Two convolutions (``features``) and a linear head on one input channel; the
+    subclasses choose the convolution's dimensionality."""
+
+    conv: type[nn.Module]
+    pool: type[nn.Module]
+    width: int
+    classes: int
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        w = self.width
+        self.features = nn.Sequential(self.conv(1, w, 3, padding=1), nn.ReLU(),
+                                      self.conv(w, w, 3, padding=1), nn.ReLU())
+        self.head = nn.Sequential(self.pool(1), nn.Flatten(), nn.Linear(w, self.classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _record(x)
+        return self.head(self.features(x))
+
+
+class GrayNet(_OneChannelNet):
     """Takes (N, 1, H, W): a grayscale classifier with 3 classes."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.features = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
-                                      nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _record(x)
-        return self.head(self.features(x))
+    conv, pool, width, classes = nn.Conv2d, nn.AdaptiveAvgPool2d, 8, 3
 
 
-class VolumeNet(nn.Module):
+class VolumeNet(_OneChannelNet):
     """Takes (N, 1, D, H, W): a 3-D classifier with 2 classes."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.features = nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.ReLU(),
-                                      nn.Conv3d(4, 4, 3, padding=1), nn.ReLU())
-        self.head = nn.Sequential(nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(4, 2))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _record(x)
-        return self.head(self.features(x))
+    conv, pool, width, classes = nn.Conv3d, nn.AdaptiveAvgPool3d, 4, 2
 
 
 def recorded(folder: str | os.PathLike[str]) -> list[np.ndarray]:

@@ -10,41 +10,40 @@ only the packages of its row (``ALLOWED_IMPORTS``), and each adapter module only
 
 from __future__ import annotations
 
-import ast
+import importlib.util
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 CORE = Path(__file__).resolve().parent.parent / "interp_core"
 FRAMEWORKS = frozenset({"torch", "tensorflow", "keras", "jax", "flax"})
 ALLOWED = CORE / "testing"
-#: Calls that import a module named by a string argument.
-_IMPORT_CALLS = {"import_module", "__import__", "find_spec"}
+
+
+def _load_script(name: str) -> ModuleType:
+    """A module of ``scripts/`` (not a package), loaded from its file."""
+    spec = importlib.util.spec_from_file_location(name, CORE.parent / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+#: The import graph of the code, as scripts/draw_layers.py reads it for the picture: the same
+#: parser serves the picture and the rules.
+DRAW = _load_script("draw_layers")
+imported_modules = DRAW.imported_modules
 
 
 def framework_imports(source: str) -> list[tuple[int, str]]:
     """``(line, module)`` for each import of a framework in ``source``: ``import x``,
     ``from x.y import z``, ``importlib.import_module("x")``, anywhere (also inside functions)."""
-    found = []
-    for node in ast.walk(ast.parse(source)):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-        elif isinstance(node, ast.Call) and node.args:
-            func = node.func
-            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-            first = node.args[0]
-            if called in _IMPORT_CALLS and isinstance(first, ast.Constant) and isinstance(
-                first.value, str
-            ):
-                names = [first.value]
-        found += [(node.lineno, name) for name in names if name.split(".")[0] in FRAMEWORKS]
-    return found
+    return [(line, name) for line, name in imported_modules(source)
+            if name.split(".")[0] in FRAMEWORKS]
 
 
 def core_modules() -> list[Path]:
@@ -158,16 +157,9 @@ def _package_of(module: str) -> str:
 
 def core_imports(path: Path) -> list[tuple[int, str]]:
     """``(line, package)`` for each import of another core package in ``path``."""
-    found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-        found += [(node.lineno, _package_of(n)) for n in names
-                  if n == "interp_core" or n.startswith("interp_core.")]
-    return found
+    return [(line, _package_of(name))
+            for line, name in imported_modules(path.read_text(encoding="utf-8"))
+            if name == "interp_core" or name.startswith("interp_core.")]
 
 
 def test_every_core_package_imports_only_what_the_architecture_allows():
@@ -221,28 +213,6 @@ ADAPTER_ALLOWED: list[tuple[str, str, str, str]] = [
      "ic.Split is a model type the JAX adapter explains and its plugin claims (interp_core.split "
      "imports nothing of the core)"),
 ]
-
-
-def imported_modules(source: str) -> list[tuple[int, str]]:
-    """``(line, module)`` for each absolute import in ``source`` (``import x.y``, ``from x.y
-    import z``, ``importlib.import_module("x.y")``), anywhere, also inside functions."""
-    found = []
-    for node in ast.walk(ast.parse(source)):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-        elif isinstance(node, ast.Call) and node.args:
-            func = node.func
-            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-            first = node.args[0]
-            if called in _IMPORT_CALLS and isinstance(first, ast.Constant) and isinstance(
-                first.value, str
-            ):
-                names = [first.value]
-        found += [(node.lineno, name) for name in names]
-    return found
 
 
 def _allows(pattern: str, module: str) -> bool:
@@ -323,14 +293,6 @@ def test_the_layer_picture_is_drawn_from_the_code_as_it_is():
     """docs/images/layers.svg is what scripts/draw_layers.py draws from today's imports (so
     the picture in docs/architecture.md cannot go stale), and the package graph has no
     cycle."""
-    import importlib.util
-
-    script = CORE.parent / "scripts" / "draw_layers.py"
-    spec = importlib.util.spec_from_file_location("draw_layers", script)
-    assert spec is not None and spec.loader is not None
-    draw = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(draw)
-    graph = draw.import_graph()
-    levels = draw.rows(graph)  # raises on an import cycle
+    levels = DRAW.rows(DRAW.import_graph())  # raises on an import cycle
     assert levels[0] == ["split", "targets"] and "backend" in levels[1]
-    assert draw.main(["--check"]) == 0, "run: python scripts/draw_layers.py"
+    assert DRAW.main(["--check"]) == 0, "run: python scripts/draw_layers.py"

@@ -42,34 +42,38 @@ def xgradcam_weights(A: np.ndarray, G: np.ndarray) -> np.ndarray:
     return (G * A / (sum_a + 1e-7)).sum(axis=axes)
 
 
-class GradCAM(ChannelWeightCAM):
+class GradientWeightCAM(ChannelWeightCAM):
+    """A channel-weight method whose weights are a function of the layer's activations and
+    gradients alone: a subclass names it in ``weights`` (``(A, G) -> (N, C)``)."""
+
+    weights: staticmethod[[np.ndarray, np.ndarray], np.ndarray]
+
+    def channel_weights(self, activations: np.ndarray, gradients: np.ndarray | None,
+                        ctx: LayerContext) -> np.ndarray:
+        if gradients is None:
+            raise ValueError(f"{type(self).__name__} needs the layer's gradients")
+        return self.weights(activations, gradients)
+
+
+class GradCAM(GradientWeightCAM):
     """Grad-CAM: channel weights are the spatially averaged gradients."""
 
     name = "gradcam"
-
-    def channel_weights(self, activations: np.ndarray, gradients: np.ndarray | None,
-                        ctx: LayerContext) -> np.ndarray:
-        return gradcam_weights(activations, gradients)
+    weights = staticmethod(gradcam_weights)
 
 
-class GradCAMPlusPlus(ChannelWeightCAM):
+class GradCAMPlusPlus(GradientWeightCAM):
     """Grad-CAM++: higher-order weights that handle several instances of a class better."""
 
     name = "gradcam++"
-
-    def channel_weights(self, activations: np.ndarray, gradients: np.ndarray | None,
-                        ctx: LayerContext) -> np.ndarray:
-        return gradcam_plus_plus_weights(activations, gradients)
+    weights = staticmethod(gradcam_plus_plus_weights)
 
 
-class XGradCAM(ChannelWeightCAM):
+class XGradCAM(GradientWeightCAM):
     """XGrad-CAM: activation-normalised gradient weights (axiom-based)."""
 
     name = "xgradcam"
-
-    def channel_weights(self, activations: np.ndarray, gradients: np.ndarray | None,
-                        ctx: LayerContext) -> np.ndarray:
-        return xgradcam_weights(activations, gradients)
+    weights = staticmethod(xgradcam_weights)
 
 
 class HiResCAM(CAMMethod):
