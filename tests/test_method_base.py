@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import subprocess
 import sys
 import tomllib
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -173,41 +171,6 @@ def test_every_method_has_one_public_hook_and_the_uniform_signature(cls):
 
 
 # -- the old module paths ---------------------------------------------------------------------
-OLD_PATHS = {
-    "interp_core.methods.gradient": ("interp_core.methods.grad_cam", [
-        "GradCAM", "GradCAMPlusPlus", "XGradCAM", "HiResCAM", "GradCAMElementWise", "LayerCAM",
-        "gradcam_weights", "gradcam_plus_plus_weights", "xgradcam_weights"]),
-    "interp_core.methods.attribution": ("interp_core.methods.input_gradients", [
-        "Saliency", "InputXGradient", "SmoothGrad", "IntegratedGradients", "InputAttribution",
-        "integration_rule", "input_maps", "reduce_channels", "channel_axis", "INPUT"]),
-}
-
-
-def _import_old(old: str) -> Any:
-    """Import ``old`` afresh with an import statement (so the warning's frame is this file)."""
-    sys.modules.pop(old, None)
-    # (``import interp_core.methods.x as m`` would find the function ``ic.methods`` first)
-    if old == "interp_core.methods.gradient":
-        from interp_core.methods import gradient as module
-    else:
-        from interp_core.methods import attribution as module
-    return module
-
-
-@pytest.mark.parametrize("old", sorted(OLD_PATHS))
-def test_old_module_paths_warn_and_give_the_same_objects(old):
-    new, names = OLD_PATHS[old]
-    with pytest.warns(DeprecationWarning, match=new.replace(".", r"\.")) as record:
-        module = _import_old(old)
-    assert record[0].filename == __file__  # the warning points at the importer
-    new_module = importlib.import_module(new)
-    for name in names:
-        assert getattr(module, name) is getattr(new_module, name), name
-    assert set(module.__all__) <= set(dir(module))
-    if old.endswith("gradient"):
-        assert module.GuidedGradientsGradCAM is ic.GuidedGradientsGradCAM
-
-
 def test_the_guided_methods_live_in_one_module():
     guided = {cls.__module__ for cls in (ic.GuidedBackprop, ic.GuidedGradCAM,
                                          ic.GuidedGradientsGradCAM)}
@@ -234,4 +197,5 @@ def test_the_deprecation_warning_does_not_fail_the_suite():
                 and (len(f.split(":")) < 3 or f.split(":")[2] in ("", "DeprecationWarning"))]
     with warnings.catch_warnings():
         warnings.simplefilter("default")
-        _import_old("interp_core.methods.attribution")
+        from interp_core.methods.attribution import Saliency
+    assert Saliency is ic.Saliency

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import re
 import subprocess
 import sys
 import textwrap
@@ -469,22 +468,6 @@ def test_a_plugin_written_against_the_old_module_paths_still_works(monkeypatch, 
         assert registration.KNOWN_FRAMEWORKS is registry.KNOWN_FRAMEWORKS
     with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
         registration.nothing_here  # noqa: B018
-
-
-def test_nothing_in_the_repository_imports_the_old_module_paths():
-    old = re.compile(r"(from|import)\s+interp_core\.backend\.(registration|plugins)\b"
-                     r"|from\s+interp_core\.backend\s+import\s+[^\n]*\b(registration|plugins)\b")
-    this = Path(__file__).resolve()
-    offenders = [
-        f"{path.relative_to(ROOT)}:{source[:m.start()].count(chr(10)) + 1}"
-        for folder in ("interp_core", "backends", "tests", "docs", "tutorials", "benchmarks",
-                       "scripts")
-        for path in sorted((ROOT / folder).rglob("*"))
-        if path.suffix in {".py", ".md", ".ipynb"} and path.resolve() != this
-        for source in [path.read_text(encoding="utf-8")]
-        for m in old.finditer(source)
-    ]
-    assert not offenders, "imports of the deprecated modules:\n" + "\n".join(offenders)
 
 
 def test_the_package_and_first_party_plugins_raise_no_deprecation_warning():

@@ -470,13 +470,3 @@ def test_wandb_sink_offline(tmp_path, monkeypatch):
     assert len(runs) == 1 and list(runs[0].rglob("*.png"))
 
 
-def test_the_old_callbacks_path_warns_and_re_exports(monkeypatch):
-    import importlib
-
-    from interp_tensorflow import training
-
-    monkeypatch.delitem(sys.modules, "interp_tensorflow.callbacks", raising=False)
-    with pytest.warns(DeprecationWarning, match=r"interp_tensorflow\.training"):
-        old = importlib.import_module("interp_tensorflow.callbacks")
-    assert old.CAMLogger is CAMLogger and old.FeatureMapLogger is FeatureMapLogger
-    assert old.display_images is training.display_images and old.__all__ == training.__all__

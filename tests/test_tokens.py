@@ -3,8 +3,6 @@ interp_core.backend.layer_choice), in NumPy; then end to end on small torch toke
 
 from __future__ import annotations
 
-import importlib
-import sys
 from typing import Any
 
 import numpy as np
@@ -248,19 +246,6 @@ def test_a_model_with_one_layer_names_it_and_old_adapters_still_work():
         assert default_layer(Legacy(), object(), np.zeros((1, 4))) == "conv"
     with pytest.raises(TypeError, match="pass layer= explicitly"):
         default_layer(object(), object(), np.zeros((1, 4)))
-
-
-@pytest.mark.parametrize(("old", "new"), [
-    ("interp_core.methods.tokens", "interp_core.backend.grids"),
-    ("interp_core.methods.layer_choice", "interp_core.backend.layer_choice"),
-])
-def test_the_old_module_paths_warn_and_re_export(old, new, monkeypatch):
-    monkeypatch.delitem(sys.modules, old, raising=False)
-    with pytest.warns(DeprecationWarning, match=new.replace(".", r"\.")):
-        module = importlib.import_module(old)
-    moved = importlib.import_module(new)
-    public = [n for n in dir(module) if not n.startswith("_") and n != "warnings"]
-    assert public and all(getattr(module, n) is getattr(moved, n) for n in public)
 
 
 # -- end to end in torch ----------------------------------------------------------------------

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import copy
-import importlib
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -281,10 +279,3 @@ def test_lightning_callback_only_with_lightning(monkeypatch):
     assert torch_training._lightning_base() is None
 
 
-def test_the_old_module_path_warns_and_re_exports(monkeypatch):
-    monkeypatch.delitem(sys.modules, "interp_torch.logger", raising=False)
-    with pytest.warns(DeprecationWarning, match=r"interp_torch\.training"):
-        old = importlib.import_module("interp_torch.logger")
-    assert old.__all__ == torch_training.__all__
-    for name in (*torch_training.__all__, "_EpochLogger", "_lightning_base"):
-        assert getattr(old, name) is getattr(torch_training, name)
