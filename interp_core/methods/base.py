@@ -285,5 +285,13 @@ def spatial_axes(a: np.ndarray) -> tuple[int, ...]:
 
 
 def weighted_sum(weights: np.ndarray, activations: np.ndarray) -> np.ndarray:
-    """``sum_c w[n, c] * A[n, ..., c]``: ``(N, C)`` x ``(N, *S, C)`` -> ``(N, *S)``."""
-    return np.einsum("n...c,nc->n...", activations, weights, optimize=True)
+    """``sum_c w[n, c] * A[n, ..., c]``: ``(N, C)`` x ``(N, *S, C)`` -> ``(N, *S)`` float32.
+
+    Summed in float64: the terms can cancel (large weights of both signs), and float32 sums
+    taken in different orders at different positions (BLAS kernels treat the last rows apart)
+    would then differ by more than rounding, so a layer that is constant over space would not
+    give a constant map.
+    """
+    total = np.einsum("n...c,nc->n...", activations.astype(np.float64, copy=False),
+                      weights.astype(np.float64, copy=False), optimize=True)
+    return total.astype(np.float32)
