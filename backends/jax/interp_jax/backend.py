@@ -498,7 +498,7 @@ class JaxBackend:
 
     def _score_gradients_fn(self, structure: Any, plan: TargetPlan, output: Any,
                             guided: bool) -> Callable[..., Any]:
-        from interp_jax.layers import guided_relus
+        from interp_jax.guided import guided_relus
 
         ops = JaxOps(self.channel_axis)
 
