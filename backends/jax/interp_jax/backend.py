@@ -45,7 +45,7 @@ from interp_core.backend.protocol import (
     LayerCapture,
     LayerProbe,
 )
-from interp_core.backend.targets import TargetSpec
+from interp_core.backend.target_spec import TargetSpec
 from interp_jax import split_model
 from interp_jax.layers import AdapterError, check_ran, recorder
 from interp_jax.ops import JaxOps

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from interp_core.backend.protocol import InputSpec, LayerProbe
-from interp_core.backend.targets import select_output
+from interp_core.backend.target_spec import select_output
 from interp_core.split import Split
 from interp_jax.layers import AdapterError, Handler, apply_handler, call_traced, describe
 

@@ -32,7 +32,7 @@ from interp_core.backend.policy import (
     missing_layers_error,
 )
 from interp_core.backend.scoring import TensorOps, target_scores
-from interp_core.backend.targets import TargetSpec, select_output
+from interp_core.backend.target_spec import TargetSpec, select_output
 from interp_tensorflow.guided import guided_relus
 from interp_tensorflow.layers import (
     Hook,

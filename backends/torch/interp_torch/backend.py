@@ -41,7 +41,7 @@ from interp_core.backend.protocol import (
     LayerProbe,
 )
 from interp_core.backend.scoring import target_scores
-from interp_core.backend.targets import TargetSpec, select_output
+from interp_core.backend.target_spec import TargetSpec, select_output
 from interp_torch.guided import guided_relus
 from interp_torch.layers import (
     bias_layers,
