@@ -2,8 +2,8 @@
 
 Users pass ``targets`` as ``None`` (each sample's top-1 class), an ``int`` (one class for all), a
 sequence of ints (one per sample) or these objects.
-:func:`interp_core.backend.targets.resolve_targets` turns any of them into one batch-level
-:class:`~interp_core.backend.targets.TargetSpec`, which every adapter scores with
+:func:`interp_core.backend.target_spec.resolve_targets` turns any of them into one batch-level
+:class:`~interp_core.backend.target_spec.TargetSpec`, which every adapter scores with
 :func:`interp_core.backend.scoring.target_scores`.
 """
 

@@ -26,7 +26,7 @@ torch = require_framework("torch", "torch")
 from interp_torch.backend import TorchBackend  # noqa: E402
 
 from interp_core.backend.protocol import Capture, LayerCapture  # noqa: E402
-from interp_core.backend.targets import TargetSpec  # noqa: E402
+from interp_core.backend.target_spec import TargetSpec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import interp_core as ic
-from interp_core.backend.targets import resolve_targets, select_output
+from interp_core.backend.target_spec import resolve_targets, select_output
 from interp_core.methods import METHODS
 from interp_core.methods.activation import first_component
 from interp_core.methods.grad_cam import (

@@ -14,7 +14,7 @@ import zoo_env
 
 import interp_core as ic
 from interp_core.backend.detection import iou
-from interp_core.backend.targets import resolve_targets
+from interp_core.backend.target_spec import resolve_targets
 
 # -- the core, without a framework ------------------------------------------------------------
 

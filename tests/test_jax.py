@@ -22,7 +22,7 @@ from interp_jax.testing import ConvReLU, ReferenceNNX  # noqa: E402
 
 import interp_core as ic  # noqa: E402
 from interp_core.backend.layer_choice import default_layer  # noqa: E402
-from interp_core.backend.targets import resolve_targets  # noqa: E402
+from interp_core.backend.target_spec import resolve_targets  # noqa: E402
 from interp_core.methods import METHODS, required_capabilities  # noqa: E402
 from interp_core.testing import reference as ref  # noqa: E402
 from interp_core.testing.conformance import ConformanceFromModule  # noqa: E402

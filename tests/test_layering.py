@@ -10,7 +10,9 @@ only the packages of its row (``ALLOWED_IMPORTS``), and each adapter module only
 
 from __future__ import annotations
 
+import ast
 import importlib.util
+import re
 import subprocess
 import sys
 import textwrap
@@ -297,3 +299,69 @@ def test_the_layer_picture_is_drawn_from_the_code_as_it_is():
     levels = DRAW.rows(DRAW.import_graph())  # raises on an import cycle
     assert levels[0] == ["split", "targets"] and "backend" in levels[1]
     assert DRAW.main(["--check"]) == 0, "run: python scripts/draw_layers.py"
+
+
+# -- one room per role: the adapter skeleton of docs/architecture.md ----------------------------
+#: The roles every adapter has, one file name each.
+ADAPTER_ROLES = {"__init__.py", "plugin.py", "backend.py", "ops.py", "layers.py", "demo.py",
+                 "testing.py"}
+#: Roles an adapter has where its framework does: guided backpropagation (where its backend
+#: takes ``guided=``), training hooks, model files.
+OPTIONAL_ADAPTER_ROLES = {"guided.py", "training.py", "loading.py"}
+#: The framework specifics docs/architecture.md names, by adapter package.
+FRAMEWORK_SPECIFICS = {
+    "interp_torch": {"folding.py"},
+    "interp_tensorflow": {"compiled.py"},
+    "interp_jax": {"structure.py", "nnx_model.py", "split_model.py"},
+}
+
+
+def adapter_files(package: str) -> set[str]:
+    folder = next(f for f, p in ADAPTERS.items() if p == package)
+    return {p.name for p in (BACKENDS / folder / package).glob("*.py")}
+
+
+def supports_guided(package: str) -> bool:
+    """Whether the adapter's backend takes ``guided=`` (guided backpropagation)."""
+    folder = next(f for f, p in ADAPTERS.items() if p == package)
+    tree = ast.parse((BACKENDS / folder / package / "backend.py").read_text(encoding="utf-8"))
+    return any(arg.arg == "guided" for node in ast.walk(tree)
+               if isinstance(node, ast.FunctionDef)
+               for arg in [*node.args.args, *node.args.kwonlyargs])
+
+
+@pytest.mark.parametrize("package", sorted(ADAPTERS.values()))
+def test_every_adapter_has_one_file_per_role(package):
+    files = adapter_files(package)
+    assert files >= ADAPTER_ROLES, f"{package} lacks {sorted(ADAPTER_ROLES - files)}"
+    assert supports_guided(package) == ("guided.py" in files), (
+        f"{package}: guided backpropagation lives in guided.py, and only where the backend "
+        "takes guided=")
+    known = (ADAPTER_ROLES | OPTIONAL_ADAPTER_ROLES | FRAMEWORK_SPECIFICS[package]
+             | DEPRECATED_ADAPTER_MODULES)
+    assert files <= known, (
+        f"{package} has modules that are no role of docs/architecture.md's adapter skeleton: "
+        f"{sorted(files - known)}; give the role the file name it has in the other adapters, "
+        "or list the framework specific in the skeleton and in FRAMEWORK_SPECIFICS")
+
+
+def test_the_architecture_doc_names_every_adapter_file():
+    doc = (CORE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"\b(\w+\.py)\b", doc))
+    documented = (ADAPTER_ROLES | OPTIONAL_ADAPTER_ROLES
+                  | set().union(*FRAMEWORK_SPECIFICS.values())) - {"__init__.py"}
+    assert documented <= named, sorted(documented - named)
+
+
+def test_guided_backpropagation_lives_in_guided_py_only():
+    """No adapter module but ``guided.py`` defines guided-ReLU machinery."""
+    offenders = []
+    for package, path in adapter_modules():
+        if path.name == "guided.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        offenders += [f"{package}/{path.name}:{node.lineno}: {node.name}"
+                      for node in ast.walk(tree)
+                      if isinstance(node, ast.FunctionDef | ast.ClassDef)
+                      and "guided" in node.name.lower() and "relu" in node.name.lower()]
+    assert not offenders, offenders

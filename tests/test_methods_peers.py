@@ -31,7 +31,7 @@ from interp_core.backend.protocol import (
     BiasGradients,
     InputGradients,
 )
-from interp_core.backend.targets import resolve_targets
+from interp_core.backend.target_spec import resolve_targets
 from interp_core.datasets import make_shapes
 from interp_core.datasets.demo import LAYER, demo_model
 from interp_core.methods import (

@@ -19,6 +19,8 @@ MOVED = {
     "interp_core.backend.registration": ("interp_core.backend.hookspecs",
                                          ["BackendRegistration", "registers", "loads_files"]),
     "interp_core.backend.plugins": ("interp_core.backend.registry", ["TolerantPluginManager"]),
+    "interp_core.backend.targets": ("interp_core.backend.target_spec",
+                                    ["TargetSpec", "resolve_targets", "select_output"]),
     "interp_core.methods.gradient": ("interp_core.methods.grad_cam",
                                      ["GradCAM", "GradCAMPlusPlus", "gradcam_weights"]),
     "interp_core.methods.attribution": ("interp_core.methods.input_gradients",

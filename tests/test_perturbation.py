@@ -207,7 +207,7 @@ def test_scorecam_top_k(oracle, x):
 
 
 def _ctx(cam, backend, model, x):
-    from interp_core.backend.targets import resolve_targets
+    from interp_core.backend.target_spec import resolve_targets
     from interp_core.methods.base import LayerContext
 
     spec = resolve_targets(TARGETS, len(x))

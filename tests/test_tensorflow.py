@@ -19,7 +19,7 @@ from interp_tensorflow.training import CAMLogger, FeatureMapLogger  # noqa: E402
 
 import interp_core as ic  # noqa: E402
 from interp_core.backend.layer_choice import default_layer  # noqa: E402
-from interp_core.backend.targets import resolve_targets  # noqa: E402
+from interp_core.backend.target_spec import resolve_targets  # noqa: E402
 from interp_core.logging.sinks import FolderSink, TensorBoardSink  # noqa: E402
 from interp_core.methods import METHODS  # noqa: E402
 from interp_core.testing.conformance import ConformanceFromModule  # noqa: E402

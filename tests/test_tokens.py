@@ -17,7 +17,7 @@ from interp_core.backend.layer_choice import (
     last_block_first_norm,
 )
 from interp_core.backend.protocol import Capture, LayerCapture, LayerProbe
-from interp_core.backend.targets import TargetSpec
+from interp_core.backend.target_spec import TargetSpec
 
 # -- grids ------------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from interp_core.backend.targets import resolve_targets
+from interp_core.backend.target_spec import resolve_targets
 from interp_core.methods import METHODS
 from tests.conftest import require_framework
 

@@ -23,7 +23,7 @@ from interp_core.audit.config import AuditConfig, build_model, set_framework_thr
 from interp_core.audit.results import encode_maps, part_schema
 from interp_core.backend.layout import to_backend_layout
 from interp_core.backend.registry import get_backend
-from interp_core.backend.targets import resolve_targets
+from interp_core.backend.target_spec import resolve_targets
 from interp_core.io.images import read_mask
 from interp_core.io.outputs import save_array, save_whole
 from interp_core.io.preprocess import LoadedInput, input_format

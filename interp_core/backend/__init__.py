@@ -6,7 +6,7 @@
   :class:`BackendRegistration`, and hook implementations built from values.
 - :mod:`~interp_core.backend.registry`: how plugins are found (entry points) and asked:
   :func:`get_backend`, model files, install hints.
-- :mod:`~interp_core.backend.targets` and :mod:`~interp_core.backend.scoring`: the batch-level
+- :mod:`~interp_core.backend.target_spec` and :mod:`~interp_core.backend.scoring`: the batch-level
   :class:`TargetSpec` and the one definition of every target's score.
 - :mod:`~interp_core.backend.layer_choice` and :mod:`~interp_core.backend.grids`: the default
   layer, chosen from an adapter's :class:`LayerProbe` (:func:`default_layer`), and layer outputs
@@ -60,7 +60,7 @@ from interp_core.backend.registry import (
     reset_registry,
 )
 from interp_core.backend.scoring import TensorOps, target_constants, target_scores
-from interp_core.backend.targets import (
+from interp_core.backend.target_spec import (
     TargetKind,
     TargetSpec,
     fixed_targets,

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from interp_core.backend.targets import TargetSpec, is_per_image_mappings
+from interp_core.backend.target_spec import TargetSpec, is_per_image_mappings
 
 #: The keys a per-image detection mapping must hold.
 DETECTION_KEYS = ("boxes", "labels", "scores")

@@ -36,7 +36,7 @@ import numpy as np
 from interp_core.backend.grids import GridLayout, grid_layout
 from interp_core.backend.inputs import take
 from interp_core.backend.protocol import LayerOutput, LayerProbe
-from interp_core.backend.targets import TargetSpec
+from interp_core.backend.target_spec import TargetSpec
 
 __all__ = ["PROBED", "RESAMPLING", "GradientProbe", "LayerOutput", "LayerProbe",
            "choose_layer", "default_layer", "deprecated_default_layer", "last_block_first_norm",
@@ -60,7 +60,7 @@ def default_layer(backend: Any, model: Any, inputs: Any) -> str:
     then one top-1 gradient pass on the first sample over the last few candidates: the
     adapter's optional ``gradient_probe(model, sample, names)``
     (:class:`~interp_core.backend.protocol.GradientProbeBackend`), else its ordinary
-    ``capture`` with a top-1 :class:`~interp_core.backend.targets.TargetSpec`.
+    ``capture`` with a top-1 :class:`~interp_core.backend.target_spec.TargetSpec`.
 
     Parameters
     ----------

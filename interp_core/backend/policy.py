@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from interp_core.backend.scoring import TensorOps, target_constants, target_scores
-from interp_core.backend.targets import TargetSpec
+from interp_core.backend.target_spec import TargetSpec
 
 
 # -- structured layer outputs -----------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from interp_core.backend.layout import LAYOUTS
-from interp_core.backend.targets import TargetSpec
+from interp_core.backend.target_spec import TargetSpec
 
 #: Capability names an adapter may declare in :attr:`Backend.capabilities`.
 GRADIENTS = "gradients"  # capture(..., gradients=True)
@@ -149,11 +149,11 @@ class Backend(Protocol):
     """What an adapter implements. See ``docs/adapters.md`` for a worked example.
 
     ``layers``/``layer`` arguments are names or layer objects; ``target`` is a resolved
-    :class:`~interp_core.backend.targets.TargetSpec`, scored with
+    :class:`~interp_core.backend.target_spec.TargetSpec`, scored with
     :func:`interp_core.backend.scoring.target_scores`; ``output`` selects the tensor to explain
-    from a tuple/dict/structured model output (:func:`interp_core.backend.targets.select_output`).
-    Inputs are
-    the model's native input (framework tensor or NumPy array in the model's layout).
+    from a tuple/dict/structured model output
+    (:func:`interp_core.backend.target_spec.select_output`). Inputs are the model's native
+    input (framework tensor or NumPy array in the model's layout).
     Methods whose capability is not in :attr:`capabilities` may be absent.
     """
 
@@ -209,7 +209,7 @@ class GradientProbeBackend(Protocol):
     """Optional, no capability name: an adapter may define ``gradient_probe`` to take the
     default layer's top-1 gradient pass its own way (TensorFlow: eagerly, so that choosing a
     layer traces no compiled function). Without it the core calls :meth:`Backend.capture`
-    with a top-1 :class:`~interp_core.backend.targets.TargetSpec`; third-party adapters need
+    with a top-1 :class:`~interp_core.backend.target_spec.TargetSpec`; third-party adapters need
     not implement it."""
 
     def gradient_probe(self, model: Any, inputs: Any,

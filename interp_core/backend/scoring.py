@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from interp_core.backend.detection import detection_scores, is_detection_output
-from interp_core.backend.targets import TargetSpec, check_binary_output, check_class_range
+from interp_core.backend.target_spec import TargetSpec, check_binary_output, check_class_range
 
 
 class TensorOps(Protocol):

@@ -11,7 +11,7 @@ from interp_core.backend.grids import as_grid
 from interp_core.backend.inputs import check_batch
 from interp_core.backend.layout import CHANNELS_FIRST, declared_layout
 from interp_core.backend.registry import get_backend
-from interp_core.backend.targets import resolve_targets
+from interp_core.backend.target_spec import resolve_targets
 
 
 def feature_maps(

@@ -26,7 +26,7 @@ from interp_core.backend.grids import as_grid
 from interp_core.backend.layer_choice import default_layer
 from interp_core.backend.layout import CHANNELS_FIRST, declared_layout
 from interp_core.backend.protocol import GRADIENTS, Backend, Capture
-from interp_core.backend.targets import TargetSpec
+from interp_core.backend.target_spec import TargetSpec
 from interp_core.methods.catalog import Needs
 from interp_core.methods.method import Explanation, Fuse, Method
 from interp_core.methods.postprocess import fuse_layers, normalize_minmax, relu, resize_bilinear

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from interp_core.backend.protocol import BIAS_GRADIENTS
-from interp_core.backend.targets import TargetSpec
+from interp_core.backend.target_spec import TargetSpec
 from interp_core.methods.catalog import Needs
 from interp_core.methods.input_gradients import INPUT, channel_axis, check_single_input
 from interp_core.methods.method import Explanation, Method

@@ -25,7 +25,7 @@ import numpy as np
 
 from interp_core.backend.inputs import check_batch_size
 from interp_core.backend.protocol import GRADIENTS, GUIDED_BACKPROP, SCORE_INPUT_GRADIENTS
-from interp_core.backend.targets import TargetSpec, fixed_targets
+from interp_core.backend.target_spec import TargetSpec, fixed_targets
 from interp_core.methods.base import ChannelWeightCAM, LayerContext, spatial_axes
 from interp_core.methods.catalog import Needs
 from interp_core.methods.grad_cam import GradCAM

@@ -31,7 +31,7 @@ import numpy as np
 from interp_core.backend.inputs import check_batch_size
 from interp_core.backend.layout import CHANNELS_FIRST, input_layout
 from interp_core.backend.protocol import SCORE_INPUT_GRADIENTS, InputGradients
-from interp_core.backend.targets import TargetSpec, fixed_targets
+from interp_core.backend.target_spec import TargetSpec, fixed_targets
 from interp_core.methods.catalog import Needs
 from interp_core.methods.method import Explanation, Method
 from interp_core.methods.postprocess import normalize_minmax

@@ -48,7 +48,7 @@ from interp_core.backend.protocol import (
     Backend,
 )
 from interp_core.backend.registry import get_backend
-from interp_core.backend.targets import TargetSpec, resolve_targets
+from interp_core.backend.target_spec import TargetSpec, resolve_targets
 from interp_core.methods.catalog import Needs
 from interp_core.methods.smoothing import augmented_explanation
 
@@ -128,7 +128,7 @@ class Method:
         Turns a layer's native activations into ``(N, *spatial, C)`` (token layers), e.g.
         :func:`~interp_core.tokens_to_grid`.
     output : None, str, int or callable
-        Which model output to explain (see :func:`~interp_core.backend.targets.select_output`).
+        Which model output to explain (see :func:`~interp_core.backend.target_spec.select_output`).
     relu, normalize, upsample : bool
         Switch off the ReLU, min-max normalisation, or resizing to the input's size.
     fuse : {"mean", "max", "sum"}
@@ -230,7 +230,7 @@ class Method:
             A batch in the model's own layout (framework tensor or NumPy array).
         targets : None, int, sequence of int or target objects
             What to explain (None: each sample's top-1 prediction); see
-            :func:`~interp_core.backend.targets.resolve_targets`.
+            :func:`~interp_core.backend.target_spec.resolve_targets`.
         """
         if self.aug_smooth:
             check_batch(x)

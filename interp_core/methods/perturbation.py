@@ -26,7 +26,7 @@ import numpy as np
 from interp_core.backend.inputs import check_batch_size
 from interp_core.backend.layout import infer_layout
 from interp_core.backend.protocol import ACTIVATION_PATCH, scoring_session
-from interp_core.backend.targets import fixed_targets
+from interp_core.backend.target_spec import fixed_targets
 from interp_core.imaging import blend
 from interp_core.methods.base import ChannelWeightCAM, LayerContext
 from interp_core.methods.postprocess import resize_linear

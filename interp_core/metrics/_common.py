@@ -11,7 +11,7 @@ import numpy as np
 from interp_core.backend.inputs import check_batch, check_batch_size
 from interp_core.backend.layout import CHANNELS_FIRST, infer_layout
 from interp_core.backend.registry import get_backend
-from interp_core.backend.targets import TargetSpec, fixed_targets, resolve_targets
+from interp_core.backend.target_spec import TargetSpec, fixed_targets, resolve_targets
 from interp_core.imaging import gaussian_blur
 
 

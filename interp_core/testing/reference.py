@@ -46,7 +46,7 @@ from interp_core.backend.protocol import (
     LayerProbe,
 )
 from interp_core.backend.scoring import NumpyApiOps, target_scores
-from interp_core.backend.targets import TargetSpec
+from interp_core.backend.target_spec import TargetSpec
 
 Variant = Literal["gap", "flatten", "segmentation"]
 #: Every reference model, and the input (H, W, C_in) each takes (channels last).

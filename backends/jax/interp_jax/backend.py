@@ -45,16 +45,11 @@ from interp_core.backend.protocol import (
     LayerCapture,
     LayerProbe,
 )
-from interp_core.backend.targets import TargetSpec
-from interp_core.split import Split
-from interp_jax import nnx_model, split_model
-from interp_jax.layers import AdapterError, check_ran, layer_outputs, recorder
+from interp_core.backend.target_spec import TargetSpec
+from interp_jax import split_model
+from interp_jax.layers import AdapterError, check_ran, recorder
 from interp_jax.ops import JaxOps
-
-try:
-    from flax import nnx
-except ImportError:  # pragma: no cover - flax is a declared dependency
-    nnx = None
+from interp_jax.structure import ModelStructure, model_structure
 
 _LAYOUTS = {
     "channels_last": -1, "nhwc": -1, "nwc": -1, "ndhwc": -1,
@@ -134,28 +129,17 @@ class JaxBackend:
 
     # -- models -----------------------------------------------------------------------------
     @staticmethod
-    def _program(model: Any) -> tuple[Any, Any]:
-        """``(structure, arrays)``: the static part (cache key) and the model's arrays."""
-        if isinstance(model, Split):
-            return split_model.split_model(model)
-        if nnx is not None and isinstance(model, nnx.Module):
-            return nnx_model.split_model(model)
-        raise TypeError(
-            f"interp-jax explains Flax NNX modules and interp_core.Split(features, head), not "
-            f"{type(model).__module__}.{type(model).__qualname__}; wrap plain functions, "
-            "Equinox modules or Linen modules bound to their parameters as "
-            "ic.Split(features_fn, head_fn)"
-        )
+    def _program(model: Any) -> tuple[ModelStructure, Any]:
+        """``(structure, arrays)``: the static part (cache key) and the model's arrays; every
+        question about the model goes to its structure
+        (:func:`~interp_jax.structure.model_structure`)."""
+        return model_structure(model)
 
     @staticmethod
-    def _resolve(model: Any, structure: Any, layers: Sequence[Any]) -> list[str]:
-        if isinstance(model, Split):
-            return split_model.resolve_layers(model, layers)
-        return nnx_model.resolve_layers(model, layers, structure.paths)
+    def _resolve(model: Any, structure: ModelStructure, layers: Sequence[Any]) -> list[str]:
+        return structure.resolve(model, layers)
 
     def layer_names(self, model: Any) -> list[str]:
-        if isinstance(model, Split):
-            return [split_model.LAYER]
         structure, _ = self._program(model)
         return structure.layer_names()
 
@@ -164,12 +148,8 @@ class JaxBackend:
         (``len(kernel_size)``) of its first ``nnx.Conv`` in definition order, in this backend's
         layout; None for a :class:`~interp_core.Split` (plain functions declare nothing) and
         where a dense layer or an embedding comes first."""
-        if isinstance(model, Split) or nnx is None or not isinstance(model, nnx.Module):
-            return None
-        conv = nnx_model.first_convolution(model)
-        if conv is None:
-            return None
-        return InputSpec(int(conv.in_features), len(conv.kernel_size), self.input_layout)
+        structure, _ = self._program(model)
+        return structure.input_spec(model, self.input_layout)
 
     # -- conversions ------------------------------------------------------------------------
     def to_numpy(self, x: Any) -> np.ndarray:
@@ -181,8 +161,7 @@ class JaxBackend:
 
     def _inputs(self, structure: Any, arrays: Any, inputs: Any) -> Any:
         """The model's inputs as jax arrays (floats in the dtype of an NNX model's state)."""
-        dtype = nnx_model.float_dtype(arrays) if structure.kind == "nnx" else None
-        return self._prepare(inputs, dtype)
+        return self._prepare(inputs, structure.input_dtype(arrays))
 
     def _prepare(self, inputs: Any, dtype: Any) -> Any:
         """Inputs as jax arrays; floats take the model's dtype (float32 without x64)."""
@@ -238,19 +217,9 @@ class JaxBackend:
         the core's choice of the default layer
         (:func:`~interp_core.backend.layer_choice.default_layer`). A Split has one layer,
         its ``features``, which is taken as it is."""
-        if isinstance(model, Split):
-            return LayerProbe((), (), 0, native_channels_first=self.channel_axis == 1,
-                              only=split_model.LAYER)
         structure, arrays = self._program(model)
         x = self._inputs(structure, arrays, inputs)
-        types = {name: type(nnx_model.navigate(model, parts)).__name__
-                 for name, parts in structure.paths.items()}
-        seen = layer_outputs(structure, arrays, x, channels_first=self.channel_axis == 1,
-                             type_names=types)
-        leaf = jax.tree_util.tree_leaves(x)[0]
-        return LayerProbe(seen, self._spatial(leaf.shape), int(leaf.shape[0]),
-                          native_channels_first=self.channel_axis == 1,
-                          sample=jax.tree_util.tree_map(lambda a: a[:1], x))
+        return structure.layer_probe(model, arrays, x, channels_first=self.channel_axis == 1)
 
     def default_layer(self, model: Any, inputs: Any) -> str:
         """Deprecated: :func:`interp_core.backend.layer_choice.default_layer` chooses."""
@@ -498,7 +467,7 @@ class JaxBackend:
 
     def _score_gradients_fn(self, structure: Any, plan: TargetPlan, output: Any,
                             guided: bool) -> Callable[..., Any]:
-        from interp_jax.layers import guided_relus
+        from interp_jax.guided import guided_relus
 
         ops = JaxOps(self.channel_axis)
 
@@ -522,14 +491,9 @@ class JaxBackend:
     def bias_gradients(
         self, model: Any, inputs: Any, target: TargetSpec, *, output: Any = None,
     ) -> BiasGradients:
-        if isinstance(model, Split):
-            raise NotImplementedError(
-                "FullGrad needs every biased layer of the model, which a Split hides inside "
-                "its callables; explain the Flax NNX module itself, or use GradCAM"
-            )
         structure, arrays = self._program(model)
+        biases = dict(structure.bias_modules(model))
         x = self._float_input(structure, arrays, inputs, "bias_gradients")
-        biases = dict(nnx_model.bias_modules(model))
         ran = self._ran_once(structure, arrays, x, list(biases))
         plan = self._plan(structure, arrays, x, target, output)
         key = ("bias_grads", structure.key, tuple(ran), plan.key, split_model.Static(output))
@@ -589,30 +553,8 @@ class JaxBackend:
 
     # -- dense weights and input gradients --------------------------------------------------
     def linear_weights(self, model: Any, fc: Any = None) -> np.ndarray:
-        if isinstance(model, Split):
-            raise ValueError(
-                "a Split hides its dense layer inside head, so CAM cannot read its weights; use "
-                "GradCAM, which equals CAM on global-average-pooling + dense heads"
-            )
         structure, _ = self._program(model)
-        if fc is None:
-            dense = nnx_model.dense_modules(model)
-            if not dense:
-                raise ValueError("the model has no nnx.Linear layer; pass fc= explicitly")
-            name, module = dense[-1]
-        else:
-            (name,) = self._resolve(model, structure, [fc])
-            module = nnx_model.navigate(model, structure.paths[name])
-        kernel = getattr(module, "kernel", None)
-        shape = () if kernel is None else tuple(nnx_model.variable_value(kernel).shape)
-        if len(shape) < 2 or int(np.prod(shape[:-2])) != 1:
-            raise ValueError(
-                f"fc layer {name!r} ({type(module).__name__}) has no (inputs, outputs) kernel, "
-                f"got kernel shape {shape}; pass the nnx.Linear (or 1x1 convolution) after the "
-                "global pooling"
-            )
-        w = _as_numpy(nnx_model.variable_value(kernel)).reshape(shape[-2], shape[-1])
-        return np.ascontiguousarray(w.T)
+        return structure.linear_weights(model, fc)
 
     def input_gradients(
         self, model: Any, inputs: Any, layer: Any, channels: np.ndarray, *,

@@ -20,8 +20,9 @@ import numpy as np
 from flax import nnx
 
 from interp_core.backend.policy import resolve_layer_paths, unknown_layer_error
-from interp_core.backend.targets import select_output
-from interp_jax.layers import Handler, apply_handler, call_traced
+from interp_core.backend.protocol import InputSpec, LayerProbe
+from interp_core.backend.target_spec import select_output
+from interp_jax.layers import Handler, apply_handler, call_traced, layer_outputs
 
 PathParts = tuple[str | int, ...]
 
@@ -183,7 +184,8 @@ class HashedKey:
 
 
 class NNXStructure:
-    """The static part of an NNX module: how to rebuild it from its arrays, and its paths.
+    """The static part of an NNX module: how to rebuild it from its arrays, and its paths; the
+    :class:`~interp_jax.structure.ModelStructure` of NNX modules, every submodule a layer.
 
     Current Flax modules are pytrees: ``jax.tree_util.tree_flatten`` splits them in a few
     milliseconds and the treedef hashes in microseconds, so that is the fast path. Modules
@@ -198,8 +200,6 @@ class NNXStructure:
     paths : dict[str, tuple]
         :func:`module_paths` of the model.
     """
-
-    kind = "nnx"
 
     def __init__(self, treedef: Any, graphdef: Any, paths: Mapping[str, PathParts]) -> None:
         self.treedef = treedef
@@ -235,6 +235,62 @@ class NNXStructure:
         raw = call_traced(model, inputs, what=f"the model {type(model).__name__}",
                           layers=[] if probe else list(handlers))
         return select_output(raw, output)
+
+    def resolve(self, model: nnx.Module, layers: Sequence[Any]) -> list[str]:
+        """Layer names, submodules of ``model`` or paths, as names (:func:`resolve_layers`)."""
+        return resolve_layers(model, layers, self.paths)
+
+    def input_dtype(self, arrays: Any) -> Any:
+        """Floating-point inputs take the dtype of the model's state."""
+        return float_dtype(arrays)
+
+    def input_spec(self, model: nnx.Module, layout: str) -> InputSpec | None:
+        """The ``in_features`` and spatial rank (``len(kernel_size)``) of the first
+        ``nnx.Conv`` in definition order; None where a dense layer or an embedding comes
+        first (:func:`first_convolution`)."""
+        conv = first_convolution(model)
+        if conv is None:
+            return None
+        return InputSpec(int(conv.in_features), len(conv.kernel_size), layout)
+
+    def layer_probe(self, model: nnx.Module, arrays: Any, inputs: Any, *,
+                    channels_first: bool) -> LayerProbe:
+        """One abstract pass (``jax.eval_shape``) recording every submodule's output shape."""
+        types = {name: type(navigate(model, parts)).__name__
+                 for name, parts in self.paths.items()}
+        seen = layer_outputs(self, arrays, inputs, channels_first=channels_first,
+                             type_names=types)
+        leaf = jax.tree_util.tree_leaves(inputs)[0]
+        spatial = leaf.shape[2:] if channels_first else leaf.shape[1:-1]
+        return LayerProbe(seen, tuple(int(d) for d in spatial), int(leaf.shape[0]),
+                          native_channels_first=channels_first,
+                          sample=jax.tree_util.tree_map(lambda a: a[:1], inputs))
+
+    def bias_modules(self, model: nnx.Module) -> list[tuple[str, np.ndarray]]:
+        """Every biased layer's effective bias (:func:`bias_modules`)."""
+        return bias_modules(model)
+
+    def linear_weights(self, model: nnx.Module, fc: Any) -> np.ndarray:
+        """The kernel of ``fc`` (the last ``nnx.Linear`` if None) as float32
+        ``(outputs, inputs)``; a 1x1 convolution's kernel is accepted."""
+        if fc is None:
+            dense = dense_modules(model)
+            if not dense:
+                raise ValueError("the model has no nnx.Linear layer; pass fc= explicitly")
+            name, module = dense[-1]
+        else:
+            (name,) = self.resolve(model, [fc])
+            module = navigate(model, self.paths[name])
+        kernel = getattr(module, "kernel", None)
+        shape = () if kernel is None else tuple(variable_value(kernel).shape)
+        if len(shape) < 2 or int(np.prod(shape[:-2])) != 1:
+            raise ValueError(
+                f"fc layer {name!r} ({type(module).__name__}) has no (inputs, outputs) kernel, "
+                f"got kernel shape {shape}; pass the nnx.Linear (or 1x1 convolution) after the "
+                "global pooling"
+            )
+        w = np.asarray(variable_value(kernel)).astype(np.float32, copy=False)
+        return np.ascontiguousarray(w.reshape(shape[-2], shape[-1]).T)
 
 
 def structure_of(model: nnx.Module, paths: bool = False) -> tuple[NNXStructure, Any]:

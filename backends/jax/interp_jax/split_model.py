@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
-from interp_core.backend.targets import select_output
+from interp_core.backend.protocol import InputSpec, LayerProbe
+from interp_core.backend.target_spec import select_output
 from interp_core.split import Split
 from interp_jax.layers import AdapterError, Handler, apply_handler, call_traced, describe
 
@@ -123,9 +124,8 @@ def partition(fn: Callable[..., Any]) -> tuple[Part, Any]:
 
 
 class SplitStructure:
-    """The static part of a :class:`~interp_core.Split`: both parts' keys."""
-
-    kind = "split"
+    """The static part of a :class:`~interp_core.Split`: both parts' keys; the
+    :class:`~interp_jax.structure.ModelStructure` of Splits, one layer (:data:`LAYER`)."""
 
     def __init__(self, features: Part, head: Part) -> None:
         self.features = features
@@ -157,6 +157,37 @@ class SplitStructure:
                 f"{type(exc).__name__}: {exc}"
             ) from exc
         return select_output(raw, output)
+
+    def resolve(self, model: Split, layers: Sequence[Any]) -> list[str]:
+        """:data:`LAYER` or the features callable (:func:`resolve_layers`)."""
+        return resolve_layers(model, layers)
+
+    def input_dtype(self, arrays: Any) -> Any:
+        """None: plain functions declare no dtype, inputs keep theirs."""
+        return None
+
+    def input_spec(self, model: Split, layout: str) -> InputSpec | None:
+        """None: plain functions declare nothing."""
+        return None
+
+    def layer_probe(self, model: Split, arrays: Any, inputs: Any, *,
+                    channels_first: bool) -> LayerProbe:
+        """No pass: a Split has one layer, its ``features``, which is taken as it is."""
+        return LayerProbe((), (), 0, native_channels_first=channels_first, only=LAYER)
+
+    def bias_modules(self, model: Split) -> list[tuple[str, np.ndarray]]:
+        """Refused: a Split hides its biased layers inside its callables."""
+        raise NotImplementedError(
+            "FullGrad needs every biased layer of the model, which a Split hides inside "
+            "its callables; explain the Flax NNX module itself, or use GradCAM"
+        )
+
+    def linear_weights(self, model: Split, fc: Any) -> np.ndarray:
+        """Refused: a Split hides its dense layer inside ``head``."""
+        raise ValueError(
+            "a Split hides its dense layer inside head, so CAM cannot read its weights; use "
+            "GradCAM, which equals CAM on global-average-pooling + dense heads"
+        )
 
 
 def split_model(model: Split) -> tuple[SplitStructure, Any]:

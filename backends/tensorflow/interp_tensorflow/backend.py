@@ -44,7 +44,7 @@ from interp_core.backend.protocol import (
     LayerCapture,
     LayerProbe,
 )
-from interp_core.backend.targets import TargetSpec, select_output
+from interp_core.backend.target_spec import TargetSpec, select_output
 from interp_tensorflow.compiled import Program, class_axis, forward, is_keras_model
 from interp_tensorflow.layers import (
     bias_layers,

@@ -32,7 +32,8 @@ from interp_core.backend.policy import (
     missing_layers_error,
 )
 from interp_core.backend.scoring import TensorOps, target_scores
-from interp_core.backend.targets import TargetSpec, select_output
+from interp_core.backend.target_spec import TargetSpec, select_output
+from interp_tensorflow.guided import guided_relus
 from interp_tensorflow.layers import (
     Hook,
     intercepted,
@@ -45,18 +46,6 @@ from interp_tensorflow.layers import (
     squashing,
 )
 from interp_tensorflow.ops import TFOps
-
-#: The gradient that guided backpropagation gives every ``Relu`` op of a compiled pass.
-GUIDED_RELU = "InterpCoreGuidedRelu"
-
-
-def _guided_relu_gradient(op: Any, grad: tf.Tensor) -> tf.Tensor:
-    """Guided backpropagation through ReLU: ``g * (y > 0) * (g > 0)``."""
-    return tf.where((op.outputs[0] > 0) & (grad > 0), grad, tf.zeros_like(grad))
-
-
-with contextlib.suppress(KeyError):  # registered by an earlier import of this module
-    tf.RegisterGradient(GUIDED_RELU)(_guided_relu_gradient)
 
 
 def forward(model: Any, x: Any, hooks: Sequence[tuple[str, Any, Hook]], output: Any) -> Any:
@@ -300,10 +289,7 @@ class Program:
                          consts: Sequence[tf.Tensor]) -> dict[str, Any]:
         """d(sum of target scores)/d(input); symbolic ``tf.gradients`` so that the guided
         gradient override of the ``Relu`` ops (a graph's ``gradient_override_map``) applies."""
-        graph = tf.compat.v1.get_default_graph()
-        override = (graph.gradient_override_map({"Relu": GUIDED_RELU}) if self.guided
-                    else contextlib.nullcontext())
-        with override:
+        with guided_relus() if self.guided else contextlib.nullcontext():
             out = forward(model, x, [], self.output)
         scores, top1 = target_scores(out, spec, self._ops(consts))
         (grad,) = tf.gradients(tf.reduce_sum(scores), [x])

@@ -41,7 +41,8 @@ from interp_core.backend.protocol import (
     LayerProbe,
 )
 from interp_core.backend.scoring import target_scores
-from interp_core.backend.targets import TargetSpec, select_output
+from interp_core.backend.target_spec import TargetSpec, select_output
+from interp_torch.guided import guided_relus
 from interp_torch.layers import (
     bias_layers,
     first_tensor,
@@ -52,7 +53,7 @@ from interp_torch.layers import (
     replaying_below,
     resolve,
 )
-from interp_torch.ops import OPS, channels_last, guided_relus, to_numpy
+from interp_torch.ops import OPS, channels_last, to_numpy
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from interp_core.backend.protocol import ACTIVATION_PATCH, INPUT_GRADIENTS, LINEAR_WEIGHTS
-from interp_core.backend.targets import resolve_targets
+from interp_core.backend.target_spec import resolve_targets
 from interp_core.testing import reference as ref
 from interp_core.testing.suite.fixtures import ATOL, SuiteFixtures, require
 

@@ -11,7 +11,7 @@ import pytest
 import interp_core as ic
 from interp_core.backend.layer_choice import default_layer
 from interp_core.backend.protocol import GRADIENTS, scoring_session
-from interp_core.backend.targets import resolve_targets
+from interp_core.backend.target_spec import resolve_targets
 from interp_core.testing import reference as ref
 from interp_core.testing.suite.fixtures import ATOL, SuiteFixtures
 

@@ -15,7 +15,7 @@ import pytest
 import interp_core as ic
 from interp_core.backend.layer_choice import default_layer
 from interp_core.backend.protocol import ACTIVATION_PATCH, INPUT_GRADIENTS, LINEAR_WEIGHTS
-from interp_core.backend.targets import resolve_targets
+from interp_core.backend.target_spec import resolve_targets
 from interp_core.testing import reference as ref
 from interp_core.testing.suite.fixtures import SuiteFixtures, require, require_hook
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import interp_core as ic
-from interp_core.backend.targets import resolve_targets
+from interp_core.backend.target_spec import resolve_targets
 from interp_core.testing import reference as ref
 from interp_core.testing.suite.capture import assert_capture_equal
 from interp_core.testing.suite.fixtures import ATOL, SuiteFixtures, require_hook
