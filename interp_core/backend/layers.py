@@ -60,12 +60,14 @@ def replace_first(out: Any, new: Any, is_tensor: Callable[[Any], bool]) -> Any:
         return new
     if isinstance(out, Mapping):
         key = next(iter(out))
-        merged = {**out, key: replace_first(out[key], new, is_tensor)
-                  if isinstance(out[key], tuple | list) else new}
+        first = out[key]
+        merged = {**out, key: _with_first(first, new) if isinstance(first, tuple | list)
+                  else new}
         if type(out) is dict:
             return merged
+        kind: Any = type(out)
         try:
-            return type(out)(merged)
+            return kind(merged)
         except TypeError:  # a mapping type that is not built from a dict
             return merged
     return _with_first(out, new)
