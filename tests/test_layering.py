@@ -201,7 +201,7 @@ ADAPTERS = {"torch": "interp_torch", "tensorflow": "interp_tensorflow", "jax": "
 #: ...) is off limits: an adapter reports what its framework sees, and the core decides.
 ADAPTER_ALLOWED: list[tuple[str, str, str, str]] = [
     ("*", "*", "interp_core.backend.*",
-     "the adapter layer: the protocol, hooks, targets, scoring, policy, layer choice"),
+     "the adapter layer: the protocol, hooks, targets, scoring, shared behaviour, layer choice"),
     ("*", "training.py", "interp_core",
      "the training hooks sit on the public API: top-level names (ic.CAMMethod)"),
     ("*", "training.py", "interp_core.logging",

@@ -24,6 +24,7 @@ import pytest
 
 import interp_core as ic
 from interp_core.backend.layout import to_backend_layout
+from interp_core.backend.patching import EXPANSION_REFUSED
 from interp_core.backend.protocol import (
     BIAS_GRADIENTS,
     GUIDED_BACKPROP,
@@ -767,7 +768,6 @@ def _torch_skip_net(read_batch_early: bool) -> Any:
 @pytest.mark.parametrize("read_batch_early", [False, True])
 def test_torch_ablation_from_the_layer_equals_copies(read_batch_early):
     torch = require_framework("torch", "torch")
-    from interp_torch import backend as torch_backend
 
     model = _torch_skip_net(read_batch_early)
     impl = ic.get_backend("torch")
@@ -777,7 +777,7 @@ def test_torch_ablation_from_the_layer_equals_copies(read_batch_early):
     masks[8:] = np.random.default_rng(5).random((3, 8)) > 0.5
     spec = resolve_targets([0, 2, 1], 3)
     got = impl.patched_scores(model, x, "block", masks, spec, batch_size=4)
-    refused = model in torch_backend._EXPANSION_REFUSED
+    refused = EXPANSION_REFUSED.refused(model, "block")
     assert refused == read_batch_early  # the early-batch model falls back to copies
     want = np.stack([impl.predict(_masked(model, "block", m), x, spec) for m in masks])
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
@@ -825,9 +825,7 @@ def test_torch_replay_below_a_layer_with_a_shared_module():
     got = impl.patched_scores(model, x, "b", masks, spec, batch_size=2)
     want = np.stack([impl.predict(_masked(model, "b", m), x, spec) for m in masks])
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
-    from interp_torch import backend as torch_backend
-
-    assert model not in torch_backend._EXPANSION_REFUSED  # replayed, not copied
+    assert not EXPANSION_REFUSED.refused(model, "b")  # replayed, not copied
     assert all("forward" not in vars(m) for m in model.modules())
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
 
@@ -845,14 +843,13 @@ def test_jax_ablation_from_the_layer_equals_copies():
     spec = resolve_targets([1, 3], 2)
     model = demo_model("jax")
     x = jnp.asarray(make_shapes(2, seed=3).images)
-    key = (impl._program(model)[0].key, "block3")
     got = impl.patched_scores(model, x, "block3", masks, spec, batch_size=16)
-    assert key not in getattr(impl, "_expansion_refused", set())
-    impl._expansion_refused.add(key)  # force the copies
+    assert not EXPANSION_REFUSED.refused(model, "block3")
+    EXPANSION_REFUSED.refuse(model, "block3")  # force the copies
     try:
         want = impl.patched_scores(model, x, "block3", masks, spec, batch_size=16)
     finally:
-        impl._expansion_refused.discard(key)
+        EXPANSION_REFUSED.forget(model, "block3")
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
     class EarlyBatch(nnx.Module):
@@ -871,7 +868,7 @@ def test_jax_ablation_from_the_layer_equals_copies():
     xe = jnp.asarray(np.random.default_rng(1).random((2, 8, 8, 3), dtype=np.float32))
     masks8 = (np.random.default_rng(2).random((5, 8)) > 0.5).astype(np.float32)
     got = impl.patched_scores(early, xe, "block", masks8, resolve_targets([0, 2], 2))
-    assert (impl._program(early)[0].key, "block") in impl._expansion_refused
+    assert EXPANSION_REFUSED.refused(early, "block")
     for row, mask in zip(got, masks8, strict=True):
         h = nnx.relu(early.block(nnx.relu(early.conv(xe)))) * mask
         np.testing.assert_allclose(row, np.asarray(early.fc(h.reshape(2, -1)))[[0, 1], [0, 2]],
@@ -890,9 +887,12 @@ def test_tensorflow_ablation_from_the_layer_equals_copies():
     model = demo_model("tensorflow")
     x = make_shapes(2, seed=3).images
     got = impl.patched_scores(model, x, "block3", masks, spec, batch_size=16)
-    assert "block3" not in impl._expansion_refused[model]
-    impl._expansion_refused[model].add("block3")  # force the copies
-    want = impl.patched_scores(model, x, "block3", masks, spec, batch_size=16)
+    assert not EXPANSION_REFUSED.refused(model, "block3")
+    EXPANSION_REFUSED.refuse(model, "block3")  # force the copies
+    try:
+        want = impl.patched_scores(model, x, "block3", masks, spec, batch_size=16)
+    finally:
+        EXPANSION_REFUSED.forget(model, "block3")
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
     class EarlyBatch(keras.Model):
@@ -911,7 +911,7 @@ def test_tensorflow_ablation_from_the_layer_equals_copies():
     early(xe)
     masks8 = (np.random.default_rng(2).random((5, 8)) > 0.5).astype(np.float32)
     got = impl.patched_scores(early, xe, "block", masks8, resolve_targets([0, 2], 2))
-    assert "block" in impl._expansion_refused[early]
+    assert EXPANSION_REFUSED.refused(early, "block")
     h = early.block(early.conv(xe)).numpy()
     for row, mask in zip(got, masks8, strict=True):
         logits = early.fc(tf.reshape(h * mask, [2, -1])).numpy()

@@ -19,6 +19,8 @@ MOVED = {
     "interp_core.backend.registration": ("interp_core.backend.hookspecs",
                                          ["BackendRegistration", "registers", "loads_files"]),
     "interp_core.backend.plugins": ("interp_core.backend.registry", ["TolerantPluginManager"]),
+    "interp_core.backend.policy": ("interp_core.backend.layers",
+                                   ["first_leaf", "UnknownLayerError", "resolve_layer_paths"]),
     "interp_core.backend.targets": ("interp_core.backend.target_spec",
                                     ["TargetSpec", "resolve_targets", "select_output"]),
     "interp_core.methods.gradient": ("interp_core.methods.grad_cam",
@@ -53,6 +55,8 @@ def test_a_name_from_an_old_path_is_the_new_object_with_a_warning(old):
         assert got[0].filename == __file__  # it points at the line that used the old name
     with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
         module.not_a_name  # noqa: B018
+    with pytest.raises(AttributeError, match="no attribute 'np'"):  # no home's own imports
+        module.np  # noqa: B018
 
 
 def test_importing_an_old_path_alone_does_not_warn():

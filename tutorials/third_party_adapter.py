@@ -45,7 +45,7 @@ from interp_core.backend import (
     default_layer,
     target_scores,
 )
-from interp_core.backend.policy import unknown_layer_error
+from interp_core.backend.layers import unknown_layer_error
 from interp_core.testing import reference as ref
 from interp_core.testing.conformance import BackendConformance
 

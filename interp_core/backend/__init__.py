@@ -12,8 +12,14 @@
   layer, chosen from an adapter's :class:`LayerProbe` (:func:`default_layer`), and layer outputs
   read as grids over the input (token layers, channels-last grids).
 - :mod:`~interp_core.backend.layout`, :mod:`~interp_core.backend.inputs`: input layouts and
-  batch helpers. :mod:`~interp_core.backend.policy`: behaviour every adapter shares (replaying
-  recorded target constants, unknown-layer errors, structured outputs, non-finite inputs).
+  batch helpers.
+- Behaviour every adapter shares: :mod:`~interp_core.backend.layers` (structured layer outputs,
+  layer requests and errors), :mod:`~interp_core.backend.compiled` (replaying recorded target
+  constants in compiled functions), :mod:`~interp_core.backend.patching` (patched scores: the
+  expanded pass with its tiled fallback), :mod:`~interp_core.backend.checks` (input checks,
+  non-finite values), :mod:`~interp_core.backend.threads` (the per-model lock).
+  (their former module, `interp_core.backend.policy`, re-exports them, deprecated, for one
+  release.)
 
 ``docs/adapters.md`` walks through writing an adapter; ``docs/architecture.md`` shows where this
 layer sits. Importing this package imports no framework.

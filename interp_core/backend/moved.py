@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import warnings
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 
@@ -41,10 +42,19 @@ def moved_module(old: str, *homes: str) -> Callable[[str], Any]:
         if not name.startswith("__"):
             for home in homes:
                 module = importlib.import_module(home)
-                if hasattr(module, name):
+                if _exports(module, name):
                     warnings.warn(f"{old} is deprecated and goes in the next release: import "
                                   f"{name} from {home}", DeprecationWarning, stacklevel=2)
                     return getattr(module, name)
         raise AttributeError(f"module {old!r} has no attribute {name!r}")
 
     return lookup
+
+
+def _exports(module: ModuleType, name: str) -> bool:
+    """Whether ``module`` offers ``name``: in its ``__all__`` where it has one; otherwise any
+    attribute but the modules it imported (``np``)."""
+    names = getattr(module, "__all__", None)
+    if names is not None:
+        return name in names
+    return hasattr(module, name) and not isinstance(getattr(module, name), ModuleType)

@@ -53,12 +53,12 @@ class TensorOps(Protocol):
 
     def cast_like(self, value: Any, like: Any) -> Any:
         """``value`` in ``like``'s dtype if it is floating point, else unchanged (compiled
-        adapters: :class:`~interp_core.backend.policy.ReplayOps`)."""
+        adapters: :class:`~interp_core.backend.compiled.ReplayOps`)."""
         ...
 
     def channel_means(self, x: Any, axis: int) -> Any:
         """Spatial mean of each channel: ``(N, ...)`` with channels on ``axis`` -> ``(N, C)``
-        (input gradients: :func:`~interp_core.backend.policy.channel_objective`)."""
+        (input gradients: :func:`~interp_core.backend.checks.channel_objective`)."""
         ...
 
 

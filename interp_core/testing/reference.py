@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from interp_core.backend.policy import refuse_channel_axis
+from interp_core.backend.patching import refuse_channel_axis
 from interp_core.backend.protocol import (
     ACTIVATION_PATCH,
     GRADIENTS,

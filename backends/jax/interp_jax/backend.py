@@ -22,19 +22,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from interp_core.backend.layer_choice import deprecated_default_layer
-from interp_core.backend.policy import (
-    ExpansionRefusedError,
-    TargetPlan,
+from interp_core.backend.checks import (
     channel_objective,
     check_channel_range,
     check_channels,
+    warn_non_finite,
+)
+from interp_core.backend.compiled import TargetPlan, needs_output_shape, plan_targets
+from interp_core.backend.layer_choice import deprecated_default_layer
+from interp_core.backend.patching import (
     expanded_patch_rows,
     mask_chunks,
-    needs_output_shape,
-    plan_targets,
+    patch_with_fallback,
     refuse_channel_axis,
-    warn_non_finite,
 )
 from interp_core.backend.protocol import (
     ALL_CAPABILITIES,
@@ -334,33 +334,31 @@ class JaxBackend:
         masks = np.asarray(channel_masks, dtype=np.float32)
         if masks.ndim != 2:
             raise ValueError(f"channel_masks must be (M, C), got shape {masks.shape}")
-        refused = self.__dict__.setdefault("_expansion_refused", set())
-        expansion_failed = False
-        if (structure.key, name) not in refused:
-            try:
-                return self._patched_expanded(model, structure, arrays, x, name, masks, target,
-                                              batch_size, output)
-            except ExpansionRefusedError:
-                expansion_failed = True
-        per_chunk = mask_chunks(len(masks), n, batch_size)
-        tiled = target.tile(per_chunk)
-        tiled_x = jax.eval_shape(lambda a: jax.tree_util.tree_map(
-            lambda v: jnp.concatenate([v] * per_chunk), a), x)
-        plan = self._plan(structure, arrays, tiled_x, tiled, output)
-        key = ("patched", structure.key, name, plan.key, split_model.Static(output))
-        fn = self._jitted(key, lambda: self._patched_fn(structure, name, plan, output))
-        rows = []
-        for start in range(0, len(masks), per_chunk):
-            chunk = masks[start : start + per_chunk]
-            count = len(chunk)
-            if count < per_chunk:  # pad with all-ones masks: one compiled shape
-                chunk = np.concatenate([chunk, np.ones((per_chunk - count, masks.shape[1]),
-                                                       np.float32)])
-            scores = _as_numpy(fn(arrays, x, plan.consts, chunk))
-            rows.append(scores.reshape(per_chunk, n)[:count])
-        if expansion_failed:  # only once the copies worked: not a bad request
-            refused.add((structure.key, name))
-        return np.concatenate(rows, axis=0) if rows else np.zeros((0, n), np.float32)
+
+        def tiled() -> np.ndarray:
+            per_chunk = mask_chunks(len(masks), n, batch_size)
+            tiled = target.tile(per_chunk)
+            tiled_x = jax.eval_shape(lambda a: jax.tree_util.tree_map(
+                lambda v: jnp.concatenate([v] * per_chunk), a), x)
+            plan = self._plan(structure, arrays, tiled_x, tiled, output)
+            key = ("patched", structure.key, name, plan.key, split_model.Static(output))
+            fn = self._jitted(key, lambda: self._patched_fn(structure, name, plan, output))
+            rows = []
+            for start in range(0, len(masks), per_chunk):
+                chunk = masks[start : start + per_chunk]
+                count = len(chunk)
+                if count < per_chunk:  # pad with all-ones masks: one compiled shape
+                    chunk = np.concatenate([chunk, np.ones((per_chunk - count, masks.shape[1]),
+                                                           np.float32)])
+                scores = _as_numpy(fn(arrays, x, plan.consts, chunk))
+                rows.append(scores.reshape(per_chunk, n)[:count])
+            return np.concatenate(rows, axis=0) if rows else np.zeros((0, n), np.float32)
+
+        return patch_with_fallback(
+            model, name,
+            lambda: self._patched_expanded(model, structure, arrays, x, name, masks, target,
+                                           batch_size, output),
+            tiled)
 
     def _patched_expanded(self, model: Any, structure: Any, arrays: Any, x: Any, name: str,
                           masks: np.ndarray, target: TargetSpec, batch_size: int,
@@ -369,7 +367,7 @@ class JaxBackend:
         network below the layer on the sample alone and expands the layer's output to one
         copy per mask. Every pass carries an extra all-ones mask whose score must equal the
         unpatched one; a model whose code above the layer cannot take the expanded batch
-        raises :class:`~interp_core.backend.policy.ExpansionRefusedError` (the caller then
+        raises :class:`~interp_core.backend.patching.ExpansionRefusedError` (the caller then
         copies the input)."""
         from interp_jax.layers import ModelTraceError
 

@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from interp_core.backend.policy import (
+from interp_core.backend.layers import (
     first_leaf,
     layer_ran_twice_error,
     missing_layers_error,
@@ -91,12 +91,12 @@ def is_array(x: Any) -> bool:
 
 
 def first_array(out: Any) -> jax.Array | None:
-    """``out`` if it is an array, else the first element of a tuple/list output, else None."""
+    """The array a layer output is explained through (see :func:`first_leaf`)."""
     return first_leaf(out, is_array)
 
 
 def apply_handler(out: Any, handler: Handler, name: str) -> Any:
-    """``out`` with ``handler`` applied to its array (the first one of a tuple/list)."""
+    """``out`` with ``handler`` applied to its array (the one :func:`first_array` reads)."""
     first = first_array(out)
     if first is None:
         raise AdapterError(str(not_a_tensor_error(name, out)))

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from interp_core.backend.policy import resolve_layer_paths, unknown_layer_error
+from interp_core.backend.layers import resolve_layer_paths, unknown_layer_error
 from interp_core.backend.protocol import InputSpec, LayerProbe
 from interp_core.backend.target_spec import select_output
 from interp_jax.layers import Handler, apply_handler, call_traced, layer_outputs

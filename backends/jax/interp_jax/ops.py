@@ -1,8 +1,8 @@
 """The tensor operations the core's target scoring and adapter policy need, in ``jax.numpy``.
 
 Under ``jax.jit`` the target constants (class indices, masks, embeddings) are arguments of the
-compiled function, recorded by :func:`interp_core.backend.policy.plan_targets` and handed back
-by :class:`interp_core.backend.policy.ReplayOps` around these ops, so new target values of the
+compiled function, recorded by :func:`interp_core.backend.compiled.plan_targets` and handed back
+by :class:`interp_core.backend.compiled.ReplayOps` around these ops, so new target values of the
 same shapes do not recompile.
 """
 

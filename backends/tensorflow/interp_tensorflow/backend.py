@@ -24,15 +24,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from interp_core.backend.checks import check_channel_range, check_channels
+from interp_core.backend.compiled import plan_targets
 from interp_core.backend.inputs import chunks
 from interp_core.backend.layer_choice import deprecated_default_layer
-from interp_core.backend.policy import (
-    ExpansionRefusedError,
-    check_channel_range,
-    check_channels,
+from interp_core.backend.patching import (
     expanded_patch_rows,
     mask_chunks,
-    plan_targets,
+    patch_with_fallback,
     refuse_channel_axis,
 )
 from interp_core.backend.protocol import (
@@ -306,29 +305,25 @@ class TensorFlowBackend:
         if masks.ndim != 2:
             raise ValueError(f"channel_masks must be (M, C), got shape {masks.shape}")
         n = int(x.shape[0])
-        with self._lock:
-            refused = self.__dict__.setdefault("_expansion_refused",
-                                               weakref.WeakKeyDictionary()).setdefault(model, set())
-        expansion_failed = False
-        if path not in refused:
-            try:
-                return self._patched_expanded(model, x, path, masks, target, batch_size, output)
-            except ExpansionRefusedError:
-                expansion_failed = True
-        per_chunk = mask_chunks(len(masks), n, batch_size)
-        program = self._program(model, "patch", (path,), kind=target.kind, fns=_fns(target),
-                                output=output)
-        rows = []
-        for start in range(0, len(masks), per_chunk):
-            chunk = masks[start : start + per_chunk]
-            tiled = tf.tile(x, [len(chunk)] + [1] * (x.shape.rank - 1))
-            spec = target.tile(len(chunk))
-            consts = self._constants(model, tiled, spec, output)
-            scores = self._run(program, model, spec, tiled, consts, tf.constant(chunk))
-            rows.append(scores.numpy().reshape(len(chunk), n))
-        if expansion_failed:  # only once the copies worked: not a bad request
-            refused.add(path)
-        return np.concatenate(rows, axis=0) if rows else np.zeros((0, n), np.float32)
+
+        def tiled() -> np.ndarray:
+            per_chunk = mask_chunks(len(masks), n, batch_size)
+            program = self._program(model, "patch", (path,), kind=target.kind,
+                                    fns=_fns(target), output=output)
+            rows = []
+            for start in range(0, len(masks), per_chunk):
+                chunk = masks[start : start + per_chunk]
+                tiled = tf.tile(x, [len(chunk)] + [1] * (x.shape.rank - 1))
+                spec = target.tile(len(chunk))
+                consts = self._constants(model, tiled, spec, output)
+                scores = self._run(program, model, spec, tiled, consts, tf.constant(chunk))
+                rows.append(scores.numpy().reshape(len(chunk), n))
+            return np.concatenate(rows, axis=0) if rows else np.zeros((0, n), np.float32)
+
+        return patch_with_fallback(
+            model, path,
+            lambda: self._patched_expanded(model, x, path, masks, target, batch_size, output),
+            tiled)
 
     def _patched_expanded(self, model: Any, x: tf.Tensor, path: str, masks: np.ndarray,
                           target: TargetSpec, batch_size: int, output: Any) -> np.ndarray:
@@ -336,7 +331,7 @@ class TensorFlowBackend:
         network below the layer on the sample alone and expands the layer's output to one
         copy per mask. Every pass carries an extra all-ones mask whose score must equal the
         unpatched one; a model whose code above the layer cannot take the expanded batch
-        raises :class:`~interp_core.backend.policy.ExpansionRefusedError` (the caller then
+        raises :class:`~interp_core.backend.patching.ExpansionRefusedError` (the caller then
         copies the input)."""
         n = int(x.shape[0])
         per = mask_chunks(len(masks), 1, batch_size)

@@ -25,12 +25,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from interp_core.backend.policy import (
-    ReplayOps,
-    channel_objective,
-    layer_ran_twice_error,
-    missing_layers_error,
-)
+from interp_core.backend.checks import channel_objective
+from interp_core.backend.compiled import ReplayOps
+from interp_core.backend.layers import layer_ran_twice_error, missing_layers_error
 from interp_core.backend.scoring import TensorOps, target_scores
 from interp_core.backend.target_spec import TargetSpec, select_output
 from interp_tensorflow.guided import guided_relus

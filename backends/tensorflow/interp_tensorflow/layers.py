@@ -26,7 +26,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from interp_core.backend.policy import resolve_layer_paths, unknown_layer_error
+from interp_core.backend.layers import (
+    first_leaf,
+    not_a_tensor_error,
+    replace_first,
+    resolve_layer_paths,
+    unknown_layer_error,
+)
 from interp_core.backend.protocol import LayerOutput
 
 #: A hook gets the layer's (first) output tensor and returns the tensor to pass on.
@@ -176,24 +182,6 @@ def squashing(layer: Any) -> str | None:
 
 
 # -- interception -------------------------------------------------------------------------------
-def first_tensor(out: Any) -> tf.Tensor | None:
-    """The layer output itself, or the first element of a tuple/list/dict output."""
-    if isinstance(out, dict):
-        out = next(iter(out.values()), None)
-    if isinstance(out, tuple | list):
-        out = out[0] if out else None
-    return out if tf.is_tensor(out) else None
-
-
-def _replace_first(out: Any, new: tf.Tensor) -> Any:
-    if tf.is_tensor(out):
-        return new
-    if isinstance(out, dict):
-        key = next(iter(out))
-        return {**out, key: new}
-    return type(out)([new, *out[1:]])
-
-
 def _set(obj: Any, attr: str, value: Any) -> Any:
     """Set an instance attribute without Keras tracking; return what restores it."""
     previous = obj.__dict__.get(attr, _MISSING)
@@ -253,14 +241,11 @@ def intercepted(hooks: Sequence[tuple[str, Any, Hook]],
 def _wrap_call(path: str, call: Callable[..., Any], hook: Hook) -> Callable[..., Any]:
     def call_and_hook(*args: Any, **kwargs: Any) -> Any:
         out = call(*args, **kwargs)
-        t = first_tensor(out)
+        t = first_leaf(out, tf.is_tensor)
         if t is None:
-            raise TypeError(
-                f"layer {path!r} returned {type(out).__name__}, not a tensor; pick a layer "
-                "whose output is a tensor"
-            )
+            raise not_a_tensor_error(path, out)
         new = hook(t)
-        return out if new is t else _replace_first(out, new)
+        return out if new is t else replace_first(out, new, tf.is_tensor)
 
     return call_and_hook
 
@@ -387,7 +372,7 @@ def eager_gradients(model: Any, x: Any, names: Sequence[str]) -> dict[str, Any]:
 
         hooks.append((path, layer, hook))
     with tf.GradientTape() as tape, intercepted(hooks):
-        out = first_tensor(model(x, training=False))
+        out = first_leaf(model(x, training=False), tf.is_tensor)
         if out is None or out.shape.rank != 2:
             raise ValueError("the default layer's check needs a (N, classes) output")
         score = tf.reduce_sum(tf.reduce_max(out, axis=1))

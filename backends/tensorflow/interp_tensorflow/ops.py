@@ -3,9 +3,9 @@
 The compiled path must not bake target values (class indices, masks, embeddings) into the
 graph, or every new batch of targets would retrace. So the constants that ``target_scores``
 asks for are recorded first by a NumPy dry run on a zero output of the right shape
-(:func:`interp_core.backend.policy.plan_targets`, which also validates the targets with the
+(:func:`interp_core.backend.compiled.plan_targets`, which also validates the targets with the
 core's own error messages), fed to the compiled function as arguments, and handed back in the
-same order by :class:`interp_core.backend.policy.ReplayOps` around :class:`TFOps`. The meaning
+same order by :class:`interp_core.backend.compiled.ReplayOps` around :class:`TFOps`. The meaning
 of every target kind stays defined once, in the core.
 """
 

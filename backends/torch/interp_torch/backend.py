@@ -18,18 +18,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from interp_core.backend.checks import channel_objective, check_channel_range, check_channels
 from interp_core.backend.inputs import chunks, first_input, take
 from interp_core.backend.layer_choice import deprecated_default_layer
-from interp_core.backend.policy import (
-    ExpansionRefusedError,
-    channel_objective,
-    check_channel_range,
-    check_channels,
+from interp_core.backend.layers import (
     layer_ran_twice_error,
-    mask_chunks,
     missing_layers_error,
-    model_lock,
     not_a_tensor_error,
+)
+from interp_core.backend.patching import (
+    ExpansionRefusedError,
+    expanded_patch_rows,
+    mask_chunks,
+    patch_with_fallback,
 )
 from interp_core.backend.protocol import (
     ALL_CAPABILITIES,
@@ -42,6 +43,7 @@ from interp_core.backend.protocol import (
 )
 from interp_core.backend.scoring import target_scores
 from interp_core.backend.target_spec import TargetSpec, select_output
+from interp_core.backend.threads import model_lock
 from interp_torch.guided import guided_relus
 from interp_torch.layers import (
     bias_layers,
@@ -60,7 +62,7 @@ from interp_torch.ops import OPS, channels_last, to_numpy
 def _explaining(model: nn.Module, grad_enabled: bool = False) -> Iterator[None]:
     """Eval mode and a chosen grad mode for the call; restore both exactly afterwards.
 
-    Holds the model's lock (:func:`~interp_core.backend.policy.model_lock`) for the call:
+    Holds the model's lock (:func:`~interp_core.backend.threads.model_lock`) for the call:
     forward hooks and training flags live on the shared module, so calls on one model from
     several threads run one at a time (calls on different models still run in parallel).
     Grad mode is thread-local in torch.
@@ -173,9 +175,7 @@ def _refuse_meta(model: nn.Module) -> None:
 #: Why a layer may not have run: hooks only see modules that forward() calls.
 _HOOK_HINT = "hooks see the modules that forward() calls"
 
-#: Models whose code after a layer cannot take a batch expanded at that layer (ablation then
-#: copies the input) and models that refuse channels-last inputs.
-_EXPANSION_REFUSED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+#: Models that refuse channels-last inputs.
 _CHANNELS_LAST_REFUSED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
@@ -399,17 +399,12 @@ class TorchBackend:
         per_chunk = mask_chunks(len(masks), n, batch_size)
         axis = 1 if channel_axis is None else int(channel_axis)
         with _explaining(model):
-            if model in _EXPANSION_REFUSED:
-                return self._patched_tiled(model, x, name, module, masks, target, per_chunk,
-                                           output, axis)
-            try:
-                return self._patched_from_layer(model, x, name, module, masks, target,
-                                                batch_size, output, axis)
-            except ExpansionRefusedError:
-                rows = self._patched_tiled(model, x, name, module, masks, target, per_chunk,
-                                           output, axis)
-                _EXPANSION_REFUSED.add(model)  # only once the copies worked: not a bad request
-                return rows
+            return patch_with_fallback(
+                model, name,
+                lambda: self._patched_from_layer(model, x, name, module, masks, target,
+                                                 batch_size, output, axis),
+                lambda: self._patched_tiled(model, x, name, module, masks, target, per_chunk,
+                                            output, axis))
 
     @staticmethod
     def _mask_hook(name: str, current: dict[str, Any], axis: int = 1) -> Callable[..., Any]:
@@ -441,12 +436,8 @@ class TorchBackend:
         the whole network once (batch 1) and records what the modules below the layer
         produced (:func:`~interp_torch.layers.replaying_below`); later passes replay that, and
         only the layer's output onwards runs, on one copy per mask."""
-        n = int(x.shape[0])
-        per_chunk = max(1, min(batch_size, len(masks)))
         current: dict[str, Any] = {"expand": True}
-        rows = np.empty((len(masks), n), dtype=np.float32)
         plain = self._scores_of(model, x, target, output)
-        ones = np.ones((1, masks.shape[1]), np.float32)
         with contextlib.ExitStack() as stack:
             try:
                 replay = stack.enter_context(replaying_below(model, module))
@@ -454,32 +445,25 @@ class TorchBackend:
                 raise ExpansionRefusedError from exc
             stack.enter_context(hooked([(name, module)],
                                        lambda _: self._mask_hook(name, current, axis)))
-            for i in range(n):
+
+            def sample_scorer(i: int) -> Callable[[np.ndarray], np.ndarray]:
                 sample, spec = x[i : i + 1], target.take(np.array([i]))
-                for index, start in enumerate(range(0, len(masks), per_chunk)):
-                    (replay.record if index == 0 else replay.replay)()
-                    chunk = masks[start : start + per_chunk]
-                    # The first two passes (recorded, replayed) each carry an all-ones mask,
-                    # which must reproduce the unpatched score.
-                    check = i == 0 and index <= 1
-                    if check:
-                        chunk = np.concatenate([chunk, ones])
-                    current["mask"] = torch.from_numpy(chunk)
-                    try:
-                        out = select_output(self._run(model, sample), output)
-                        scores, _ = target_scores(out, spec.tile(len(chunk)), OPS)
-                    except (ValueError, RuntimeError, IndexError, KeyError) as exc:
-                        if check:
-                            raise ExpansionRefusedError from exc
-                        raise
-                    got = to_numpy(scores, False).reshape(-1)
-                    if check:
-                        if got.shape != (len(chunk),) or not np.allclose(
-                                got[-1], plain[0], rtol=1e-4, atol=1e-5):
-                            raise ExpansionRefusedError
-                        got = got[:-1]
-                    rows[start : start + len(got), i] = got
-        return rows
+                passes = iter(range(len(masks) + 1))
+
+                def score(batch: np.ndarray) -> np.ndarray:
+                    (replay.record if next(passes) == 0 else replay.replay)()
+                    current["mask"] = torch.from_numpy(batch)
+                    out = select_output(self._run(model, sample), output)
+                    scores, _ = target_scores(out, spec.tile(len(batch)), OPS)
+                    return to_numpy(scores, False).reshape(-1)
+                return score
+
+            # The first two passes (recorded, replayed) each carry an all-ones mask, which
+            # must reproduce the unpatched score.
+            return expanded_patch_rows(masks, plain, mask_chunks(len(masks), 1, batch_size),
+                                       sample_scorer,
+                                       (ValueError, RuntimeError, IndexError, KeyError),
+                                       pad=False, probes=2)
 
     def _patched_tiled(self, model: nn.Module, x: torch.Tensor, name: str, module: nn.Module,
                        masks: np.ndarray, target: TargetSpec, per_chunk: int,

@@ -9,14 +9,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from interp_core.backend.policy import first_leaf, replace_first, unknown_layer_error
+from interp_core.backend.layers import first_leaf, replace_first, unknown_layer_error
 from interp_core.backend.protocol import LayerOutput
 
 LISTING = "interp_core.get_backend('torch').layer_names(model)"
 
 
 def first_tensor(out: Any) -> torch.Tensor | None:
-    """A layer output's tensor: itself, or the first element of a tuple/list, else None."""
+    """A layer output's tensor (:func:`~interp_core.backend.layers.first_leaf`), else None."""
     return first_leaf(out, torch.is_tensor)
 
 
