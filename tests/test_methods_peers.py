@@ -830,6 +830,23 @@ def test_torch_replay_below_a_layer_with_a_shared_module():
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
 
 
+
+def assert_expanded_equals_copies(impl: Any, framework: str, to_input: Any) -> None:
+    """The demo model's ablation scores from the layer on (expanded) equal copies of the
+    input (the refusal memory forced), and the first call refused nothing."""
+    masks = (np.random.default_rng(0).random((37, 64)) > 0.3).astype(np.float32)
+    spec = resolve_targets([1, 3], 2)
+    model = demo_model(framework)
+    x = to_input(make_shapes(2, seed=3).images)
+    got = impl.patched_scores(model, x, "block3", masks, spec, batch_size=16)
+    assert not EXPANSION_REFUSED.refused(model, "block3")
+    EXPANSION_REFUSED.refuse(model, "block3")  # force the copies
+    try:
+        want = impl.patched_scores(model, x, "block3", masks, spec, batch_size=16)
+    finally:
+        EXPANSION_REFUSED.forget(model, "block3")
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
 def test_jax_ablation_from_the_layer_equals_copies():
     """The compiled ablation pass runs below the layer once per sample and expands the layer's
     output; it equals copying the input, also for a model that reads the batch size before the
@@ -839,18 +856,7 @@ def test_jax_ablation_from_the_layer_equals_copies():
     from flax import nnx
 
     impl = ic.get_backend("jax")
-    masks = (np.random.default_rng(0).random((37, 64)) > 0.3).astype(np.float32)
-    spec = resolve_targets([1, 3], 2)
-    model = demo_model("jax")
-    x = jnp.asarray(make_shapes(2, seed=3).images)
-    got = impl.patched_scores(model, x, "block3", masks, spec, batch_size=16)
-    assert not EXPANSION_REFUSED.refused(model, "block3")
-    EXPANSION_REFUSED.refuse(model, "block3")  # force the copies
-    try:
-        want = impl.patched_scores(model, x, "block3", masks, spec, batch_size=16)
-    finally:
-        EXPANSION_REFUSED.forget(model, "block3")
-    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    assert_expanded_equals_copies(impl, "jax", jnp.asarray)
 
     class EarlyBatch(nnx.Module):
         def __init__(self) -> None:
@@ -882,18 +888,7 @@ def test_tensorflow_ablation_from_the_layer_equals_copies():
     import keras
 
     impl = ic.get_backend("tensorflow")
-    masks = (np.random.default_rng(0).random((37, 64)) > 0.3).astype(np.float32)
-    spec = resolve_targets([1, 3], 2)
-    model = demo_model("tensorflow")
-    x = make_shapes(2, seed=3).images
-    got = impl.patched_scores(model, x, "block3", masks, spec, batch_size=16)
-    assert not EXPANSION_REFUSED.refused(model, "block3")
-    EXPANSION_REFUSED.refuse(model, "block3")  # force the copies
-    try:
-        want = impl.patched_scores(model, x, "block3", masks, spec, batch_size=16)
-    finally:
-        EXPANSION_REFUSED.forget(model, "block3")
-    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    assert_expanded_equals_copies(impl, "tensorflow", np.asarray)
 
     class EarlyBatch(keras.Model):
         def __init__(self) -> None:
