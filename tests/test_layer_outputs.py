@@ -149,3 +149,37 @@ def test_torch_captures_a_layer_that_returns_a_dict():
     cap = impl.capture(model, x, ["block"], resolve_targets([0, 2], 2))
     want = torch.relu(model.block.conv(x)).detach().numpy().transpose(0, 2, 3, 1)
     np.testing.assert_allclose(cap.layers["block"].activations, want, atol=1e-6)
+
+
+def test_a_module_returning_a_mapping_is_not_the_default_layer():
+    """A wrapper that returns a mapping (a Hugging Face ModelOutput) hands on its child's
+    tensor: the default layer is the child; named explicitly, the wrapper reads its first
+    value (the model-zoo sweep's transformers rows depend on this)."""
+    import interp_core as ic
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Backbone(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            return {"last_hidden_state": torch.relu(self.conv(x))}
+
+    class Classifier(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.backbone = Backbone()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(self.backbone(x)["last_hidden_state"].mean((2, 3)))
+
+    model = Classifier().eval()
+    x = torch.randn(2, 3, 8, 8)
+    assert ic.GradCAM(model).explain(x).layers == ["backbone.conv"]
+    named = ic.GradCAM(model, "backbone").explain(x)  # the mapping's first value
+    assert named.layers == ["backbone"] and named.maps.shape == (2, 8, 8)
+    assert named.raw["backbone"].shape == (2, 8, 8) and float(named.maps.max()) == 1.0

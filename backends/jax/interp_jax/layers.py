@@ -135,7 +135,9 @@ def layer_outputs(structure: Any, arrays: Any, inputs: Any, *, channels_first: b
 
     def probe(name: str) -> Handler:
         def handle(out: Any) -> Any:
-            a = first_array(out)
+            # A module that returns a mapping hands on what a child computed: the child is
+            # the default, not the wrapper (named explicitly, a mapping reads its first value).
+            a = None if isinstance(out, Mapping) else first_array(out)
             shape = tuple(int(d) for d in a.shape) if a is not None else ()
             if channels_first and len(shape) >= 3:
                 shape = (shape[0], *shape[2:], shape[1])

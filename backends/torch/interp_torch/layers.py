@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -130,7 +130,10 @@ def layer_outputs(model: nn.Module, run: Callable[[], Any]) -> list[LayerOutput]
 
     def make_hook(name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: Any, out: Any) -> None:
-            t = first_tensor(out)
+            # A module that returns a mapping (a Hugging Face ModelOutput) hands on what one
+            # of its children computed: that child is the default, not the wrapper. Named
+            # explicitly (layer=), a mapping is read by its first value.
+            t = None if isinstance(out, Mapping) else first_tensor(out)
             calls = seen.pop(name).calls + 1 if name in seen else 1
             shape = canonical_shape(t) if t is not None and t.ndim >= 1 else ()
             seen[name] = LayerOutput(name, shape, type(module).__name__, calls)
