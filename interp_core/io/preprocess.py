@@ -125,14 +125,14 @@ class InputFormat:
             resize_volume,
         )
 
+        if len(self.size) < 2:  # before reading: the file would be read for nothing
+            raise FileReadError(path, "1-D inputs have no overlay picture")
         stored = read_array(path, max_elements=self.max_pixels * 4)
         arranged = arrange(stored, spatial_dims=len(self.size), channels=self.channels,
                            path=path)
         pixels = resize_volume(arranged, self.size)
-        display = display_image(middle_slice(pixels)) if len(self.size) >= 2 else None
-        if display is None:
-            raise FileReadError(path, "1-D inputs have no overlay picture")
-        return LoadedInput(pixels, tuple(arranged.shape[:-1]), display, is_array=True)
+        return LoadedInput(pixels, tuple(arranged.shape[:-1]),
+                           display_image(middle_slice(pixels)), is_array=True)
 
     def normalise(self, batch: np.ndarray) -> np.ndarray:
         """``(batch - mean) / std`` per channel, float32; ``batch`` is ``(N, *size, C)``."""
