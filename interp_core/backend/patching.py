@@ -207,3 +207,30 @@ def refuse_channel_axis(backend: str, channel_axis: int | None) -> None:
             f"this layer holds them on axis {channel_axis}; use ScoreCAM or a gradient method "
             "on this layer"
         )
+
+
+def channel_masks(masks: Any, channel_axis: int | None = None, *,
+                  usual_axis_only: str | None = None) -> np.ndarray:
+    """The ``channel_masks`` argument of ``patched_scores``, checked: float32 ``(M, C)``.
+
+    Parameters
+    ----------
+    masks : array-like
+        ``(M, C)``: one row of channel weights per patched pass.
+    channel_axis : int or None
+        The axis the core asks to patch (None: the layer's usual channel axis).
+    usual_axis_only : str or None
+        The name of an adapter that patches the usual axis only: then any ``channel_axis``
+        raises :func:`refuse_channel_axis`'s ``NotImplementedError``.
+
+    Raises
+    ------
+    ValueError
+        ``masks`` is not two-dimensional.
+    """
+    if usual_axis_only is not None:
+        refuse_channel_axis(usual_axis_only, channel_axis)
+    checked = np.asarray(masks, dtype=np.float32)
+    if checked.ndim != 2:
+        raise ValueError(f"channel_masks must be (M, C), got shape {checked.shape}")
+    return checked

@@ -13,15 +13,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from interp_core.targets import (
-    BinaryTarget,
-    ClassTarget,
-    DetectionTarget,
-    OutputTarget,
-    SegmentationTarget,
-    SimilarityTarget,
-    Target,
-)
+import interp_core.targets as user_targets
+from interp_core.targets import ClassTarget, OutputTarget, Target
 
 #: What a :class:`TargetSpec` scores.
 TargetKind = Literal["top1", "class", "binary", "segmentation", "similarity", "fn", "detection"]
@@ -94,10 +87,7 @@ class TargetSpec:
 
 
 def _as_target(t: Any) -> Target:
-    if isinstance(t, ClassTarget | BinaryTarget | SegmentationTarget | SimilarityTarget
-                  | DetectionTarget):
-        return t
-    if isinstance(t, OutputTarget):
+    if isinstance(t, Target):
         return t
     if isinstance(t, bool):
         raise TypeError(f"target {t!r} is a bool; use BinaryTarget(positive={t}) instead")
@@ -114,6 +104,57 @@ def _as_target(t: Any) -> Target:
         "ClassTarget, BinaryTarget, SegmentationTarget, SimilarityTarget, DetectionTarget or "
         "OutputTarget"
     )
+
+
+def _class_spec(items: list[Any]) -> TargetSpec:
+    idx = np.array([t.index for t in items], dtype=np.int64)
+    if (idx < 0).any():
+        raise ValueError(f"class indices must be >= 0, got {idx[idx < 0].tolist()}")
+    return TargetSpec("class", len(items), indices=idx)
+
+
+def _binary_spec(items: list[Any]) -> TargetSpec:
+    signs = np.array([1.0 if t.positive else -1.0 for t in items], dtype=np.float32)
+    return TargetSpec("binary", len(items), signs=signs)
+
+
+def _segmentation_spec(items: list[Any]) -> TargetSpec:
+    idx = np.array([t.category for t in items], dtype=np.int64)
+    masks = np.stack([np.asarray(t.mask, dtype=np.float32) for t in items])
+    return TargetSpec("segmentation", len(items), indices=idx, masks=masks)
+
+
+def _similarity_spec(items: list[Any]) -> TargetSpec:
+    emb = np.stack([np.asarray(t.embedding, dtype=np.float32).ravel() for t in items])
+    norms = np.linalg.norm(emb, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise ValueError("SimilarityTarget embedding has zero norm")
+    return TargetSpec("similarity", len(items), embeddings=emb / norms)
+
+
+def _detection_spec(items: list[Any]) -> TargetSpec:
+    n = len(items)
+    labels = np.array([-1 if t.label is None else int(t.label) for t in items], dtype=np.int64)
+    boxes = np.array([np.full(4, np.nan) if t.box is None
+                      else np.asarray(t.box, dtype=np.float64).ravel() for t in items])
+    thresholds = np.array([float(t.iou_threshold) for t in items], dtype=np.float64)
+    return TargetSpec("detection", n, indices=labels, boxes=boxes.reshape(n, 4),
+                      thresholds=thresholds)
+
+
+def _fn_spec(items: list[Any]) -> TargetSpec:
+    return TargetSpec("fn", len(items), fns=tuple(t.fn for t in items))
+
+
+#: One batch of targets of one type -> its spec.
+_SPEC_OF: dict[type, Callable[[list[Any]], TargetSpec]] = {
+    user_targets.ClassTarget: _class_spec,
+    user_targets.BinaryTarget: _binary_spec,
+    user_targets.SegmentationTarget: _segmentation_spec,
+    user_targets.SimilarityTarget: _similarity_spec,
+    user_targets.DetectionTarget: _detection_spec,
+    user_targets.OutputTarget: _fn_spec,
+}
 
 
 def resolve_targets(targets: Any, n: int) -> TargetSpec:
@@ -156,33 +197,8 @@ def resolve_targets(targets: Any, n: int) -> TargetSpec:
         names = sorted(k.__name__ for k in kinds)
         raise ValueError(f"targets in one batch must be of one kind, got {names}")
     first = items[0]
-    if isinstance(first, ClassTarget):
-        idx = np.array([t.index for t in items], dtype=np.int64)
-        if (idx < 0).any():
-            raise ValueError(f"class indices must be >= 0, got {idx[idx < 0].tolist()}")
-        return TargetSpec("class", n, indices=idx)
-    if isinstance(first, BinaryTarget):
-        signs = np.array([1.0 if t.positive else -1.0 for t in items], dtype=np.float32)
-        return TargetSpec("binary", n, signs=signs)
-    if isinstance(first, SegmentationTarget):
-        idx = np.array([t.category for t in items], dtype=np.int64)
-        masks = np.stack([np.asarray(t.mask, dtype=np.float32) for t in items])
-        return TargetSpec("segmentation", n, indices=idx, masks=masks)
-    if isinstance(first, SimilarityTarget):
-        emb = np.stack([np.asarray(t.embedding, dtype=np.float32).ravel() for t in items])
-        norms = np.linalg.norm(emb, axis=1, keepdims=True)
-        if (norms == 0).any():
-            raise ValueError("SimilarityTarget embedding has zero norm")
-        return TargetSpec("similarity", n, embeddings=emb / norms)
-    if isinstance(first, DetectionTarget):
-        labels = np.array([-1 if t.label is None else int(t.label) for t in items],
-                          dtype=np.int64)
-        boxes = np.array([np.full(4, np.nan) if t.box is None
-                          else np.asarray(t.box, dtype=np.float64).ravel() for t in items])
-        thresholds = np.array([float(t.iou_threshold) for t in items], dtype=np.float64)
-        return TargetSpec("detection", n, indices=labels, boxes=boxes.reshape(n, 4),
-                          thresholds=thresholds)
-    return TargetSpec("fn", n, fns=tuple(t.fn for t in items))
+    build = next(spec for cls, spec in _SPEC_OF.items() if isinstance(first, cls))
+    return build(items)
 
 
 def check_class_range(spec: TargetSpec, num_outputs: int) -> None:

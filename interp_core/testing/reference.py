@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from interp_core.backend.patching import refuse_channel_axis
+from interp_core.backend import patching
 from interp_core.backend.protocol import (
     ACTIVATION_PATCH,
     GRADIENTS,
@@ -376,10 +376,9 @@ class ReferenceBackend:
                        channel_masks: np.ndarray, target: TargetSpec, *, batch_size: int = 32,
                        output: Any = None, channel_axis: int | None = None) -> np.ndarray:
         """Scores of ``model.head(A * mask)`` for each mask: ``(M, N)``."""
-        refuse_channel_axis(self.name, channel_axis)
+        masks = patching.channel_masks(channel_masks, channel_axis, usual_axis_only=self.name)
         self._check_layers([layer])
-        masks = np.asarray(channel_masks, dtype=np.float32)
-        if masks.ndim != 2 or masks.shape[1] != CHANNELS:
+        if masks.shape[1] != CHANNELS:
             raise ValueError(
                 f"channel_masks must be (M, {CHANNELS}) for layer {LAYER!r} with {CHANNELS} "
                 f"channels, got {masks.shape}"

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from interp_core.backend import patching, protocol
 from interp_core.backend.checks import (
     channel_objective,
     check_channel_range,
@@ -30,21 +31,6 @@ from interp_core.backend.checks import (
 )
 from interp_core.backend.compiled import TargetPlan, needs_output_shape, plan_targets
 from interp_core.backend.layer_choice import deprecated_default_layer
-from interp_core.backend.patching import (
-    expanded_patch_rows,
-    mask_chunks,
-    patch_with_fallback,
-    refuse_channel_axis,
-)
-from interp_core.backend.protocol import (
-    ALL_CAPABILITIES,
-    BiasGradients,
-    Capture,
-    InputGradients,
-    InputSpec,
-    LayerCapture,
-    LayerProbe,
-)
 from interp_core.backend.target_spec import TargetSpec
 from interp_jax import split_model
 from interp_jax.layers import AdapterError, check_ran, recorder
@@ -111,7 +97,7 @@ class JaxBackend:
     """
 
     name = "jax"
-    capabilities = ALL_CAPABILITIES
+    capabilities = protocol.ALL_CAPABILITIES
 
     def __init__(self, layout: str = "channels_last", cache_size: int = 64) -> None:
         if layout.lower() not in _LAYOUTS:
@@ -143,7 +129,7 @@ class JaxBackend:
         structure, _ = self._program(model)
         return structure.layer_names()
 
-    def input_spec(self, model: Any) -> InputSpec | None:
+    def input_spec(self, model: Any) -> protocol.InputSpec | None:
         """What a Flax NNX ``model`` takes: the ``in_features`` and spatial rank
         (``len(kernel_size)``) of its first ``nnx.Conv`` in definition order, in this backend's
         layout; None for a :class:`~interp_core.Split` (plain functions declare nothing) and
@@ -212,7 +198,7 @@ class JaxBackend:
         return self._compiled.get_or_make(key, lambda: jax.jit(make()))
 
     # -- layers -----------------------------------------------------------------------------
-    def layer_outputs(self, model: Any, inputs: Any) -> LayerProbe:
+    def layer_outputs(self, model: Any, inputs: Any) -> protocol.LayerProbe:
         """One abstract pass (``jax.eval_shape``) recording every layer's output shape, for
         the core's choice of the default layer
         (:func:`~interp_core.backend.layer_choice.default_layer`). A Split has one layer,
@@ -229,7 +215,7 @@ class JaxBackend:
     def capture(
         self, model: Any, inputs: Any, layers: Sequence[Any], target: TargetSpec, *,
         gradients: bool = True, output: Any = None, native_layout: bool = False,
-    ) -> Capture:
+    ) -> protocol.Capture:
         structure, arrays = self._program(model)
         names = self._resolve(model, structure, layers)
         x = self._inputs(structure, arrays, inputs)
@@ -242,14 +228,14 @@ class JaxBackend:
         result = jax.device_get(fn(arrays, x, plan.consts))
         grads = result["grads"] if gradients else (None,) * len(names)
         captured = {
-            name: LayerCapture(
+            name: protocol.LayerCapture(
                 name, self._canonical(act, native_layout),
                 None if grad is None else self._canonical(grad, native_layout),
             )
             for name, act, grad in zip(names, result["acts"], grads, strict=True)
         }
         top1 = result["top1"]
-        return Capture(
+        return protocol.Capture(
             layers=captured, scores=_as_numpy(result["scores"]),
             targets=target.resolved_indices(None if top1 is None else np.asarray(top1)),
             input_spatial=self._spatial(jax.tree_util.tree_leaves(x)[0].shape),
@@ -326,17 +312,14 @@ class JaxBackend:
         target: TargetSpec, *, batch_size: int = 32, output: Any = None,
         channel_axis: int | None = None,
     ) -> np.ndarray:
-        refuse_channel_axis(self.name, channel_axis)
+        masks = patching.channel_masks(channel_masks, channel_axis, usual_axis_only=self.name)
         structure, arrays = self._program(model)
         (name,) = self._resolve(model, structure, [layer])
         x = self._inputs(structure, arrays, inputs)
         n = _batch_size(x)
-        masks = np.asarray(channel_masks, dtype=np.float32)
-        if masks.ndim != 2:
-            raise ValueError(f"channel_masks must be (M, C), got shape {masks.shape}")
 
         def tiled() -> np.ndarray:
-            per_chunk = mask_chunks(len(masks), n, batch_size)
+            per_chunk = patching.mask_chunks(len(masks), n, batch_size)
             tiled = target.tile(per_chunk)
             tiled_x = jax.eval_shape(lambda a: jax.tree_util.tree_map(
                 lambda v: jnp.concatenate([v] * per_chunk), a), x)
@@ -354,7 +337,7 @@ class JaxBackend:
                 rows.append(scores.reshape(per_chunk, n)[:count])
             return np.concatenate(rows, axis=0) if rows else np.zeros((0, n), np.float32)
 
-        return patch_with_fallback(
+        return patching.patch_with_fallback(
             model, name,
             lambda: self._patched_expanded(model, structure, arrays, x, name, masks, target,
                                            batch_size, output),
@@ -372,7 +355,7 @@ class JaxBackend:
         from interp_jax.layers import ModelTraceError
 
         n = _batch_size(x)
-        per = mask_chunks(len(masks), 1, batch_size)
+        per = patching.mask_chunks(len(masks), 1, batch_size)
         width = per + 1
         plain = self.predict(model, x, target, batch_size=max(1, n), output=output)
 
@@ -387,8 +370,8 @@ class JaxBackend:
                 structure, name, plan, output, expand=True))
             return lambda padded: _as_numpy(fn(arrays, sample, plan.consts, padded))
 
-        return expanded_patch_rows(masks, plain, per, sample_scorer,
-                                   (AdapterError, ModelTraceError, TypeError, ValueError))
+        return patching.expanded_patch_rows(masks, plain, per, sample_scorer,
+                                            (AdapterError, ModelTraceError, TypeError, ValueError))
 
     def _patched_fn(self, structure: Any, name: str, plan: TargetPlan,
                     output: Any, expand: bool = False) -> Callable[..., Any]:
@@ -430,7 +413,7 @@ class JaxBackend:
     def score_input_gradients(
         self, model: Any, inputs: Any, target: TargetSpec, *, batch_size: int = 32,
         output: Any = None, guided: bool = False,
-    ) -> InputGradients:
+    ) -> protocol.InputGradients:
         structure, arrays = self._program(model)
         x = self._float_input(structure, arrays, inputs, "score_input_gradients")
         n = int(x.shape[0])
@@ -453,7 +436,7 @@ class JaxBackend:
         top = None if tops[0] is None else np.concatenate(tops)
         values, gradients = np.concatenate(scores), np.concatenate(grads)
         warn_non_finite("score_input_gradients", values, gradients)
-        return InputGradients(values, target.resolved_indices(top), gradients)
+        return protocol.InputGradients(values, target.resolved_indices(top), gradients)
 
     def _float_input(self, structure: Any, arrays: Any, inputs: Any, what: str) -> Any:
         x = self._inputs(structure, arrays, inputs)
@@ -488,7 +471,7 @@ class JaxBackend:
 
     def bias_gradients(
         self, model: Any, inputs: Any, target: TargetSpec, *, output: Any = None,
-    ) -> BiasGradients:
+    ) -> protocol.BiasGradients:
         structure, arrays = self._program(model)
         biases = dict(structure.bias_modules(model))
         x = self._float_input(structure, arrays, inputs, "bias_gradients")
@@ -501,7 +484,7 @@ class JaxBackend:
                  for name, g in zip(ran, result["grads"], strict=True)}
         grads = {k: v for k, v in grads.items() if v.ndim >= 3}
         top1 = result["top1"]
-        return BiasGradients(
+        return protocol.BiasGradients(
             scores=_as_numpy(result["scores"]),
             targets=target.resolved_indices(None if top1 is None else np.asarray(top1)),
             input_gradients=_as_numpy(result["input"]),

@@ -24,25 +24,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from interp_core.backend import patching, protocol
 from interp_core.backend.checks import check_channel_range, check_channels
 from interp_core.backend.compiled import plan_targets
 from interp_core.backend.inputs import chunks
 from interp_core.backend.layer_choice import deprecated_default_layer
-from interp_core.backend.patching import (
-    expanded_patch_rows,
-    mask_chunks,
-    patch_with_fallback,
-    refuse_channel_axis,
-)
-from interp_core.backend.protocol import (
-    ALL_CAPABILITIES,
-    BiasGradients,
-    Capture,
-    InputGradients,
-    InputSpec,
-    LayerCapture,
-    LayerProbe,
-)
 from interp_core.backend.target_spec import TargetSpec, select_output
 from interp_tensorflow.compiled import Program, class_axis, forward, is_keras_model
 from interp_tensorflow.layers import (
@@ -83,7 +69,7 @@ class TensorFlowBackend:
     """
 
     name = "tensorflow"
-    capabilities = ALL_CAPABILITIES
+    capabilities = protocol.ALL_CAPABILITIES
 
     def __init__(self) -> None:
         self.trace_count = 0
@@ -104,7 +90,7 @@ class TensorFlowBackend:
                 fmt = self._data_formats[model] = model_data_format(model)
         return fmt
 
-    def input_spec(self, model: Any) -> InputSpec | None:
+    def input_spec(self, model: Any) -> protocol.InputSpec | None:
         """What ``model`` takes: its declared input shape (``model.inputs[0]``, for Functional
         models and Sequential ones with an ``Input``), else its first convolution's channel
         count (once built) and rank; None when a dense layer or an embedding comes first, the
@@ -121,13 +107,14 @@ class TensorFlowBackend:
             if len(shape) < 3:
                 return None
             channels = shape[1] if layout == "channels_first" else shape[-1]
-            return InputSpec(None if channels is None else int(channels), len(shape) - 2, layout)
+            return protocol.InputSpec(None if channels is None else int(channels),
+                                      len(shape) - 2, layout)
         for _, layer in walk(model):
             if isinstance(layer, _CONVOLUTIONS):
                 axes = getattr(getattr(layer, "input_spec", None), "axes", None) or {}
                 channels = next(iter(axes.values()), None) if len(axes) == 1 else None
-                return InputSpec(None if channels is None else int(channels), int(layer.rank),
-                                 layout)
+                return protocol.InputSpec(None if channels is None else int(channels),
+                                          int(layer.rank), layout)
             if isinstance(layer, _CHANNEL_NORMS) or children(layer):
                 continue
             if layer.weights:  # a Dense or an Embedding sees the input first
@@ -171,7 +158,7 @@ class TensorFlowBackend:
     def layer_names(self, model: Any) -> list[str]:
         return layer_paths(model)
 
-    def layer_outputs(self, model: Any, inputs: Any) -> LayerProbe:
+    def layer_outputs(self, model: Any, inputs: Any) -> protocol.LayerProbe:
         """One eager pass on the first sample (no trace) recording every layer's output, for
         the core's choice of the default layer
         (:func:`~interp_core.backend.layer_choice.default_layer`)."""
@@ -179,8 +166,8 @@ class TensorFlowBackend:
         x = _first_samples(self._prepare(inputs, model), 1)
         fmt = model_data_format(model)
         spatial = spatial_shape(tuple(tf.nest.flatten(x)[0].shape), fmt)
-        return LayerProbe(layer_outputs(model, x), spatial, 1,
-                          native_channels_first=fmt == "channels_first", sample=x)
+        return protocol.LayerProbe(layer_outputs(model, x), spatial, 1,
+                                   native_channels_first=fmt == "channels_first", sample=x)
 
     def gradient_probe(self, model: Any, inputs: Any,
                        names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -245,7 +232,7 @@ class TensorFlowBackend:
     def capture(
         self, model: Any, inputs: Any, layers: Sequence[Any], target: TargetSpec, *,
         gradients: bool = True, output: Any = None, native_layout: bool = False,
-    ) -> Capture:
+    ) -> protocol.Capture:
         _check_model(model)
         x = self._prepare(inputs, model)
         paths = tuple(p for p, _ in resolve(model, layers))
@@ -257,8 +244,9 @@ class TensorFlowBackend:
         grads = ([t.numpy() for t in result["grads"]] if result["grads"] is not None
                  else [None] * len(paths))
         top1 = result["top1"]
-        return Capture(
-            layers={p: LayerCapture(p, a, g) for p, a, g in zip(paths, acts, grads, strict=True)},
+        return protocol.Capture(
+            layers={p: protocol.LayerCapture(p, a, g)
+                    for p, a, g in zip(paths, acts, grads, strict=True)},
             scores=result["scores"].numpy(),
             targets=target.resolved_indices(None if top1 is None else top1.numpy()),
             input_spatial=self._input_spatial(model, x),
@@ -295,19 +283,16 @@ class TensorFlowBackend:
         target: TargetSpec, *, batch_size: int = 32, output: Any = None,
         channel_axis: int | None = None,
     ) -> np.ndarray:
-        refuse_channel_axis(self.name, channel_axis)
+        masks = patching.channel_masks(channel_masks, channel_axis, usual_axis_only=self.name)
         _check_model(model)
         x = self._prepare(inputs, model)
         if not tf.is_tensor(x):
             raise NotImplementedError("patched_scores supports single-tensor inputs")
         ((path, _),) = resolve(model, [layer])
-        masks = np.asarray(channel_masks, dtype=np.float32)
-        if masks.ndim != 2:
-            raise ValueError(f"channel_masks must be (M, C), got shape {masks.shape}")
         n = int(x.shape[0])
 
         def tiled() -> np.ndarray:
-            per_chunk = mask_chunks(len(masks), n, batch_size)
+            per_chunk = patching.mask_chunks(len(masks), n, batch_size)
             program = self._program(model, "patch", (path,), kind=target.kind,
                                     fns=_fns(target), output=output)
             rows = []
@@ -320,7 +305,7 @@ class TensorFlowBackend:
                 rows.append(scores.numpy().reshape(len(chunk), n))
             return np.concatenate(rows, axis=0) if rows else np.zeros((0, n), np.float32)
 
-        return patch_with_fallback(
+        return patching.patch_with_fallback(
             model, path,
             lambda: self._patched_expanded(model, x, path, masks, target, batch_size, output),
             tiled)
@@ -334,7 +319,7 @@ class TensorFlowBackend:
         raises :class:`~interp_core.backend.patching.ExpansionRefusedError` (the caller then
         copies the input)."""
         n = int(x.shape[0])
-        per = mask_chunks(len(masks), 1, batch_size)
+        per = patching.mask_chunks(len(masks), 1, batch_size)
         width = per + 1
         plain = self.predict(model, x, target, batch_size=max(1, n), output=output)
         program = self._program(model, "patch", (path,), kind=target.kind, fns=_fns(target),
@@ -348,14 +333,14 @@ class TensorFlowBackend:
             return lambda padded: self._run(program, model, spec, sample, consts,
                                             tf.constant(padded)).numpy()
 
-        return expanded_patch_rows(masks, plain, per, sample_scorer,
-                                   (ValueError, TypeError, tf.errors.InvalidArgumentError))
+        return patching.expanded_patch_rows(masks, plain, per, sample_scorer,
+                                            (ValueError, TypeError, tf.errors.InvalidArgumentError))
 
     # -- gradients of the target scores at the input --------------------------------------
     def score_input_gradients(
         self, model: Any, inputs: Any, target: TargetSpec, *, batch_size: int = 32,
         output: Any = None, guided: bool = False,
-    ) -> InputGradients:
+    ) -> protocol.InputGradients:
         x = self._float_input(model, inputs, "score_input_gradients")
         n = int(x.shape[0])
         scores, grads, tops = [], [], []
@@ -369,12 +354,12 @@ class TensorFlowBackend:
             grads.append(result["grads"].numpy())
             tops.append(None if result["top1"] is None else result["top1"].numpy())
         top = None if tops[0] is None else np.concatenate(tops)
-        return InputGradients(np.concatenate(scores), target.resolved_indices(top),
-                              np.concatenate(grads))
+        return protocol.InputGradients(np.concatenate(scores), target.resolved_indices(top),
+                                       np.concatenate(grads))
 
     def bias_gradients(
         self, model: Any, inputs: Any, target: TargetSpec, *, output: Any = None,
-    ) -> BiasGradients:
+    ) -> protocol.BiasGradients:
         x = self._float_input(model, inputs, "bias_gradients")
         found = bias_layers(model)
         paths = tuple(p for p, _, _ in found)
@@ -384,7 +369,7 @@ class TensorFlowBackend:
         grads = {p: g.numpy() for p, g in result["grads"].items()}
         biases = {p: b for p, _, b in found if p in grads}
         top1 = result["top1"]
-        return BiasGradients(
+        return protocol.BiasGradients(
             scores=result["scores"].numpy(),
             targets=target.resolved_indices(None if top1 is None else top1.numpy()),
             input_gradients=result["input"].numpy(), biases=biases,

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from interp_core.backend import patching, protocol
 from interp_core.backend.checks import channel_objective, check_channel_range, check_channels
 from interp_core.backend.inputs import chunks, first_input, take
 from interp_core.backend.layer_choice import deprecated_default_layer
@@ -25,21 +26,6 @@ from interp_core.backend.layers import (
     layer_ran_twice_error,
     missing_layers_error,
     not_a_tensor_error,
-)
-from interp_core.backend.patching import (
-    ExpansionRefusedError,
-    expanded_patch_rows,
-    mask_chunks,
-    patch_with_fallback,
-)
-from interp_core.backend.protocol import (
-    ALL_CAPABILITIES,
-    BiasGradients,
-    Capture,
-    InputGradients,
-    InputSpec,
-    LayerCapture,
-    LayerProbe,
 )
 from interp_core.backend.scoring import target_scores
 from interp_core.backend.target_spec import TargetSpec, select_output
@@ -184,7 +170,7 @@ class TorchBackend:
 
     name = "torch"
     input_layout = "channels_first"
-    capabilities = ALL_CAPABILITIES
+    capabilities = protocol.ALL_CAPABILITIES
 
     # -- conversions ----------------------------------------------------------------------
     def to_numpy(self, x: Any) -> np.ndarray:
@@ -244,7 +230,7 @@ class TorchBackend:
     def _input_spatial(x: Any) -> tuple[int, ...]:
         return tuple(int(d) for d in first_input(x).shape[2:])
 
-    def input_spec(self, model: nn.Module) -> InputSpec | None:
+    def input_spec(self, model: nn.Module) -> protocol.InputSpec | None:
         """What ``model`` takes: the channel count and spatial rank of its first convolution
         (``Conv1d/2d/3d`` or transposed, in ``named_modules`` order), or of the input shape a
         ``torch.export`` program was exported for; None when a dense layer or an embedding
@@ -256,28 +242,28 @@ class TorchBackend:
             if len(shape) < 3:
                 return None
             channels = shape[1] if isinstance(shape[1], int) else None  # dynamic: a symbol
-            return InputSpec(channels, len(shape) - 2, self.input_layout)
+            return protocol.InputSpec(channels, len(shape) - 2, self.input_layout)
         found = _input_layer(model)
         if found is None or not isinstance(found[1], _CONVOLUTION_TYPES):
             return None
         module = found[1]
         dims = next(d for cls, d in _CONVOLUTIONS.items() if isinstance(module, cls))
         channels = module.in_channels if module.in_channels > 0 else None  # lazy: not yet known
-        return InputSpec(channels, dims, self.input_layout)
+        return protocol.InputSpec(channels, dims, self.input_layout)
 
     # -- layers ---------------------------------------------------------------------------
     def layer_names(self, model: nn.Module) -> list[str]:
         return layer_names(model)
 
-    def layer_outputs(self, model: nn.Module, inputs: Any) -> LayerProbe:
+    def layer_outputs(self, model: nn.Module, inputs: Any) -> protocol.LayerProbe:
         """One dry run (eval mode, no gradients) with a forward hook on every module: each
         one's output shape, class and call count, for the core's choice of the default layer
         (:func:`~interp_core.backend.layer_choice.default_layer`)."""
         x = self._prepare(inputs, model)
         with _explaining(model):
             seen = layer_outputs(model, lambda: self._run(model, x))
-        return LayerProbe(seen, self._input_spatial(x), int(first_input(x).shape[0]),
-                          native_channels_first=True, sample=take(x, slice(0, 1)))
+        return protocol.LayerProbe(seen, self._input_spatial(x), int(first_input(x).shape[0]),
+                                   native_channels_first=True, sample=take(x, slice(0, 1)))
 
     def default_layer(self, model: nn.Module, inputs: Any) -> str:
         """Deprecated: :func:`interp_core.backend.layer_choice.default_layer` chooses."""
@@ -287,7 +273,7 @@ class TorchBackend:
     def capture(
         self, model: nn.Module, inputs: Any, layers: Sequence[Any], target: TargetSpec, *,
         gradients: bool = True, output: Any = None, native_layout: bool = False,
-    ) -> Capture:
+    ) -> protocol.Capture:
         if gradients:
             _refuse_inference_mode()
         named = resolve(model, layers)
@@ -334,12 +320,12 @@ class TorchBackend:
             act = store[name]
             if gradients and grad is None:
                 grad = torch.zeros_like(act)
-            captured[name] = LayerCapture(
+            captured[name] = protocol.LayerCapture(
                 name, to_numpy(act, channels_last),
                 None if grad is None else to_numpy(grad, channels_last),
             )
         classes = target.resolved_indices(None if top1 is None else top1.cpu().numpy())
-        return Capture(
+        return protocol.Capture(
             layers=captured, scores=to_numpy(scores, False), targets=classes,
             input_spatial=self._input_spatial(x),
         )
@@ -392,14 +378,12 @@ class TorchBackend:
         x = self._prepare(inputs, model)
         if isinstance(x, tuple | list | dict):
             raise NotImplementedError("patched_scores supports single-tensor inputs")
-        masks = np.asarray(channel_masks, dtype=np.float32)
-        if masks.ndim != 2:
-            raise ValueError(f"channel_masks must be (M, C), got shape {masks.shape}")
+        masks = patching.channel_masks(channel_masks, channel_axis)
         n = int(x.shape[0])
-        per_chunk = mask_chunks(len(masks), n, batch_size)
+        per_chunk = patching.mask_chunks(len(masks), n, batch_size)
         axis = 1 if channel_axis is None else int(channel_axis)
         with _explaining(model):
-            return patch_with_fallback(
+            return patching.patch_with_fallback(
                 model, name,
                 lambda: self._patched_from_layer(model, x, name, module, masks, target,
                                                  batch_size, output, axis),
@@ -442,7 +426,7 @@ class TorchBackend:
             try:
                 replay = stack.enter_context(replaying_below(model, module))
             except ValueError as exc:  # the layer is the model itself
-                raise ExpansionRefusedError from exc
+                raise patching.ExpansionRefusedError from exc
             stack.enter_context(hooked([(name, module)],
                                        lambda _: self._mask_hook(name, current, axis)))
 
@@ -460,10 +444,10 @@ class TorchBackend:
 
             # The first two passes (recorded, replayed) each carry an all-ones mask, which
             # must reproduce the unpatched score.
-            return expanded_patch_rows(masks, plain, mask_chunks(len(masks), 1, batch_size),
-                                       sample_scorer,
-                                       (ValueError, RuntimeError, IndexError, KeyError),
-                                       pad=False, probes=2)
+            per_mask = patching.mask_chunks(len(masks), 1, batch_size)
+            return patching.expanded_patch_rows(masks, plain, per_mask, sample_scorer,
+                                                (ValueError, RuntimeError, IndexError, KeyError),
+                                                pad=False, probes=2)
 
     def _patched_tiled(self, model: nn.Module, x: torch.Tensor, name: str, module: nn.Module,
                        masks: np.ndarray, target: TargetSpec, per_chunk: int,
@@ -504,7 +488,7 @@ class TorchBackend:
     def score_input_gradients(
         self, model: nn.Module, inputs: Any, target: TargetSpec, *, batch_size: int = 32,
         output: Any = None, guided: bool = False,
-    ) -> InputGradients:
+    ) -> protocol.InputGradients:
         _refuse_inference_mode()
         x = self._prepare(inputs, model)
         if not torch.is_tensor(x) or not x.is_floating_point():
@@ -529,12 +513,12 @@ class TorchBackend:
                 grads.append(to_numpy(g, False))
                 tops.append(None if top1 is None else top1.cpu().numpy())
         top = None if tops[0] is None else np.concatenate(tops)
-        return InputGradients(np.concatenate(scores), target.resolved_indices(top),
-                              np.concatenate(grads))
+        return protocol.InputGradients(np.concatenate(scores), target.resolved_indices(top),
+                                       np.concatenate(grads))
 
     def bias_gradients(
         self, model: nn.Module, inputs: Any, target: TargetSpec, *, output: Any = None,
-    ) -> BiasGradients:
+    ) -> protocol.BiasGradients:
         _refuse_inference_mode()
         x = self._prepare(inputs, model)
         if not torch.is_tensor(x) or not x.is_floating_point():
@@ -567,7 +551,7 @@ class TorchBackend:
         biases = {name: bias for name, _, bias in found}
         layer_grads = {k: to_numpy(torch.zeros_like(store[k]) if g is None else g, True)
                        for k, g in zip(names, grads[1:], strict=True)}
-        return BiasGradients(
+        return protocol.BiasGradients(
             scores=to_numpy(scores, False),
             targets=target.resolved_indices(None if top1 is None else top1.cpu().numpy()),
             input_gradients=to_numpy(grads[0], False),
