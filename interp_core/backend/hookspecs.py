@@ -167,6 +167,8 @@ class BackendRegistration:
         ``"package.module:function"`` (imported lazily) or a callable ``build(weights)`` that
         builds the bundled demo model (:mod:`interp_core.datasets.demo`) in this framework from a
         dict of NumPy weights.
+    demo_vit : str or callable, optional
+        The same for the bundled demo vision transformer (:mod:`interp_core.datasets.demo_vit`).
     model_files : tuple[str, ...]
         Lower-case suffixes of the model files this backend's ``interp_core_load_model``
         loads (``(".pt", ".pth")``): give the same tuple to :func:`loads_files`, so that the
@@ -181,6 +183,7 @@ class BackendRegistration:
     frameworks: tuple[str, ...] = ()
     install_hint: str = ""
     demo: str | Callable[[dict[str, Any]], Any] | None = None
+    demo_vit: str | Callable[[dict[str, Any]], Any] | None = None
     model_files: tuple[str, ...] = ()
     distribution: str = ""
 
@@ -190,7 +193,8 @@ class BackendRegistration:
                 f"backend name {self.name!r} must be lower-case letters, digits, '-' or '_', "
                 "starting with a letter"
             )
-        for what, value in (("factory", self.factory), ("demo", self.demo)):
+        for what, value in (("factory", self.factory), ("demo", self.demo),
+                            ("demo_vit", self.demo_vit)):
             if isinstance(value, str) and ":" not in value:
                 raise ValueError(
                     f"backend {self.name!r}: {what} {value!r} must look like "

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -29,12 +29,13 @@ LINEAR_WEIGHTS = "linear_weights"  # linear_weights(...): CAM from the dense lay
 SCORE_INPUT_GRADIENTS = "score_input_gradients"  # score_input_gradients(...): Saliency, IG, ...
 GUIDED_BACKPROP = "guided_backprop"  # score_input_gradients(..., guided=True)
 BIAS_GRADIENTS = "bias_gradients"  # bias_gradients(...): FullGrad
+ATTENTION = "attention"  # attention(...): attention rollout, gradient-weighted rollout, LeGrad
 
 #: Every capability above. The first-party adapters declare all of them, so a capability added
 #: here is claimed by each, and the conformance suite's tests for it run on each.
 ALL_CAPABILITIES = frozenset({
     GRADIENTS, INPUT_GRADIENTS, ACTIVATION_PATCH, LINEAR_WEIGHTS, SCORE_INPUT_GRADIENTS,
-    GUIDED_BACKPROP, BIAS_GRADIENTS,
+    GUIDED_BACKPROP, BIAS_GRADIENTS, ATTENTION,
 })
 
 
@@ -431,3 +432,71 @@ def input_spec(backend: Any, model: Any) -> InputSpec | None:
     """``backend.input_spec(model)`` where the adapter defines it, else None."""
     method = getattr(backend, "input_spec", None)
     return method(model) if callable(method) else None
+
+
+#: What :meth:`AttentionBackend.attention` differentiates (see there).
+AttentionGradients = Literal["none", "output", "per_block"]
+
+
+@dataclass(frozen=True)
+class AttentionCapture:
+    """The attention probabilities of every global self-attention layer of a transformer.
+
+    Attributes
+    ----------
+    blocks : list[str]
+        The attention layers' names as the adapter spells them, in the order they run.
+    attentions : list[np.ndarray]
+        Per layer, float32 ``(N, heads, T, T)``: the softmax probabilities (each row, a query
+        token, sums to 1 over the key tokens), after any mask, before dropout.
+    gradients : list[np.ndarray] or None
+        Per layer, float32 ``(N, heads, T, T)``, the gradient of a target score with respect
+        to that layer's probabilities (which score: :meth:`AttentionBackend.attention`); None
+        when none were asked for.
+    scores : np.ndarray
+        float32 ``(N,)``, the target score of each sample (of the model's output).
+    targets : np.ndarray
+        int64 ``(N,)``, the class each score is of (``-1`` for non-class targets).
+    """
+
+    blocks: list[str]
+    attentions: list[np.ndarray]
+    gradients: list[np.ndarray] | None
+    scores: np.ndarray
+    targets: np.ndarray
+
+
+class AttentionBackend(Protocol):
+    """Capability ``"attention"`` (attention rollout, gradient-weighted rollout, LeGrad).
+    Optional; third-party adapters need not implement it."""
+
+    def attention(
+        self, model: Any, inputs: Any, target: TargetSpec, *,
+        gradients: AttentionGradients = "none", output: Any = None, batch_size: int = 32,
+    ) -> AttentionCapture:
+        """The attention probabilities of every global self-attention layer, in run order.
+
+        Parameters
+        ----------
+        gradients : {"none", "output", "per_block"}
+            ``"none"``: probabilities only (forward passes, no gradient tracking).
+            ``"output"``: also d(sum of target scores)/d(probabilities of each layer).
+            ``"per_block"``: for each layer ``l``, d(sum of target scores of the model's
+            output *as read from block l*)/d(probabilities of layer ``l``), where the block
+            of a layer is the residual unit that holds it, and *read from block l* means the
+            part of the model after its last block (final norm, pooling, head) applied to
+            block ``l``'s output tokens instead of the last block's (LeGrad). One way, in one
+            backward pass: stop the gradient at every block's input, run the part after the
+            last block on the outputs of all blocks stacked along the batch, and
+            differentiate the sum of their target scores.
+
+        Raises
+        ------
+        NotImplementedError
+            The model has no global self-attention layer the adapter can read (windowed
+            attention such as Swin's): :func:`interp_core.backend.attention.no_attention_error`.
+
+        The model must come back as it was (flags, fused-attention switches, hooks), also
+        after an error.
+        """
+        ...
