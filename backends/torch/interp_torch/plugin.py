@@ -22,6 +22,7 @@ REGISTRATION = BackendRegistration(
     frameworks=("torch",),
     install_hint="pip install torch",
     demo="interp_torch.demo:build",
+    demo_vit="interp_torch.demo_vit:build",
     # torch.save(model, path) with trust, torch.export.save programs as .pt2; TorchScript
     # files get an error that says so.
     model_files=(".pt", ".pth", ".ts", ".jit", ".pt2"),
