@@ -26,6 +26,11 @@ Closed forms of ``dScore_k/dA``:
 
 :class:`ReferenceBackend` computes captures of :class:`ReferenceModel` in pure NumPy; it is the
 oracle the conformance suite compares adapters with, and the in-test "toy" third-party adapter.
+
+The reference *transformer* (the demo ViT architecture at a tiny size, its attention and the
+gradients of it, in NumPy) is :mod:`interp_core.testing.reference_transformer`;
+:data:`REFERENCE_VIT` is its configuration in the conformance suite: a non-square 3x4 patch
+grid, so that swapped grid axes show.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from interp_core.backend.protocol import (
 )
 from interp_core.backend.scoring import NumpyApiOps, target_scores
 from interp_core.backend.target_spec import TargetSpec
+from interp_core.datasets.demo_vit import ViTConfig
 
 Variant = Literal["gap", "flatten", "segmentation"]
 #: Every reference model, and the input (H, W, C_in) each takes (channels last).
@@ -62,6 +68,10 @@ CHANNELS = 8
 CLASSES = 5
 LAYER = "features"
 FC = "fc"
+
+#: The reference transformer's sizes (:mod:`interp_core.testing.reference_transformer`):
+#: 12x16 inputs in 4-pixel patches, a 3x4 grid, 2 blocks of 2 heads.
+REFERENCE_VIT = ViTConfig(patch=4, grid=(3, 4), dim=8, heads=2, blocks=2, mlp=16, classes=3)
 
 
 def check_variant(variant: str) -> str:
