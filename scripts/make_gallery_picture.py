@@ -3,9 +3,10 @@
     python scripts/make_gallery_picture.py [--backend torch] [--rows 4]
 
 Runs `interp demo` into a temporary folder and tiles its first rows with the method names on
-top, in two bands: the CAM family (maps from one layer), then the methods that attribute to the
-input (``needs == "input gradients"`` in ``interp_core.methods.method_table()``). Each band
-starts with the input images.
+top, in bands: on the CNN, the CAM family (maps from one layer), then the methods that attribute
+to the input (``needs == "input gradients"`` in ``interp_core.methods.method_table()``); then
+the vision transformer's methods, where the backend builds it. Each band starts with the input
+images.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from interp_core.cli import command as cli
+from interp_core.cli.demo import DEMO_METHODS, VIT_METHODS
 from interp_core.methods import method_table
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "images" / "demo_gallery.png"
@@ -36,11 +38,17 @@ def main() -> None:
         if cli.main(["demo", "--backend", args.backend, "--out", tmp]) != 0:
             raise SystemExit("interp demo failed")
         folder = Path(tmp)
-        methods = [m for m in cli.DEMO_METHODS
-                   if (folder / f"image_00_{m.replace('+', 'p')}.png").exists()]
-        bands = [["input", *(m for m in methods if needs[m] != "input gradients")],
-                 ["input", *(m for m in methods if needs[m] == "input gradients")]]
-        bands = [b for b in bands if len(b) > 1]
+
+        def shown(names: tuple[str, ...], prefix: str, label: str) -> list[tuple[str, str]]:
+            """(label, file suffix) of each method with overlays in the folder."""
+            files = [(label + m, f"_{prefix}{m.replace('+', 'p')}") for m in names]
+            return [(t, f) for t, f in files if (folder / f"image_00{f}.png").exists()]
+
+        cnn = shown(DEMO_METHODS, "", "")
+        bands = [[c for c in cnn if needs[c[0]] != "input gradients"],
+                 [c for c in cnn if needs[c[0]] == "input gradients"],
+                 shown(VIT_METHODS, "vit_", "ViT ")]
+        bands = [[("input", ""), *b] for b in bands if b]
         width = TILE * max(len(b) for b in bands)
         band_height = LABEL + TILE * args.rows
         canvas = Image.new("RGB", (width, band_height * len(bands) + GAP * (len(bands) - 1)),
@@ -48,10 +56,9 @@ def main() -> None:
         draw = ImageDraw.Draw(canvas)
         for b, columns in enumerate(bands):
             top = b * (band_height + GAP)
-            for j, name in enumerate(columns):
-                draw.text((j * TILE + 4, top + 3), name, fill="black")
+            for j, (label, suffix) in enumerate(columns):
+                draw.text((j * TILE + 4, top + 3), label, fill="black")
                 for i in range(args.rows):
-                    suffix = "" if name == "input" else f"_{name.replace('+', 'p')}"
                     tile = Image.open(folder / f"image_{i:02d}{suffix}.png").convert("RGB")
                     canvas.paste(tile.resize((TILE, TILE), Image.Resampling.BILINEAR),
                                  (j * TILE, top + LABEL + i * TILE))

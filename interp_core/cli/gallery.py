@@ -1,4 +1,5 @@
-"""An HTML page that shows each image next to its overlays, one column per method."""
+"""An HTML page of tables, one per model: each image next to its overlays, one column per
+method."""
 
 from __future__ import annotations
 
@@ -17,8 +18,16 @@ class GalleryRow:
     overlays: dict[str, str]
 
 
-def write_gallery(path: Path, rows: Sequence[GalleryRow], title: str, note: str = "") -> Path:
-    """Write ``index.html`` at ``path`` with one row per image; returns the path."""
+@dataclass(frozen=True)
+class GallerySection:
+    """One table of the page: a heading, a note under it, and one row per image."""
+
+    heading: str
+    note: str
+    rows: Sequence[GalleryRow]
+
+
+def _table(rows: Sequence[GalleryRow]) -> str:
     methods = list(dict.fromkeys(m for row in rows for m in row.overlays))
     head = "".join(f"<th>{html.escape(m)}</th>" for m in methods)
     body = []
@@ -31,14 +40,22 @@ def write_gallery(path: Path, rows: Sequence[GalleryRow], title: str, note: str 
             f'<tr><td><img src="{html.escape(row.image)}" alt="input"><br>'
             f"<small>{html.escape(row.caption)}</small></td>{cells}</tr>"
         )
+    return f"<table><tr><th>image</th>{head}</tr>{''.join(body)}</table>"
+
+
+def write_gallery(path: Path, sections: Sequence[GallerySection], title: str) -> Path:
+    """Write ``index.html`` at ``path``, one table per section; returns the path."""
+    tables = "".join(
+        f"<h2>{html.escape(s.heading)}</h2><p>{html.escape(s.note)}</p>{_table(s.rows)}"
+        for s in sections
+    )
     page = (
         "<!doctype html><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title>"
         "<style>body{font-family:sans-serif;margin:1em}td,th{padding:3px;text-align:center;"
         "vertical-align:top}img{width:160px;image-rendering:auto}small{display:block;"
         "max-width:160px}</style>"
-        f"<h1>{html.escape(title)}</h1><p>{html.escape(note)}</p>"
-        f"<table><tr><th>image</th>{head}</tr>{''.join(body)}</table>"
+        f"<h1>{html.escape(title)}</h1>{tables}"
     )
     path.write_text(page, encoding="utf-8")
     return path

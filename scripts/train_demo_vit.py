@@ -1,0 +1,133 @@
+"""Train the bundled demo vision transformer on generated shapes images (PyTorch, CPU, seeded).
+
+    python scripts/train_demo_vit.py [--out interp_core/data/demo_vit.npz]
+
+Trains :class:`interp_torch.demo_vit.DemoViT` at the sizes of :class:`ViTConfig` (the
+architecture of :mod:`interp_core.datasets.demo_vit`, which every framework builds from the
+same weights) with what small ViTs need to learn from a few ten thousand images: AdamW with
+weight decay on the matrices only, a linear warmup then a cosine decay, label smoothing and
+horizontal flips. Prints the held-out accuracy and writes the weights (Keras/Flax conventions,
+about half a megabyte). Takes a few minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from interp_torch.demo_vit import DemoViT
+from torch import nn
+
+from interp_core.datasets import make_shapes
+from interp_core.datasets.demo_vit import ViTConfig
+
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "interp_core" / "data" / "demo_vit.npz"
+CHUNK = 4000  # images generated per make_shapes call (bounds the generator's peak memory)
+
+
+def shapes(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` images ``(n, 3, 64, 64)`` and labels from seeds ``seed, seed + 1, ...``, one per
+    chunk of :data:`CHUNK` images."""
+    parts = [make_shapes(min(CHUNK, n - start), seed=seed + k)
+             for k, start in enumerate(range(0, n, CHUNK))]
+    return (np.concatenate([p.channels_first() for p in parts]),
+            np.concatenate([p.labels for p in parts]))
+
+
+def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
+    model.eval()
+    with torch.no_grad():
+        preds = torch.cat([model(torch.from_numpy(images[i : i + 500])).argmax(1)
+                           for i in range(0, len(images), 500)])
+    return float((preds.numpy() == labels).mean())
+
+
+def optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW decaying the matrices and kernels only (not biases, norms, tokens, embeddings)."""
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos_embed" not in n
+             and "cls_token" not in n]
+    rest = [p for n, p in model.named_parameters() if not any(p is q for q in decay)]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": rest, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.99))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--train", type=int, default=24000)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--warmup", type=float, default=1.0, help="warmup epochs")
+    parser.add_argument("--smoothing", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch threads (the weights are reproducible for a given count)")
+    args = parser.parse_args()
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    # different seeds from the CNN's script and from each other: disjoint draws
+    x_train, y_train = shapes(args.train, seed=args.seed + 3000)
+    x_test, y_test = shapes(2000, seed=args.seed + 2000)
+    print(f"{len(x_train)} training images generated ({time.perf_counter() - start:.0f} s)",
+          flush=True)
+
+    model = DemoViT(ViTConfig())
+    with torch.no_grad():  # timm's ViT init: small tokens, truncated-normal matrices
+        for name, p in model.named_parameters():
+            if p.ndim >= 2 and "patch_embed" not in name:
+                nn.init.trunc_normal_(p, std=0.02)
+            elif name.endswith("bias"):
+                p.zero_()
+    opt = optimizer(model, args.lr, args.weight_decay)
+    steps_per_epoch = len(x_train) // args.batch
+    total_steps = args.epochs * steps_per_epoch
+    warmup = max(1, round(args.warmup * steps_per_epoch))
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=args.smoothing)
+    gen = np.random.default_rng(args.seed)
+    for epoch in range(args.epochs):
+        model.train()
+        order = gen.permutation(len(x_train))
+        total = 0.0
+        for step in range(steps_per_epoch):
+            idx = order[step * args.batch : (step + 1) * args.batch]
+            xb = torch.from_numpy(x_train[idx])
+            flip = torch.from_numpy(gen.random(len(idx)) < 0.5)  # keeps every class's identity
+            xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
+            loss = loss_fn(model(xb), torch.from_numpy(y_train[idx]))
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            total += loss.item()
+        acc = accuracy(model, x_test, y_test)
+        print(f"epoch {epoch + 1}/{args.epochs}  loss {total / steps_per_epoch:.4f}  "
+              f"held-out accuracy {acc:.4f}  ({time.perf_counter() - start:.0f} s, "
+              f"{time.process_time():.0f} CPU s)", flush=True)
+
+    model.eval()
+    weights = model.export_weights()
+    acc = accuracy(model, x_test, y_test)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(args.out, **weights)
+    print(f"held-out accuracy {acc:.4f} on {len(y_test)} images; wrote {args.out} "
+          f"({args.out.stat().st_size / 1024:.0f} KB) in {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
