@@ -121,6 +121,22 @@ def test_second_call_does_not_retrace(backend: JaxBackend) -> None:
     assert backend.trace_count == count
 
 
+def test_core_methods_equal_the_reference_adapter() -> None:
+    weights = random_vit_weights(TINY, seed=0)
+    for key in weights:  # sharper attention than at initialisation: the methods differ
+        if "/query/" in key or "/key/" in key:
+            weights[key] = weights[key] * 6.0
+    model = jax_testing.reference_transformer(weights, TINY)
+    oracle = rt.ReferenceTransformer(weights, TINY)
+    x = _inputs(TINY)
+    for method in ("AttentionRollout", "GradientRollout", "LeGrad"):
+        cls = getattr(ic, method)
+        got = cls(model).explain(x, [2, 0, 1])
+        want = cls(oracle, backend=rt.ReferenceTransformerBackend()).explain(x, [2, 0, 1])
+        assert got.backend == "jax" and got.layers == want.layers
+        np.testing.assert_allclose(got.maps, want.maps, atol=1e-4, err_msg=method)
+
+
 # -- hygiene and errors -----------------------------------------------------------------------
 class FailingViT(demo_vit.DemoViT):
     """A demo ViT that raises after its blocks ran (with the adapter's functions on them)."""

@@ -14,7 +14,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from interp_core.datasets.demo_vit import ViTConfig
 from interp_core.testing import reference as ref
 from interp_jax import demo_vit
 
@@ -71,8 +70,8 @@ def reference_model(weights: ref.ReferenceWeights | None = None, variant: str = 
     return ReferenceNNX(weights, variant)
 
 
-def reference_transformer(weights: dict[str, np.ndarray], config: ViTConfig | None = None
-                          ) -> nnx.Module:
+def reference_transformer(weights: dict[str, np.ndarray],
+                          config: demo_vit.ViTConfig | None = None) -> nnx.Module:
     """The reference transformer (:mod:`interp_core.testing.reference_transformer`) in Flax NNX:
     the demo ViT architecture holding ``weights`` (:func:`interp_jax.demo_vit.build`)."""
     return demo_vit.build(weights, config)
