@@ -22,6 +22,7 @@ from interp_core.testing.reference_transformer import (
     ReferenceTransformerBackend,
     attention,
 )
+from interp_core.testing.suite.attention import AttentionTests
 
 ATOL = 1e-5
 BACKEND = ReferenceTransformerBackend()
@@ -230,3 +231,29 @@ def test_the_methods_are_listed_with_what_they_need() -> None:
         assert rows[name].takes_layer is False
     assert ic.LeGrad.needs_gradients and ic.GradientRollout.needs_gradients
     assert not ic.AttentionRollout.needs_gradients
+
+
+# -- the conformance suite's attention tests, on the NumPy adapter -----------------------------
+class TestReferenceTransformerConformance(AttentionTests):
+    """The suite's ``attention`` tests pass on the reference transformer's own adapter (the
+    oracle agrees with itself, and the tests' plumbing works for a third-party adapter)."""
+
+    @pytest.fixture
+    def backend(self) -> ReferenceTransformerBackend:
+        return ReferenceTransformerBackend()
+
+    @pytest.fixture
+    def reference_model(self):
+        return lambda weights, variant: ReferenceModel(weights, variant)
+
+    @pytest.fixture
+    def to_input(self):
+        return lambda x: x
+
+    @pytest.fixture
+    def reference_transformer(self):
+        return ReferenceTransformer
+
+    @pytest.fixture
+    def model_state(self):
+        return lambda model: {k: v.copy() for k, v in model.weights.items()}

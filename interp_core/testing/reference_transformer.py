@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from interp_core.backend.attention import no_attention_error
 from interp_core.backend.protocol import (
     ATTENTION,
     GRADIENTS,
@@ -23,7 +24,7 @@ from interp_core.backend.protocol import (
     LayerProbe,
 )
 from interp_core.backend.scoring import target_scores
-from interp_core.backend.target_spec import TargetSpec
+from interp_core.backend.target_spec import TargetSpec, check_class_range
 from interp_core.datasets.demo_vit import LN_EPS, ViTConfig
 from interp_core.testing.reference import NUMPY_OPS
 
@@ -273,10 +274,16 @@ class ReferenceTransformerBackend:
     def attention(self, model: ReferenceTransformer, inputs: Any, target: TargetSpec, *,
                   gradients: str = "none", output: Any = None,
                   batch_size: int = 32) -> AttentionCapture:
+        if not isinstance(model, ReferenceTransformer):
+            raise no_attention_error(self.name, model)
+        x = np.asarray(inputs)
+        logits = forward(model.weights, x, model.config).astype(np.float32)
+        check_class_range(target, logits.shape[1])
+        _, top1 = target_scores(logits, target, NUMPY_OPS)
         if target.kind not in ("top1", "class"):
             raise NotImplementedError(
                 f"the reference transformer's adapter explains class targets, not {target.kind!r}")
-        return attention(model.weights, np.asarray(inputs), target.indices,
+        return attention(model.weights, x, target.resolved_indices(top1),
                          gradients=gradients, config=model.config)
 
     def to_numpy(self, x: Any) -> np.ndarray:
