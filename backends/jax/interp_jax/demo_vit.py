@@ -31,11 +31,11 @@ class Block(nnx.Module):
     """``z + attn(norm1(z))``, then ``+ mlp(norm2(z))``: input and output ``(N, T, D)``."""
 
     def __init__(self, cfg: ViTConfig, *, rngs: nnx.Rngs) -> None:
-        self.norm1 = nnx.LayerNorm(cfg.dim, epsilon=LN_EPS, rngs=rngs)
+        self.norm1 = nnx.LayerNorm(cfg.dim, epsilon=LN_EPS, use_fast_variance=False, rngs=rngs)
         self.attn = nnx.MultiHeadAttention(
             num_heads=cfg.heads, in_features=cfg.dim, qkv_features=cfg.dim,
             out_features=cfg.dim, decode=False, rngs=rngs)
-        self.norm2 = nnx.LayerNorm(cfg.dim, epsilon=LN_EPS, rngs=rngs)
+        self.norm2 = nnx.LayerNorm(cfg.dim, epsilon=LN_EPS, use_fast_variance=False, rngs=rngs)
         self.mlp = Mlp(cfg.dim, cfg.mlp, rngs=rngs)
 
     def __call__(self, z: jax.Array) -> jax.Array:
@@ -59,7 +59,7 @@ class DemoViT(nnx.Module):
                           else nnx.data(None))
         self.pos_embed = nnx.Param(jnp.zeros((1, cfg.grid[0] * cfg.grid[1], cfg.dim)))
         self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.blocks)])
-        self.norm = nnx.LayerNorm(cfg.dim, epsilon=LN_EPS, rngs=rngs)
+        self.norm = nnx.LayerNorm(cfg.dim, epsilon=LN_EPS, use_fast_variance=False, rngs=rngs)
         self.head = nnx.Linear(cfg.dim, cfg.classes, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
