@@ -276,6 +276,27 @@ def test_windowed_attention_is_refused_by_name() -> None:
         BACKEND.attention(model, x, resolve_targets(None, N), gradients="output")
 
 
+class TwoLengths(nn.Module):
+    """Self-attention over all tokens, then over the first three only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([nn.MultiheadAttention(8, 2, batch_first=True)
+                                     for _ in range(2)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.blocks[0](x, x, x)[0]
+        short = x[:, :3]
+        return (short + self.blocks[1](short, short, short)[0]).mean((1, 2))[:, None]
+
+
+def test_layers_over_different_tokens_are_refused() -> None:
+    model = TwoLengths()
+    with pytest.raises(NotImplementedError, match=r"different token counts \(5 in 'blocks.0', "
+                                                  r"3 in 'blocks.1'\)"):
+        BACKEND.attention(model, torch.randn(2, 5, 8), resolve_targets(None, 2))
+
+
 def test_bad_arguments() -> None:
     model = torch_testing.reference_transformer(_weights(REFERENCE_VIT), REFERENCE_VIT)
     x = torch_testing.to_input(_inputs(REFERENCE_VIT))

@@ -363,6 +363,8 @@ def stacked_blocks(model: nn.Module, blocks: Sequence[str]) -> Iterator[None]:
 
 # -- the capture ------------------------------------------------------------------------------
 def _check_shapes(recorder: Recorder, n: int, model: nn.Module) -> None:
+    """Every layer gave ``(n, heads, T, T)`` probabilities, with one ``T`` for all."""
+    tokens: dict[int, str] = {}
     for name, probs in recorder.probs.items():
         if probs.dim() != 4 or probs.shape[0] != n or probs.shape[2] != probs.shape[3]:
             raise NotImplementedError(
@@ -371,6 +373,13 @@ def _check_shapes(recorder: Recorder, n: int, model: nn.Module) -> None:
                 "self-attention over the input's tokens (windowed, pooled or class "
                 "attention), which attention methods need"
             )
+        tokens.setdefault(int(probs.shape[-1]), name)
+    if len(tokens) > 1:
+        raise NotImplementedError(
+            f"the attention layers of {type(model).__name__} attend over different token "
+            f"counts ({', '.join(f'{t} in {name!r}' for t, name in tokens.items())}): "
+            "attention methods need every layer over the same tokens (a plain ViT)"
+        )
 
 
 def _scores(out: Any, target: TargetSpec, n: int, times: int) -> tuple[Any, np.ndarray]:
