@@ -228,13 +228,11 @@ REFUSED = [
         patch_size=[4, 4], embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=[4, 4],
         num_classes=5), 64,
      r"windowed \(ShiftedWindowAttention\)"),
-    # transformers 5 names Swin's attention SwinAttention, which is not in the core's list of
-    # windowed attention (WINDOWED_ATTENTION), and declares no attention layer: the general
-    # refusal
+    # transformers 5 names Swin's attention SwinAttention (in the core's WINDOWED_ATTENTION)
     ("transformers/Swin", _hf("SwinForImageClassification", "SwinConfig", image_size=32,
                               patch_size=2, embed_dim=16, depths=[1, 2], num_heads=[1, 2],
                               window_size=4, num_labels=5), 32,
-     r"(windowed|no global self-attention)"),
+     r"windowed \((SwinAttention|SwinSelfAttention)"),
     ("timm/maxvit", _timm("maxvit_pico_rw_256", img_size=64), 64,
      r"stages.0.blocks.0.attn_block.attn.*shape \(\d+, 1, 4, 4\), not \(N=1"),
     ("timm/pvt_v2", _timm("pvt_v2_b0"), 64, r"stages.0.blocks.0.attn.*shape \(1, 1, 256, 4\)"),
