@@ -4,11 +4,13 @@
 Reading: while the compiled pass traces, every attention layer's ``_compute_attention`` is
 shadowed by a wrapper that asks for the attention scores (``return_attention_scores=True``,
 with the layer's flash-attention switch off for the pass), so Keras takes its explicit path:
-``softmax(q k^T / sqrt(Dh))``, masked, then (identity in inference) dropout, then the
-weighted sum of the values. The probabilities it returns are the very tensor the layer's
-output is computed from, so a ``GradientTape`` that watches them differentiates the score
-with respect to them. Only global self-attention is read: scores over all token axes with as
-many keys as queries (a cross-attention pooling head is passed over).
+``softmax(q k^T / sqrt(Dh))`` (the layer's ``_masked_softmax``), then (identity in inference)
+dropout, then the weighted sum of the values. A second wrapper, of ``_masked_softmax``,
+records the probabilities as they are born, before anything consumes them, so they are the
+very tensor the layer's output is computed from and a ``GradientTape`` that watches them
+there differentiates the score with respect to them. Only global self-attention is read:
+probabilities over all token axes with as many keys as queries (a cross-attention pooling
+head is passed over); attention over a grid of tokens comes back flattened row-major.
 
 Per-block gradients (LeGrad): each attention layer's block is the innermost layer above it
 that holds a normalization and no other attention layer (the demo ViT's ``Block``, keras-hub's
