@@ -192,12 +192,15 @@ def test_sequential_and_subclassed_models_of_the_same_layers(backend, vits, kind
 
 
 # -- other Keras models -------------------------------------------------------------------------
-def linear_attention_model(tokens=6, dim=8, classes=3):
+def linear_attention_model(tokens=(6,), dim=8, classes=3):
     """MultiHeadAttention used directly in a Functional model, then linear layers without bias:
-    each score is exactly sum(gradient * probabilities) over heads and tokens."""
-    inp = keras.Input((tokens, dim))
+    each score is exactly sum(gradient * probabilities) over heads and tokens. ``tokens`` of
+    two axes: attention over a grid of tokens."""
+    inp = keras.Input((*tokens, dim))
     mha = keras.layers.MultiHeadAttention(2, 4, use_bias=False, name="mha")
-    pooled = keras.layers.GlobalAveragePooling1D()(mha(inp, inp))
+    pool = (keras.layers.GlobalAveragePooling1D() if len(tokens) == 1
+            else keras.layers.GlobalAveragePooling2D())
+    pooled = pool(mha(inp, inp))
     model = keras.Model(inp, keras.layers.Dense(classes, use_bias=False)(pooled))
     rng = np.random.default_rng(0)
     model.set_weights([rng.normal(0, 0.5, w.shape).astype(np.float32)
@@ -205,14 +208,15 @@ def linear_attention_model(tokens=6, dim=8, classes=3):
     return model
 
 
-def test_multi_head_attention_used_directly(backend):
-    model = linear_attention_model()
-    x = np.random.default_rng(1).normal(size=(4, 6, 8)).astype(np.float32)
+@pytest.mark.parametrize("tokens", [(6,), (2, 3)])
+def test_multi_head_attention_used_directly(backend, tokens):
+    model = linear_attention_model(tokens)
+    x = np.random.default_rng(1).normal(size=(4, *tokens, 8)).astype(np.float32)
     got = backend.attention(model, x, resolve_targets(None, 4), gradients="output")
     assert got.blocks == ["mha"] and got.attentions[0].shape == (4, 2, 6, 6)
     assert stochastic_rows(got.attentions[0], atol=1e-5)
     _, scores = model.get_layer("mha")(x, x, return_attention_scores=True)
-    np.testing.assert_allclose(got.attentions[0], scores.numpy(), atol=1e-6)
+    np.testing.assert_allclose(got.attentions[0], scores.numpy().reshape(4, 2, 6, 6), atol=1e-6)
     linear = (got.gradients[0] * got.attentions[0]).sum(axis=(1, 2, 3))
     np.testing.assert_allclose(linear, got.scores, rtol=1e-4, atol=1e-5)
     plain = backend.attention(model, x, resolve_targets(None, 4))
