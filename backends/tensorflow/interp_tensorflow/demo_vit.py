@@ -24,14 +24,16 @@ _PACKAGE = "interp_tensorflow"
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class Tokens(keras.layers.Layer):
-    """``(N, rows, cols, D)`` patch embeddings -> ``(N, T, D)`` tokens: ``[class token,
-    registers..., patches + pos_embed]``, patches row by row."""
+    """``(N, rows, cols, D)`` patch embeddings (``(N, D, rows, cols)`` channels-first) ->
+    ``(N, T, D)`` tokens: ``[class token, registers..., patches + pos_embed]``, patches row by
+    row."""
 
     def __init__(self, grid: tuple[int, int], dim: int, class_token: bool = True,
-                 registers: int = 0, **kwargs: Any) -> None:
+                 registers: int = 0, data_format: str = "channels_last", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.grid, self.dim = (int(grid[0]), int(grid[1])), int(dim)
         self.class_token, self.registers = bool(class_token), int(registers)
+        self.data_format = data_format
         count = self.grid[0] * self.grid[1]
         self.pos_embed = self.add_weight(shape=(1, count, self.dim), initializer="zeros",
                                          name="pos_embed")
@@ -43,6 +45,8 @@ class Tokens(keras.layers.Layer):
 
     def call(self, patches: Any) -> Any:
         n = keras.ops.shape(patches)[0]
+        if self.data_format == "channels_first":
+            patches = keras.ops.transpose(patches, (0, 2, 3, 1))
         tokens = keras.ops.reshape(patches, (-1, self.grid[0] * self.grid[1], self.dim))
         tokens = tokens + self.pos_embed
         prefix = [keras.ops.broadcast_to(t, (n, t.shape[1], self.dim))
@@ -55,7 +59,8 @@ class Tokens(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "grid": self.grid, "dim": self.dim,
-                "class_token": self.class_token, "registers": self.registers}
+                "class_token": self.class_token, "registers": self.registers,
+                "data_format": self.data_format}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -132,7 +137,8 @@ class Pool(keras.layers.Layer):
         return {**super().get_config(), "class_token": self.class_token, "prefix": self.prefix}
 
 
-def build(weights: dict[str, np.ndarray], config: ViTConfig | None = None) -> keras.Model:
+def build(weights: dict[str, np.ndarray], config: ViTConfig | None = None, *,
+          data_format: str = "channels_last") -> keras.Model:
     """A Functional Keras model of the demo ViT holding ``weights``.
 
     Parameters
@@ -141,17 +147,26 @@ def build(weights: dict[str, np.ndarray], config: ViTConfig | None = None) -> ke
         In the format of :mod:`interp_core.datasets.demo_vit`.
     config : ViTConfig, optional
         The sizes (needed for a non-square grid); default ``ViTConfig.of(weights)``.
+    data_format : {"channels_last", "channels_first"}
+        The images' layout (the weights are the same).
 
     Returns
     -------
     keras.Model
-        Input ``(N, rows * P, cols * P, C)`` channels-last images, logits ``(N, classes)``.
+        Input ``(N, rows * P, cols * P, C)`` images (``(N, C, rows * P, cols * P)``
+        channels-first), logits ``(N, classes)``.
     """
     cfg = config or ViTConfig.of(weights)
-    image = keras.Input((*cfg.input_size, cfg.channels), name="image")
+    if data_format not in ("channels_last", "channels_first"):
+        raise ValueError(f"data_format={data_format!r}; expected 'channels_last' or "
+                         "'channels_first'")
+    shape = ((*cfg.input_size, cfg.channels) if data_format == "channels_last"
+             else (cfg.channels, *cfg.input_size))
+    image = keras.Input(shape, name="image")
     patches = keras.layers.Conv2D(cfg.dim, cfg.patch, strides=cfg.patch, padding="valid",
-                                  name="patch_embed")(image)
-    z = Tokens(cfg.grid, cfg.dim, cfg.class_token, cfg.registers, name="tokens")(patches)
+                                  data_format=data_format, name="patch_embed")(image)
+    z = Tokens(cfg.grid, cfg.dim, cfg.class_token, cfg.registers, data_format,
+               name="tokens")(patches)
     blocks = [Block(cfg.dim, cfg.heads, cfg.mlp, name=f"blocks_{i}") for i in range(cfg.blocks)]
     for block in blocks:
         z = block(z)

@@ -48,12 +48,13 @@ def reference_model(weights: ref.ReferenceWeights | None = None, variant: str = 
     return model
 
 
-def reference_transformer(weights: dict[str, np.ndarray], config: Any = None) -> keras.Model:
+def reference_transformer(weights: dict[str, np.ndarray], config: Any = None, *,
+                          data_format: str = "channels_last") -> keras.Model:
     """The reference transformer (:mod:`interp_core.testing.reference_transformer`) as a
     Keras model: the demo ViT (:func:`interp_tensorflow.demo_vit.build`) holding ``weights``
     (sizes from ``config``, a ``ViTConfig``, else read from the weights), taking
-    channels-last ``(N, H, W, C)`` images."""
-    return demo_vit.build(weights, config)
+    ``(N, H, W, C)`` images (``(N, C, H, W)`` for ``data_format="channels_first"``)."""
+    return demo_vit.build(weights, config, data_format=data_format)
 
 
 def to_input(x: np.ndarray) -> Any:
