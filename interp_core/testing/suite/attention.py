@@ -38,7 +38,7 @@ def vit_weights(config: ViTConfig) -> dict[str, np.ndarray]:
     """Seeded weights with sharp attention (query and key scaled up), so that a wrong head or
     token order shows."""
     weights = random_vit_weights(config, seed=3)
-    return {k: v * 6.0 if "/query/" in k or "/key/" in k else v for k, v in weights.items()}
+    return {k: v * 3.0 if "/query/" in k or "/key/" in k else v for k, v in weights.items()}
 
 
 def _close(got: np.ndarray, want: np.ndarray, what: str) -> None:
