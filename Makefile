@@ -23,7 +23,7 @@ ZOO ?= .venv-zoo
 # link to the system's, whose age says nothing about the venv).
 ZOO_READY = $(ZOO)/installed-requirements-zoo.txt
 ZOO_TESTS = tests/test_zoo_torch.py tests/test_detection.py tests/test_segmentation.py \
-	tests/test_torch_wrappers.py tests/test_pytorch_grad_cam_package.py
+	tests/test_torch_wrappers.py tests/test_pytorch_grad_cam_package.py tests/test_zoo_attention.py
 
 .PHONY: demo test dist test-zoo models-table docs bench
 

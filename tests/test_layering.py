@@ -208,6 +208,8 @@ ADAPTER_ALLOWED: list[tuple[str, str, str, str]] = [
      "and the public names of interp_core.logging (its __init__), never its modules"),
     ("*", "testing.py", "interp_core.testing.*",
      "the conformance suite's reference models, built from its NumPy weights"),
+    ("*", "demo_vit.py", "interp_core.datasets.demo_vit",
+     "the demo ViT's sizes (ViTConfig) and layer-norm epsilon, read with its weights"),
     ("*", "loading.py", "interp_core.io.errors",
      "the model-file hooks raise the door's ModelLoadError, which carries the command line's "
      "phrasing (interp_core.io.errors imports nothing of the core)"),
@@ -304,7 +306,7 @@ def test_the_layer_picture_is_drawn_from_the_code_as_it_is():
 # -- one room per role: the adapter skeleton of docs/architecture.md ----------------------------
 #: The roles every adapter has, one file name each.
 ADAPTER_ROLES = {"__init__.py", "plugin.py", "backend.py", "ops.py", "layers.py", "demo.py",
-                 "testing.py"}
+                 "demo_vit.py", "attention.py", "testing.py"}
 #: Roles an adapter has where its framework does: guided backpropagation (where its backend
 #: takes ``guided=``), training hooks, model files.
 OPTIONAL_ADAPTER_ROLES = {"guided.py", "training.py", "loading.py"}

@@ -16,6 +16,7 @@ import interp_core as ic
 from interp_core.backend.protocol import (
     ACTIVATION_PATCH,
     ALL_CAPABILITIES,
+    ATTENTION,
     BIAS_GRADIENTS,
     GRADIENTS,
     GUIDED_BACKPROP,
@@ -24,6 +25,7 @@ from interp_core.backend.protocol import (
 )
 from interp_core.methods import (
     METHODS,
+    AttentionMethod,
     CAMMethod,
     InputGradientMethod,
     Method,
@@ -46,6 +48,7 @@ EXPECTED_CAPABILITIES = {
     "guidedgradcam": (SCORE_INPUT_GRADIENTS, GUIDED_BACKPROP),
     **{name: (SCORE_INPUT_GRADIENTS,)
        for name in ("saliency", "inputxgradient", "smoothgrad", "integratedgradients")},
+    **{name: (ATTENTION,) for name in ("attentionrollout", "gradientrollout", "legrad")},
 }
 
 
@@ -85,8 +88,11 @@ def test_every_method_derives_from_method_and_declares_its_needs(cls):
         assert GRADIENTS in cls.requires
     if cls.needs == "input gradients":
         assert {SCORE_INPUT_GRADIENTS, BIAS_GRADIENTS} & set(cls.requires)
-    if cls.needs in ("activations", "forward per channel"):
+    if cls.needs in ("activations", "forward per channel", "attention"):
         assert not cls.needs_gradients
+    if cls.needs.startswith("attention"):
+        assert ATTENTION in cls.requires and issubclass(cls, AttentionMethod)
+        assert cls.needs_gradients == (cls.needs == "attention gradients")
     # the taxonomy is in the bases: a layer method is a CAMMethod, and the other way round
     assert cls.takes_layer == issubclass(cls, CAMMethod)
     if issubclass(cls, InputGradientMethod):

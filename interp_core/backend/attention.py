@@ -13,8 +13,8 @@ import numpy as np
 from interp_core.backend.protocol import AttentionCapture
 
 #: Attention-layer class names of windowed (local) attention, named in the error.
-WINDOWED_ATTENTION = ("WindowAttention", "SwinSelfAttention", "ShiftedWindowAttention",
-                      "NeighborhoodAttention")
+WINDOWED_ATTENTION = ("WindowAttention", "SwinAttention", "SwinSelfAttention",
+                      "ShiftedWindowAttention", "NeighborhoodAttention")
 
 
 def no_attention_error(backend: str, model: object,

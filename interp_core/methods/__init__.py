@@ -8,6 +8,8 @@
 - attributions to the input, on :class:`InputGradientMethod`:
   :mod:`~interp_core.methods.input_gradients` (Saliency, Input x Gradient, SmoothGrad,
   Integrated Gradients); and :mod:`~interp_core.methods.fullgrad`;
+- attention methods for vision transformers, on :class:`AttentionMethod`:
+  :mod:`~interp_core.methods.attention` (attention rollout, gradient-weighted rollout, LeGrad);
 - :mod:`~interp_core.methods.guided`: every guided method (guided backpropagation, Guided
   Grad-CAM, Grad-CAM on guided gradients);
 - :mod:`~interp_core.methods.smoothing`: the ``aug_smooth`` and ``eigen_smooth`` options;
@@ -25,6 +27,7 @@ from __future__ import annotations
 import difflib
 
 from interp_core.methods.activation import CAM, EigenCAM, EigenGradCAM
+from interp_core.methods.attention import AttentionMethod, AttentionRollout, GradientRollout, LeGrad
 from interp_core.methods.base import CAMMethod, ChannelWeightCAM
 from interp_core.methods.catalog import NOTES, MethodInfo, method_info, methods_markdown
 from interp_core.methods.fullgrad import FullGrad
@@ -53,10 +56,10 @@ from interp_core.methods.perturbation import AblationCAM, ScoreCAM
 METHODS: dict[str, type[Method]] = {
     cls.name: cls
     for cls in (
-        CAM, AblationCAM, EigenCAM, EigenGradCAM, FullGrad, GradCAM, GradCAMElementWise,
-        GradCAMPlusPlus, GuidedBackprop, GuidedGradCAM, GuidedGradientsGradCAM, HiResCAM,
-        InputXGradient, IntegratedGradients, KPCACAM, LayerCAM, Saliency, ScoreCAM, SmoothGrad,
-        XGradCAM,
+        CAM, AblationCAM, AttentionRollout, EigenCAM, EigenGradCAM, FullGrad, GradCAM,
+        GradCAMElementWise, GradCAMPlusPlus, GradientRollout, GuidedBackprop, GuidedGradCAM,
+        GuidedGradientsGradCAM, HiResCAM, InputXGradient, IntegratedGradients, KPCACAM,
+        LayerCAM, LeGrad, Saliency, ScoreCAM, SmoothGrad, XGradCAM,
     )
 }
 
@@ -96,10 +99,11 @@ def required_capabilities(name: str) -> tuple[str, ...]:
 
 
 __all__ = [
-    "CAM", "CATALOG", "KPCACAM", "METHODS", "AblationCAM", "CAMMethod", "ChannelWeightCAM",
-    "EigenCAM", "EigenGradCAM", "Explanation", "FullGrad", "GradCAM", "GradCAMElementWise",
-    "GradCAMPlusPlus", "GuidedBackprop", "GuidedGradCAM", "GuidedGradientsGradCAM", "HiResCAM",
+    "CAM", "CATALOG", "KPCACAM", "METHODS", "AblationCAM", "AttentionMethod",
+    "AttentionRollout", "CAMMethod", "ChannelWeightCAM", "EigenCAM", "EigenGradCAM",
+    "Explanation", "FullGrad", "GradCAM", "GradCAMElementWise", "GradCAMPlusPlus",
+    "GradientRollout", "GuidedBackprop", "GuidedGradCAM", "GuidedGradientsGradCAM", "HiResCAM",
     "InputAttribution", "InputGradientMethod", "InputXGradient", "IntegratedGradients",
-    "LayerCAM", "Method", "MethodInfo", "Saliency", "ScoreCAM", "SmoothGrad", "XGradCAM",
-    "method_class", "method_table", "methods_markdown", "required_capabilities",
+    "LayerCAM", "LeGrad", "Method", "MethodInfo", "Saliency", "ScoreCAM", "SmoothGrad",
+    "XGradCAM", "method_class", "method_table", "methods_markdown", "required_capabilities",
 ]

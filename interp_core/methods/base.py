@@ -29,7 +29,7 @@ from interp_core.backend.protocol import GRADIENTS, Backend, Capture
 from interp_core.backend.target_spec import TargetSpec
 from interp_core.methods.catalog import Needs
 from interp_core.methods.method import Explanation, Fuse, Method
-from interp_core.methods.postprocess import fuse_layers, normalize_minmax, relu, resize_bilinear
+from interp_core.methods.postprocess import finish_maps
 from interp_core.methods.smoothing import principal_projection
 
 __all__ = ["CAMMethod", "ChannelWeightCAM", "Explanation", "Fuse", "LayerContext",
@@ -120,30 +120,8 @@ class CAMMethod(Method):
         np.ndarray
             float32 ``(N, *size)`` (``(N, *layer_spatial)`` with ``upsample=False``).
         """
-        per_layer = []
-        for m in raw_maps:
-            m = relu(m) if self.relu else m.astype(np.float32)
-            if self.normalize:
-                m = normalize_minmax(m)
-            if self.upsample and tuple(m.shape[1:]) != tuple(size):
-                if m.ndim - 1 != len(size):
-                    raise ValueError(
-                        f"a map with {m.ndim - 1} spatial axes {m.shape[1:]} cannot be resized "
-                        f"to the input's {len(size)} spatial axes {tuple(size)}; for token "
-                        "layers pass reshape=tokens_to_grid(...), else upsample=False"
-                    )
-                m = resize_bilinear(m, size)
-            per_layer.append(m)
-        if len(per_layer) == 1:
-            fused = per_layer[0]
-        else:
-            shapes = {p.shape for p in per_layer}
-            if len(shapes) > 1:
-                raise ValueError(
-                    f"layer maps of shapes {sorted(shapes)} cannot be fused; keep upsample=True"
-                )
-            fused = fuse_layers(per_layer, self.fuse)
-        return normalize_minmax(fused) if self.normalize else fused.astype(np.float32)
+        return finish_maps(raw_maps, size, relu=self.relu, normalize=self.normalize,
+                           upsample=self.upsample, fuse=self.fuse)
 
     # -- what subclasses implement ------------------------------------------------------
     def layer_map(

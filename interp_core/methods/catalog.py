@@ -17,8 +17,10 @@ from typing import Any, Literal
 #: at the layer (one forward and a backward down to the layer), a forward pass per channel of
 #: the layer, or gradients at the input (a backward pass through the whole network, possibly
 #: for many copies of the input).
-Needs = Literal["activations", "gradients", "forward per channel", "input gradients"]
-NEEDS: tuple[str, ...] = ("activations", "gradients", "forward per channel", "input gradients")
+Needs = Literal["activations", "gradients", "forward per channel", "input gradients",
+                "attention", "attention gradients"]
+NEEDS: tuple[str, ...] = ("activations", "gradients", "forward per channel", "input gradients",
+                          "attention", "attention gradients")
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,10 @@ NOTES: tuple[MethodNotes, ...] = (
                 "zeroed", "1 forward + C ablated copies run from the layer on",
                 "measures each channel's effect on the score; misses interactions between "
                 "channels", "Desai & Ramaswamy, WACV 2020; pytorch-grad-cam AblationCAM"),
+    MethodNotes("attentionrollout", "attention of every block, heads averaged and the residual "
+                "added, multiplied through the blocks; the class token's row", "1 forward",
+                "class-agnostic: shows where information flows, not what decides the class",
+                "Abnar & Zuidema, ACL 2020; jacobgil/vit-explain (discard_ratio)"),
     MethodNotes("cam", "the dense layer's class weights applied to the channels before global "
                 "average pooling", "1 forward",
                 "exact for global-average-pooling + dense heads (equals Grad-CAM there); "
@@ -92,6 +98,11 @@ NOTES: tuple[MethodNotes, ...] = (
                 "complete for piecewise-linear networks: input and bias terms add up to the "
                 "output; needs the optional bias_gradients capability",
                 "Srinivas & Fleuret, NeurIPS 2019; pytorch-grad-cam FullGrad"),
+    MethodNotes("gradientrollout", "rollout of the attention weighted by the target's "
+                "gradient, rectified: R += mean_h((grad * A)+) R; the class token's row",
+                "1 forward + backward to the first block",
+                "class-specific; among the best localisers on ViTs",
+                "Chefer, Gur & Wolf, ICCV 2021 (generic attention explainability)"),
     MethodNotes("gradcam", "channel weights = spatial mean of the gradients", _LAYER,
                 "exact on global-average-pooling + linear heads, a first-order "
                 "approximation elsewhere; layer resolution",
@@ -128,6 +139,11 @@ NOTES: tuple[MethodNotes, ...] = (
                 "(class-agnostic)", "1 forward",
                 "like Eigen-CAM with a nonlinear kernel; not class-specific",
                 "Karmani et al. 2024; pytorch-grad-cam KPCA_CAM"),
+    MethodNotes("legrad", "per block, the gradient of the score the head reads from that "
+                "block with respect to its attention, rectified, averaged over heads, rows and "
+                "blocks", "1 forward + backward (the head once per block)",
+                "class-specific, reads every block's own evidence; sharp on ViTs",
+                "Bousselham et al., 2024 (LeGrad)"),
     MethodNotes("layercam", "sum over channels of relu(gradient) x activation", _LAYER,
                 "position-specific; good on shallow layers",
                 "Jiang et al., TIP 2021; pytorch-grad-cam LayerCAM"),

@@ -39,6 +39,7 @@ import numpy as np
 from interp_core.backend.inputs import check_batch
 from interp_core.backend.protocol import (
     ACTIVATION_PATCH,
+    ATTENTION,
     BIAS_GRADIENTS,
     GRADIENTS,
     GUIDED_BACKPROP,
@@ -68,6 +69,7 @@ CAPABILITY_USES: dict[str, str] = {
     GUIDED_BACKPROP: "guided gradients of the target score at the input",
     BIAS_GRADIENTS: "gradients at every biased layer",
     INPUT_GRADIENTS: "gradients of an objective with respect to the input",
+    ATTENTION: "attention: the probabilities of every self-attention layer (and their gradients)",
 }
 
 

@@ -200,3 +200,54 @@ def tokens_to_grid(
     >>> cam = GradCAM(vit, layer="blocks.11.norm1", reshape=reshape)  # doctest: +SKIP
     """
     return TokenGrid(prefix, height, width)
+
+
+#: :func:`relu`, under a name that the ``relu`` option of :func:`finish_maps` leaves free.
+_rectify = relu
+
+
+def finish_maps(raw_maps: Sequence[np.ndarray], size: Sequence[int], *, relu: bool = True,
+                normalize: bool = True, upsample: bool = True, fuse: str = "mean") -> np.ndarray:
+    """ReLU and normalise each map at its resolution, resize, fuse, normalise: the last steps
+    of every method that makes maps on a grid (the CAM family, the attention methods).
+
+    Parameters
+    ----------
+    raw_maps : sequence of np.ndarray
+        One ``(N, *grid)`` map per layer.
+    size : sequence of int
+        The input's spatial shape.
+    relu, normalize, upsample : bool
+        The methods' options of those names.
+    fuse : {"mean", "max", "sum"}
+        How several maps combine (:func:`fuse_layers`).
+
+    Returns
+    -------
+    np.ndarray
+        float32 ``(N, *size)`` (``(N, *grid)`` with ``upsample=False``).
+    """
+    per_layer = []
+    for m in raw_maps:
+        m = _rectify(m) if relu else m.astype(np.float32)
+        if normalize:
+            m = normalize_minmax(m)
+        if upsample and tuple(m.shape[1:]) != tuple(size):
+            if m.ndim - 1 != len(size):
+                raise ValueError(
+                    f"a map with {m.ndim - 1} spatial axes {m.shape[1:]} cannot be resized "
+                    f"to the input's {len(size)} spatial axes {tuple(size)}; for token "
+                    "layers pass reshape=tokens_to_grid(...), else upsample=False"
+                )
+            m = resize_bilinear(m, size)
+        per_layer.append(m)
+    if len(per_layer) == 1:
+        fused = per_layer[0]
+    else:
+        shapes = {p.shape for p in per_layer}
+        if len(shapes) > 1:
+            raise ValueError(
+                f"layer maps of shapes {sorted(shapes)} cannot be fused; keep upsample=True"
+            )
+        fused = fuse_layers(per_layer, fuse)
+    return normalize_minmax(fused) if normalize else fused.astype(np.float32)

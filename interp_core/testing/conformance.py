@@ -36,6 +36,9 @@ Optional hooks, fixtures that default to ``None`` (the tests that need one skip 
 - ``structured_output_model``: ``wrap(model, kind) -> (wrapped, layer)``, the model returning
   ``(logits, -logits)`` (``kind="tuple"``) or ``{"aux": -logits, "logits": logits}``
   (``"dict"``), for the ``output=`` tests.
+- ``reference_transformer``: ``build(weights, config)``, the demo ViT architecture
+  (:mod:`interp_core.datasets.demo_vit`) in your framework, for the ``attention`` capability's
+  tests (:mod:`interp_core.testing.suite.attention`).
 
 The first-party adapters ship all of these in ``interp_<fw>.testing``;
 :class:`ConformanceFromModule` takes such a module as a class argument. A suite test that
@@ -51,6 +54,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from interp_core.testing.suite.attention import AttentionTests
 from interp_core.testing.suite.capabilities import CapabilityTests
 from interp_core.testing.suite.capture import CaptureTests
 from interp_core.testing.suite.fixtures import ATOL, GRADIENT_VARIANTS
@@ -62,7 +66,8 @@ __all__ = ["ATOL", "GRADIENT_VARIANTS", "BackendConformance", "ConformanceFromMo
            "known_failure"]
 
 
-class BackendConformance(CaptureTests, MethodTests, TargetTests, CapabilityTests, HygieneTests):
+class BackendConformance(CaptureTests, MethodTests, TargetTests, CapabilityTests, HygieneTests,
+                         AttentionTests):
     """Abstract pytest suite; subclasses provide ``backend``, ``reference_model``, ``to_input``
     (and, optionally, ``model_state``, ``stateful_model``, ``structured_output_model``)."""
 
@@ -112,6 +117,10 @@ class ConformanceFromModule(BackendConformance):
     @pytest.fixture
     def structured_output_model(self) -> Callable[[Any, str], tuple[Any, Any]] | None:
         return getattr(self._helpers(), "structured_output_model", None)
+
+    @pytest.fixture
+    def reference_transformer(self) -> Callable[..., Any] | None:
+        return getattr(self._helpers(), "reference_transformer", None)
 
     def _helpers(self) -> Any:
         return self._given("helpers", "helpers=<a module with reference_model and to_input>")

@@ -15,8 +15,18 @@ from typing import Any
 
 import numpy as np
 
-from interp_core.backend.protocol import AttentionCapture
+from interp_core.backend.attention import no_attention_error
+from interp_core.backend.protocol import (
+    ATTENTION,
+    GRADIENTS,
+    AttentionCapture,
+    Capture,
+    LayerProbe,
+)
+from interp_core.backend.scoring import target_scores
+from interp_core.backend.target_spec import TargetSpec, check_class_range
 from interp_core.datasets.demo_vit import LN_EPS, ViTConfig
+from interp_core.testing.reference import NUMPY_OPS
 
 _erf = np.frompyfunc(math.erf, 1, 1)
 
@@ -220,3 +230,64 @@ def attention(weights: dict[str, np.ndarray], x: np.ndarray, targets: Any = None
         scores=scores.astype(np.float32),
         targets=idx.astype(np.int64),
     )
+
+
+# -- a NumPy adapter for it ---------------------------------------------------------------------
+@dataclass(eq=False)
+class ReferenceTransformer:
+    """The reference transformer as a "model": its weights and sizes."""
+
+    weights: dict[str, np.ndarray]
+    config: ViTConfig
+
+
+class ReferenceTransformerBackend:
+    """A NumPy adapter for :class:`ReferenceTransformer` with the ``"attention"`` capability
+    (and nothing else a transformer method needs): the oracle of the attention methods' tests,
+    and a third-party adapter in miniature. Class targets and top-1 only."""
+
+    name = "reference-vit"
+    input_layout = "channels_last"
+    capabilities = frozenset({GRADIENTS, ATTENTION})
+
+    def layer_names(self, model: ReferenceTransformer) -> list[str]:
+        return [f"blocks.{i}.attn" for i in range(model.config.blocks)]
+
+    def layer_outputs(self, model: ReferenceTransformer, inputs: Any) -> LayerProbe:
+        x = np.asarray(inputs)
+        return LayerProbe((), tuple(x.shape[1:-1]), len(x), native_channels_first=False)
+
+    def capture(self, model: ReferenceTransformer, inputs: Any, layers: Any,
+                target: TargetSpec, **options: Any) -> Capture:
+        if layers:
+            raise NotImplementedError("the reference transformer's adapter captures no layers")
+        logits = forward(model.weights, np.asarray(inputs), model.config)
+        scores, top1 = target_scores(logits.astype(np.float32), target, NUMPY_OPS)
+        return Capture(layers={}, scores=np.asarray(scores, np.float32),
+                       targets=target.resolved_indices(top1),
+                       input_spatial=np.asarray(inputs).shape[1:3])
+
+    def predict(self, model: ReferenceTransformer, inputs: Any, target: TargetSpec, *,
+                batch_size: int = 32, output: Any = None) -> np.ndarray:
+        return self.capture(model, inputs, [], target).scores
+
+    def attention(self, model: ReferenceTransformer, inputs: Any, target: TargetSpec, *,
+                  gradients: str = "none", output: Any = None,
+                  batch_size: int = 32) -> AttentionCapture:
+        if not isinstance(model, ReferenceTransformer):
+            raise no_attention_error(self.name, model)
+        x = np.asarray(inputs)
+        logits = forward(model.weights, x, model.config).astype(np.float32)
+        check_class_range(target, logits.shape[1])
+        _, top1 = target_scores(logits, target, NUMPY_OPS)
+        if target.kind not in ("top1", "class"):
+            raise NotImplementedError(
+                f"the reference transformer's adapter explains class targets, not {target.kind!r}")
+        return attention(model.weights, x, target.resolved_indices(top1),
+                         gradients=gradients, config=model.config)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return np.asarray(x)
+
+    def from_numpy(self, x: np.ndarray, model: Any) -> np.ndarray:
+        return np.asarray(x, dtype=np.float32)

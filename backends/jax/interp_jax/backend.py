@@ -532,6 +532,19 @@ class JaxBackend:
 
         return run
 
+    # -- attention (vision transformers) ---------------------------------------------------
+    def attention(
+        self, model: Any, inputs: Any, target: TargetSpec, *,
+        gradients: protocol.AttentionGradients = "none", output: Any = None,
+        batch_size: int = 32,
+    ) -> protocol.AttentionCapture:
+        """The probabilities of every ``nnx.MultiHeadAttention`` (and their gradients), read
+        on the traced copy of the model (:mod:`interp_jax.attention`)."""
+        from interp_jax.attention import capture_attention
+
+        return capture_attention(self, model, inputs, target, gradients=gradients,
+                                 output=output, batch_size=batch_size)
+
     # -- dense weights and input gradients --------------------------------------------------
     def linear_weights(self, model: Any, fc: Any = None) -> np.ndarray:
         structure, _ = self._program(model)

@@ -18,6 +18,7 @@ REGISTRATION = BackendRegistration(
     frameworks=("flax", "jax", "equinox"),
     install_hint="pip install jax flax",
     demo="interp_jax.demo:build",
+    demo_vit="interp_jax.demo_vit:build",
     distribution="interp-jax",
 )
 

@@ -15,6 +15,7 @@ import numpy as np
 from flax import nnx
 
 from interp_core.testing import reference as ref
+from interp_jax import demo_vit
 
 
 def _set(variable: nnx.Variable, value: np.ndarray) -> None:
@@ -67,6 +68,13 @@ def reference_model(weights: ref.ReferenceWeights | None = None, variant: str = 
                     ) -> ReferenceNNX:
     """The reference model ``variant`` in Flax NNX, from NumPy ``weights``."""
     return ReferenceNNX(weights, variant)
+
+
+def reference_transformer(weights: dict[str, np.ndarray],
+                          config: demo_vit.ViTConfig | None = None) -> nnx.Module:
+    """The reference transformer (:mod:`interp_core.testing.reference_transformer`) in Flax NNX:
+    the demo ViT architecture holding ``weights`` (:func:`interp_jax.demo_vit.build`)."""
+    return demo_vit.build(weights, config)
 
 
 def to_input(x: np.ndarray) -> jax.Array:

@@ -30,6 +30,7 @@ from interp_core.backend.compiled import plan_targets
 from interp_core.backend.inputs import chunks
 from interp_core.backend.layer_choice import deprecated_default_layer
 from interp_core.backend.target_spec import TargetSpec, select_output
+from interp_tensorflow import attention
 from interp_tensorflow.compiled import Program, class_axis, forward, is_keras_model
 from interp_tensorflow.layers import (
     bias_layers,
@@ -185,13 +186,14 @@ class TensorFlowBackend:
         self.trace_count += 1
 
     def _program(self, model: Any, mode: str, paths: tuple[str, ...], *, kind: str = "",
-                 fns: Any = None, output: Any = None, **options: Any) -> Program:
+                 fns: Any = None, output: Any = None,
+                 factory: Callable[..., Program] = Program, **options: Any) -> Program:
         key = (mode, paths, kind, fns, output, tuple(sorted(options.items())))
         with self._lock:
             programs = self._programs.setdefault(model, OrderedDict())
             program = programs.get(key)
             if program is None:
-                program = Program(mode, paths, kind=kind, output=output,
+                program = factory(mode, paths, kind=kind, output=output,
                                   on_trace=self._count_trace, **options)
                 programs[key] = program
                 while len(programs) > MAX_PROGRAMS_PER_MODEL:
@@ -258,6 +260,19 @@ class TensorFlowBackend:
         if image is None:
             return tuple(int(d) for d in leaves[0].shape[1:])
         return tuple(int(d) for d in spatial_shape(image.shape, self.input_layout(model)))
+
+    # -- attention (rollout, gradient rollout, LeGrad) ------------------------------------
+    def attention(
+        self, model: Any, inputs: Any, target: TargetSpec, *,
+        gradients: protocol.AttentionGradients = "none", output: Any = None,
+        batch_size: int = 32,
+    ) -> protocol.AttentionCapture:
+        """The probabilities of every ``keras.layers.MultiHeadAttention`` self-attention layer
+        (and their gradients), from compiled passes of ``batch_size`` samples
+        (:mod:`interp_tensorflow.attention`)."""
+        _check_model(model)
+        return attention.capture(self, model, self._prepare(inputs, model), target,
+                                 gradients=gradients, output=output, batch_size=batch_size)
 
     # -- forward-only work ----------------------------------------------------------------
     def predict(

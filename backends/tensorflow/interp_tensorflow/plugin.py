@@ -22,6 +22,7 @@ REGISTRATION = BackendRegistration(
     frameworks=("keras", "tensorflow", "tf_keras"),
     install_hint="pip install tensorflow",
     demo="interp_tensorflow.demo:build",
+    demo_vit="interp_tensorflow.demo_vit:build",
     model_files=(".keras", ".h5", ".hdf5"),  # loaded with keras.models.load_model
     distribution="interp-tensorflow",
 )

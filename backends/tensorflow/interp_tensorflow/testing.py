@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from interp_core.testing import reference as ref
+from interp_tensorflow import demo_vit
 
 
 def reference_model(weights: ref.ReferenceWeights | None = None, variant: str = "gap", *,
@@ -45,6 +46,15 @@ def reference_model(weights: ref.ReferenceWeights | None = None, variant: str = 
     model.get_layer("features").set_weights([w.conv_kernel, w.conv_bias])
     fc.set_weights([kernel, w.fc_bias])
     return model
+
+
+def reference_transformer(weights: dict[str, np.ndarray], config: Any = None, *,
+                          data_format: str = "channels_last") -> keras.Model:
+    """The reference transformer (:mod:`interp_core.testing.reference_transformer`) as a
+    Keras model: the demo ViT (:func:`interp_tensorflow.demo_vit.build`) holding ``weights``
+    (sizes from ``config``, a ``ViTConfig``, else read from the weights), taking
+    ``(N, H, W, C)`` images (``(N, C, H, W)`` for ``data_format="channels_first"``)."""
+    return demo_vit.build(weights, config, data_format=data_format)
 
 
 def to_input(x: np.ndarray) -> Any:

@@ -30,6 +30,7 @@ from interp_core.backend.layers import (
 from interp_core.backend.scoring import target_scores
 from interp_core.backend.target_spec import TargetSpec, select_output
 from interp_core.backend.threads import model_lock
+from interp_torch.attention import capture_attention
 from interp_torch.guided import guided_relus
 from interp_torch.layers import (
     bias_layers,
@@ -557,6 +558,24 @@ class TorchBackend:
             input_gradients=to_numpy(grads[0], False),
             biases={k: to_numpy(biases[k], False) for k in layer_grads}, gradients=layer_grads,
         )
+
+    # -- attention ------------------------------------------------------------------------
+    def attention(
+        self, model: nn.Module, inputs: Any, target: TargetSpec, *,
+        gradients: protocol.AttentionGradients = "none", output: Any = None,
+        batch_size: int = 32,
+    ) -> protocol.AttentionCapture:
+        """The probabilities of every global self-attention layer, in run order
+        (:mod:`interp_torch.attention`: ``nn.MultiheadAttention``, timm, Hugging Face), and
+        their gradients as :meth:`~interp_core.backend.protocol.AttentionBackend.attention`
+        says. Eval mode for the call; the model comes back as it was."""
+        if gradients != "none":
+            _refuse_inference_mode()
+        x = self._prepare(inputs, model)
+        with _explaining(model, grad_enabled=gradients != "none"):
+            return capture_attention(model, x, target, lambda batch: self._run(model, batch),
+                                     gradients=gradients, output=output,
+                                     batch_size=batch_size, backend=self.name)
 
     # -- dense weights and input gradients ------------------------------------------------
     def linear_weights(self, model: nn.Module, fc: Any = None) -> np.ndarray:

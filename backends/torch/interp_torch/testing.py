@@ -67,6 +67,15 @@ def reference_model(weights: ref.ReferenceWeights | None = None, variant: str = 
     return ReferenceNet(weights, variant)
 
 
+def reference_transformer(weights: dict[str, np.ndarray], config: Any = None) -> nn.Module:
+    """The reference transformer (:mod:`interp_core.testing.reference_transformer`) in torch:
+    the demo ViT (:func:`interp_torch.demo_vit.build`) holding ``weights``; ``config`` a
+    :class:`~interp_core.datasets.demo_vit.ViTConfig` (None: read from the weights)."""
+    from interp_torch.demo_vit import build
+
+    return build(weights, config)
+
+
 def _numpy(t: torch.Tensor) -> np.ndarray:
     t = t.detach().cpu()
     return (t.float() if t.is_floating_point() else t).numpy().copy()
