@@ -43,7 +43,9 @@ names = ["interp_core", "interp_torch", "interp_tensorflow", "interp_jax"]
 for name in names:
     (wheel,) = dist.glob(f"{name}-*.whl")
     files = zipfile.ZipFile(wheel).namelist()
-    for needed in (f"{name}/py.typed", f"{name}/__init__.py"):
+    data = ("interp_core/data/demo_shapes.npz", "interp_core/data/demo_vit.npz")
+    for needed in (f"{name}/py.typed", f"{name}/__init__.py",
+                   *(data if name == "interp_core" else ())):
         assert needed in files, f"{wheel.name}: no {needed}"
     assert any(f.endswith(".dist-info/licenses/LICENSE") for f in files), f"{wheel.name}: LICENSE"
     (sdist,) = dist.glob(f"{name}-*.tar.gz")
@@ -51,7 +53,8 @@ for name in names:
     top = sdist.name.removesuffix(".tar.gz")
     for needed in ("LICENSE", "README.md", "pyproject.toml", f"{name}/py.typed"):
         assert f"{top}/{needed}" in members, f"{sdist.name}: no {needed}"
-print(f"{len(names)} wheels and {len(names)} sdists carry LICENSE, README.md and py.typed")
+print(f"{len(names)} wheels and {len(names)} sdists carry LICENSE, README.md and py.typed; "
+      "interp-core carries the demo weights")
 PY
 
 read -r -a backends <<< "${DIST_BACKENDS:-torch tensorflow jax}"

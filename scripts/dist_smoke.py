@@ -2,7 +2,7 @@
 
 Run from outside the repository (the script's own folder is the only one it adds to
 ``sys.path``), so every import below comes from the installed wheels. Arguments: the backends
-that must be installed (default: torch). Each one explains the bundled demo model.
+that must be installed (default: torch). Each one explains the bundled demo CNN and demo ViT.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 import interp_core as ic
 from interp_core.datasets import make_shapes
 from interp_core.datasets.demo import LAYER, demo_model
+from interp_core.datasets.demo_vit import demo_vit_model
 
 EXPECTED = sys.argv[1:] or ["torch"]
 ADAPTERS = {"torch": "interp_torch", "tensorflow": "interp_tensorflow", "jax": "interp_jax"}
@@ -52,4 +53,8 @@ for backend in EXPECTED:
     assert np.isfinite(maps).all() and maps.min() >= 0.0 and maps.max() <= 1.0
     assert maps.max() > 0.0, "all-zero maps"
     print(f"{backend}: GradCAM on the demo model, maps {maps.shape} in [0, 1]")
+    vit = demo_vit_model(backend)  # the bundled trained weights, read from the wheel
+    rollout = ic.explain(vit, x, method="attentionrollout")
+    assert rollout.shape == (4, 64, 64) and np.isfinite(rollout).all(), rollout.shape
+    print(f"{backend}: attention rollout on the demo ViT, maps {rollout.shape}")
 print(f"interp-core {ic.__version__}: wheels installed and working ({', '.join(EXPECTED)})")

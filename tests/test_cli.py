@@ -55,6 +55,15 @@ def test_demo_writes_gallery(tmp_path, capsys):
     page = (out / "index.html").read_text()
     assert "gradcam" in page and "predicted" in page
     assert len(list(out.glob("image_00_*.png"))) >= 7
+    # the demo ViT beside the CNN: its own table, overlays, and record in demo.json
+    assert "Vision transformer" in page and (out / "image_00_vit_gradcam.png").is_file()
+    record = json.loads((out / "demo.json").read_text())
+    assert record["models"]["vit"]["layer"] == "blocks.3.norm1"
+    owned = set(record["interp_outputs"]["files"])
+    for key in ("cnn", "vit"):
+        for pattern in record["models"][key]["overlays"].values():
+            assert {pattern.format(i=i) for i in range(8)} <= owned, pattern
+            assert (out / pattern.format(i=7)).is_file()
     # a second run refuses to overwrite, unless asked
     assert run("demo", "--backend", "torch", "--out", str(out)) == 2
     assert "--overwrite" in capsys.readouterr().err

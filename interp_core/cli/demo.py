@@ -32,11 +32,11 @@ DEMO_METHODS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam",
                 "gradcam-guidedgrads", "eigencam", "kpcacam", "cam", "scorecam", "ablationcam",
                 "guidedgradcam", "guidedbackprop", "saliency", "smoothgrad",
                 "integratedgradients", "inputxgradient", "fullgrad")
-#: The ViT's methods, on the token layer that ``layer=None`` finds (the last block's first
-#: norm) for the methods that take a layer. A name that ``interp methods`` does not list is
-#: skipped, so the attention methods of issue #22 join the gallery once they are registered:
-#: this tuple is the one place that names them.
-VIT_METHODS = ("gradcam", "layercam", "eigencam", "saliency", "inputxgradient",
+#: The ViT's methods: CAMs on the token layer that ``layer=None`` finds (the last block's
+#: first norm), input gradients, and the attention methods (issue #22), which read the
+#: attention probabilities. As for the CNN, a name ``interp methods`` does not list is skipped.
+#: (EigenCAM is left out: on these tokens its first component is the background.)
+VIT_METHODS = ("gradcam", "layercam", "saliency", "inputxgradient",
                "attentionrollout", "gradientrollout", "legrad")
 DEMO_IMAGES = 8
 DEMO_SEED = 7  # held out: the training scripts draw from seeds 1000, 2000 and 3000 onwards
@@ -44,16 +44,20 @@ DISPLAY = 192  # pixels of the gallery pictures
 DEMO_PLAN = OutputPlan("demo", "demo.json", files=("index.html",), results=("index.html",))
 
 
-@dataclass
+@dataclass(frozen=True)
 class DemoModel:
     """A bundled model, the methods the demo runs on it, and where its overlays go."""
 
     key: str  # "cnn" or "vit"
     heading: str
-    layer: str | None  # None: the layer that ``layer=None`` finds
+    layer: str | None  # None: the default layer (``layer=None``)
     methods: list[str]
     prefix: str  # of the overlay file names, after "image_{i:02d}_"
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def short(self) -> str:
+        return {"cnn": "CNN", "vit": "ViT"}[self.key]
 
     def file(self, i: int, method: str) -> str:
         return f"image_{i:02d}_{self.prefix}{method.replace('+', 'p')}.png"
@@ -95,7 +99,8 @@ def _explain(demo: DemoModel, model: Any, backend: str, data: ShapesBatch, x: An
 
     captions = [""] * len(data)
     overlays: list[dict[str, str]] = [{} for _ in range(len(data))]
-    layer, predicted = demo.layer, []
+    layer = demo.layer
+    predicted: list[int] = []
     for name in demo.methods:
         exp = method_class(name)(model, demo.layer, backend=backend,
                                  **demo.options.get(name, {})).explain(x)
@@ -109,7 +114,7 @@ def _explain(demo: DemoModel, model: Any, backend: str, data: ShapesBatch, x: An
         layer = layer or (exp.layers[0] if exp.layers else None)
         progress.update()
     rows = [GalleryRow(f"image_{i:02d}.png", captions[i], overlays[i]) for i in range(len(data))]
-    note = (f"The bundled shapes classifier ({demo.key.upper()}), backend {backend}, layer "
+    note = (f"The bundled shapes classifier ({demo.short}), backend {backend}, layer "
             f"{layer} (for the methods that take one); each overlay explains the predicted "
             "class.")
     record = {"layer": layer, "methods": demo.methods, "predicted": predicted,
@@ -146,7 +151,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     folder.save(status="complete", backend=backend.name, models=records,
                 labels=[int(v) for v in data.labels])
     elapsed = time.perf_counter() - start
-    counts = " + ".join(f"{len(d.methods)} ({d.key.upper()})" for d in demos)
+    counts = " + ".join(f"{len(d.methods)} ({d.short})" for d in demos)
     print(f"interp demo: {counts} methods x {DEMO_IMAGES} images on backend {backend.name} "
           f"in {elapsed:.1f} s")
     print(f"wrote {index.resolve()}")
