@@ -89,13 +89,16 @@ def rollout(attentions: list[np.ndarray], *, head_fusion: HeadFusion = "mean",
     """
     if not 0.0 <= discard_ratio < 1.0:
         raise ValueError(f"discard_ratio={discard_ratio} must be in [0, 1)")
-    fusions = {"mean": np.mean, "max": np.max, "min": np.min}
-    if head_fusion not in fusions:
-        raise ValueError(f"head_fusion={head_fusion!r} must be one of {sorted(fusions)}")
+    if head_fusion not in ("mean", "max", "min"):
+        raise ValueError(f"head_fusion={head_fusion!r} must be one of ['max', 'mean', 'min']")
     n, _, t, _ = attentions[0].shape
     result = _identity(n, t)
     for probs in attentions:
-        fused = fusions[head_fusion](np.asarray(probs, dtype=np.float64), axis=1)
+        if head_fusion == "mean":  # accumulated in float64 without a float64 copy of probs
+            fused = np.mean(probs, axis=1, dtype=np.float64)
+        else:
+            reduce = np.max if head_fusion == "max" else np.min
+            fused = reduce(probs, axis=1).astype(np.float64)
         count = int(t * t * discard_ratio)
         if count:
             flat = fused.reshape(n, -1)
@@ -122,8 +125,8 @@ def gradient_rollout(attentions: list[np.ndarray], gradients: list[np.ndarray]) 
     n, _, t, _ = attentions[0].shape
     result = _identity(n, t)
     for probs, grads in zip(attentions, gradients, strict=True):
-        weighted = np.maximum(np.asarray(grads, np.float64) * np.asarray(probs, np.float64), 0)
-        result = result + weighted.mean(axis=1) @ result
+        weighted = np.maximum(np.multiply(grads, probs), 0)  # float32: exact to 1e-7
+        result = result + weighted.mean(axis=1, dtype=np.float64) @ result
     return result
 
 
@@ -139,7 +142,7 @@ def legrad(gradients: list[np.ndarray]) -> np.ndarray:
     np.ndarray
         float64 ``(N, T)``: relevance per key token.
     """
-    per_block = [np.maximum(np.asarray(g, np.float64), 0).mean(axis=(1, 2)) for g in gradients]
+    per_block = [np.maximum(g, 0).mean(axis=(1, 2), dtype=np.float64) for g in gradients]
     return np.mean(per_block, axis=0)
 
 

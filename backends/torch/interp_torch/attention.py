@@ -348,7 +348,12 @@ def stacked_blocks(model: nn.Module, blocks: Sequence[str]) -> Iterator[None]:
             outputs[name] = t
             if name != blocks[-1]:
                 return None
-            return replace_first_tensor(out, torch.cat([outputs[b] for b in blocks]))
+            stacked = [outputs.get(b) for b in blocks]
+            if any(o is None or o.shape != t.shape for o in stacked):
+                raise LayerOrderError(
+                    f"the blocks {list(blocks)} did not all run before the last one, or gave "
+                    "outputs of different shapes, so their outputs cannot be read at once")
+            return replace_first_tensor(out, torch.cat(stacked))
         return hook
 
     try:
@@ -409,13 +414,38 @@ def capture_attention(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be a positive int")
     layers = attention_layers(model, backend)
+    if gradients != "per_block":
+        return _capture(model, layers, x, target, run, gradients, output, batch_size, backend)
+    # The blocks' hooks go on before the pass. Where every attention layer sits in a block of
+    # its own, they run in module order (a plain ViT): try that first; where another order
+    # (or fewer layers) ran, a pass on one sample tells which run, in which order.
+    static = [layer.name for layer in layers]
+    try:
+        blocks = blocks_of(model, static)
+    except NotImplementedError:
+        blocks = []
+    if blocks:
+        try:
+            return _capture(model, layers, x, target, run, gradients, output, batch_size,
+                            backend, static, blocks)
+        except Exception:  # the careful way below raises what is really wrong
+            pass
+    names = _ran_layers(model, layers, x, run, backend)
+    return _capture(model, layers, x, target, run, gradients, output, batch_size, backend,
+                    names, blocks_of(model, names))
+
+
+class LayerOrderError(RuntimeError):
+    """Other attention layers ran, or in another order, than the pass before (or than the
+    module order a per-block capture assumed)."""
+
+
+def _capture(model: nn.Module, layers: Sequence[AttentionLayer], x: Any, target: TargetSpec,
+             run: Callable[[Any], Any], gradients: str, output: Any, batch_size: int,
+             backend: str, names: list[str] | None = None,
+             blocks: Sequence[str] = ()) -> AttentionCapture:
+    """:func:`capture_attention` with the layers (and, per block, their blocks) known."""
     n_total = int(first_input(x).shape[0])
-    names: list[str] | None = None
-    blocks: list[str] = []
-    if gradients == "per_block":
-        # The blocks' hooks go on before the pass: a pass on one sample tells which run.
-        names = _ran_layers(model, layers, x, run, backend)
-        blocks = blocks_of(model, names)
     probs: list[list[np.ndarray]] = []
     grads: list[list[np.ndarray]] = []
     scores: list[np.ndarray] = []
@@ -430,8 +460,8 @@ def capture_attention(
             if blocks:
                 stack.enter_context(stacked_blocks(model, blocks))
             out = select_output(run(batch), output)
-            s, t = _scores(out, spec, n, times)
             names = _ran(recorder, names, n, model, backend)
+            s, t = _scores(out, spec, n, times)
             tensors = [recorder.probs[k] for k in names]
             if gradients != "none":
                 if not s.requires_grad:
@@ -465,7 +495,7 @@ def _ran(recorder: Recorder, expected: list[str] | None, n: int, model: nn.Modul
         raise no_attention_error(backend, model, {type(m).__name__ for m in model.modules()})
     _check_shapes(recorder, n, model)
     if expected is not None and order != expected:
-        raise RuntimeError(
+        raise LayerOrderError(
             f"the attention layers {order} ran, where the pass before ran {expected}: "
             "attention methods need the same layers for every input"
         )
