@@ -83,7 +83,8 @@ def main() -> None:
                "vit": list(VIT_METHODS)}
     data = make_shapes(args.n, seed=HELD_OUT_SEED)
     box_area = ((data.boxes[:, 2] - data.boxes[:, 0]) * (data.boxes[:, 3] - data.boxes[:, 1]))
-    print(f"{args.n} held-out shapes images (seed {HELD_OUT_SEED}), layer {LAYER}, true class; "
+    print(f"{args.n} held-out shapes images (seed {HELD_OUT_SEED}), CNN layer {LAYER}, ViT layer "
+          f"found by layer=None (token Grad-CAM), true class; "
           f"a uniform map would score energy-in-box {np.mean(box_area / 64**2):.3f}")
     for backend in args.backends.split(","):
         if backend not in ic.backends():

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from interp_torch.demo import DemoNet
+from shapes_training import accuracy, flip_batch, train
 from torch import nn
 
 from interp_core.datasets import make_shapes
@@ -54,14 +55,6 @@ class TrainNet(nn.Module):
         return plain.eval()
 
 
-def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
-    model.eval()
-    with torch.no_grad():
-        preds = torch.cat([model(torch.from_numpy(images[i : i + 500])).argmax(1)
-                           for i in range(0, len(images), 500)])
-    return float((preds.numpy() == labels).mean())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -73,9 +66,9 @@ def main() -> None:
     torch.manual_seed(args.seed)
     torch.set_num_threads(2)
     start = time.perf_counter()
-    train = make_shapes(args.train, seed=args.seed + 1000)
+    train_set = make_shapes(args.train, seed=args.seed + 1000)
     held_out = make_shapes(2000, seed=args.seed + 2000)  # different seed: disjoint draws
-    x_train, y_train = train.channels_first(), train.labels
+    x_train, y_train = train_set.channels_first(), train_set.labels
     x_test, y_test = held_out.channels_first(), held_out.labels
 
     model = TrainNet(classes=len(CLASSES))
@@ -84,25 +77,8 @@ def main() -> None:
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=3e-3, total_steps=args.epochs * steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss()
-    gen = np.random.default_rng(args.seed)
-    for epoch in range(args.epochs):
-        model.train()
-        order = gen.permutation(len(x_train))
-        total = 0.0
-        for step in range(steps_per_epoch):
-            idx = order[step * 64 : (step + 1) * 64]
-            xb = torch.from_numpy(x_train[idx])
-            if gen.random() < 0.5:  # horizontal flips keep every class's identity
-                xb = xb.flip(3)
-            loss = loss_fn(model(xb), torch.from_numpy(y_train[idx]))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item()
-        acc = accuracy(model, x_test, y_test)
-        print(f"epoch {epoch + 1}/{args.epochs}  loss {total / steps_per_epoch:.4f}  "
-              f"held-out accuracy {acc:.4f}  ({time.perf_counter() - start:.0f} s)", flush=True)
+    train(model, opt, sched, loss_fn, (x_train, y_train), (x_test, y_test),
+          epochs=args.epochs, batch=64, gen=np.random.default_rng(args.seed), flip=flip_batch)
 
     plain = model.eval().folded()
     with torch.no_grad():

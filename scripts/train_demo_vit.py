@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from interp_torch.demo_vit import DemoViT
+from shapes_training import accuracy, flip_samples, train
 from torch import nn
 
 from interp_core.datasets import make_shapes
@@ -41,14 +42,6 @@ def shapes(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         images[start : start + len(part)] = part.channels_first()
         labels[start : start + len(part)] = part.labels
     return images, labels
-
-
-def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
-    model.eval()
-    with torch.no_grad():
-        preds = torch.cat([model(torch.from_numpy(images[i : i + 500])).argmax(1)
-                           for i in range(0, len(images), 500)])
-    return float((preds.numpy() == labels).mean())
 
 
 def optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -104,27 +97,9 @@ def main() -> None:
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=args.smoothing)
-    gen = np.random.default_rng(args.seed)
-    for epoch in range(args.epochs):
-        model.train()
-        order = gen.permutation(len(x_train))
-        total = 0.0
-        for step in range(steps_per_epoch):
-            idx = order[step * args.batch : (step + 1) * args.batch]
-            xb = torch.from_numpy(x_train[idx])
-            flip = torch.from_numpy(gen.random(len(idx)) < 0.5)  # keeps every class's identity
-            xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
-            loss = loss_fn(model(xb), torch.from_numpy(y_train[idx]))
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            total += loss.item()
-        acc = accuracy(model, x_test, y_test)
-        print(f"epoch {epoch + 1}/{args.epochs}  loss {total / steps_per_epoch:.4f}  "
-              f"held-out accuracy {acc:.4f}  ({time.perf_counter() - start:.0f} s, "
-              f"{time.process_time():.0f} CPU s)", flush=True)
+    train(model, opt, sched, loss_fn, (x_train, y_train), (x_test, y_test),
+          epochs=args.epochs, batch=args.batch, gen=np.random.default_rng(args.seed),
+          flip=flip_samples, clip=1.0)
 
     model.eval()
     weights = model.export_weights()

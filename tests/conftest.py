@@ -4,9 +4,23 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Sequence
 from types import ModuleType
 
 import pytest
+
+import interp_core as ic
+
+
+def installed_frameworks(names: Sequence[str]) -> list[str]:
+    """The backends of ``names`` that are installed, in that order; a run whose
+    ``INTERP_TEST_BACKENDS`` names one that is not installed fails."""
+    wanted = {b for b in os.environ.get("INTERP_TEST_BACKENDS", "").split(",") if b}
+    installed = ic.backends()
+    missing = [b for b in wanted if b in names and b not in installed]
+    if missing:
+        raise RuntimeError(f"INTERP_TEST_BACKENDS names {missing} but they are not installed")
+    return [b for b in names if b in installed]
 
 
 def require_framework(backend: str, module: str) -> ModuleType:

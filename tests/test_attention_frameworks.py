@@ -8,7 +8,6 @@ architecture with sharpened attention, and the bundled trained weights where the
 from __future__ import annotations
 
 import itertools
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -23,6 +22,7 @@ from interp_core.testing.reference_transformer import (
     ReferenceTransformer,
     ReferenceTransformerBackend,
 )
+from tests.conftest import installed_frameworks
 
 ALL = ("torch", "tensorflow", "jax")
 METHODS = ("attentionrollout", "gradientrollout", "legrad")
@@ -30,12 +30,7 @@ CONFIG = ViTConfig(blocks=2)  # the demo's sizes, two blocks: fast, and the same
 
 
 def _available() -> list[str]:
-    wanted = {b for b in os.environ.get("INTERP_TEST_BACKENDS", "").split(",") if b}
-    installed = ic.backends()
-    missing = [b for b in wanted if b in ALL and b not in installed]
-    if missing:
-        raise RuntimeError(f"INTERP_TEST_BACKENDS names {missing} but they are not installed")
-    return [b for b in ALL if b in installed]
+    return installed_frameworks(ALL)
 
 
 def _weights() -> dict[str, np.ndarray]:

@@ -102,25 +102,17 @@ def test_rollout_equals_the_paper(discard_ratio: float) -> None:
                                    paper_rollout(probs, i, discard_ratio), atol=ATOL)
 
 
-def test_gradient_rollout_equals_the_paper() -> None:
+@pytest.mark.parametrize(("method", "mode"), [(ic.GradientRollout, "output"),
+                                           (ic.LeGrad, "per_block")])
+def test_gradient_methods_equal_their_papers(method: type[ic.Method], mode: str) -> None:
     model, x = _model(), _inputs()
-    exp = _tokens(ic.GradientRollout, model, x)
-    cap = attention(model.weights, x, gradients="output", config=model.config)
+    exp = _tokens(method, model, x)
+    cap = attention(model.weights, x, gradients=mode, config=model.config)
     assert cap.gradients is not None
     for i in range(len(x)):
-        np.testing.assert_allclose(
-            exp.raw["tokens"][i], paper_gradient_rollout(cap.attentions, cap.gradients, i),
-            atol=ATOL)
-
-
-def test_legrad_equals_the_paper() -> None:
-    model, x = _model(), _inputs()
-    exp = _tokens(ic.LeGrad, model, x)
-    cap = attention(model.weights, x, gradients="per_block", config=model.config)
-    assert cap.gradients is not None
-    for i in range(len(x)):
-        np.testing.assert_allclose(exp.raw["tokens"][i], paper_legrad(cap.gradients, i),
-                                   atol=ATOL)
+        want = (paper_gradient_rollout(cap.attentions, cap.gradients, i)
+                if method is ic.GradientRollout else paper_legrad(cap.gradients, i))
+        np.testing.assert_allclose(exp.raw["tokens"][i], want, atol=ATOL)
 
 
 def test_targets_change_the_gradient_methods_but_not_rollout() -> None:

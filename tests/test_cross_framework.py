@@ -7,24 +7,18 @@ target scores to 1e-4 (relative), top-1 classes exactly.
 from __future__ import annotations
 
 import itertools
-import os
 
 import numpy as np
 import pytest
 
-import interp_core as ic
 from interp_core.testing.agreement import AGREEMENT_METHODS, explain_everywhere
+from tests.conftest import installed_frameworks
 
 ALL = ("torch", "tensorflow", "jax")
 
 
 def _available() -> list[str]:
-    wanted = {b for b in os.environ.get("INTERP_TEST_BACKENDS", "").split(",") if b}
-    installed = ic.backends()
-    missing = [b for b in wanted if b in ALL and b not in installed]
-    if missing:
-        raise RuntimeError(f"INTERP_TEST_BACKENDS names {missing} but they are not installed")
-    return [b for b in ALL if b in installed]
+    return installed_frameworks(ALL)
 
 
 @pytest.fixture(scope="module")

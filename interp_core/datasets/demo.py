@@ -39,34 +39,44 @@ WEIGHTS_FILE = "demo_shapes.npz"
 
 def demo_weights() -> dict[str, np.ndarray]:
     """The bundled weights as a dict of float32 arrays (see the module docstring)."""
-    ref = resources.files("interp_core") / "data" / WEIGHTS_FILE
-    if not ref.is_file():
-        raise FileNotFoundError(
-            f"{WEIGHTS_FILE} is missing from the package; run scripts/train_demo_model.py"
-        )
-    with resources.as_file(ref) as path, np.load(path) as data:
-        return {k: data[k].astype(np.float32) for k in data.files}
+    return bundled_weights(WEIGHTS_FILE, "scripts/train_demo_model.py")
 
 
 def demo_model(backend: str | None = None, weights: dict[str, np.ndarray] | None = None) -> Any:
     """The demo model in ``backend``'s framework (default: the first installed backend that
     provides one), built from the bundled weights or ``weights``."""
+    return build_bundled("demo", "the demo model", backend,
+                         demo_weights() if weights is None else weights)
+
+
+def bundled_weights(file_name: str, script: str) -> dict[str, np.ndarray]:
+    """``interp_core/data/<file_name>`` as a dict of float32 arrays (``script`` makes it)."""
+    ref = resources.files("interp_core") / "data" / file_name
+    if not ref.is_file():
+        raise FileNotFoundError(f"{file_name} is missing from the package; run {script}")
+    with resources.as_file(ref) as path, np.load(path) as data:
+        return {k: data[k].astype(np.float32) for k in data.files}
+
+
+def build_bundled(field: str, what: str, backend: str | None,
+                  weights: dict[str, np.ndarray]) -> Any:
+    """A bundled model in ``backend``'s framework, by the builder its registration names in
+    ``field`` (``"demo"``, ``"demo_vit"``); default: the first installed backend with one."""
     regs = registrations()
+    able = [name for name in backends() if getattr(regs[name], field) is not None]
     if backend is None:
-        with_demo = [name for name in backends() if regs[name].demo is not None]
-        if not with_demo:
+        if not able:
             raise ValueError(
-                f"no installed backend provides the demo model (installed: {backends()}); "
+                f"no installed backend provides {what} (installed: {backends()}); "
                 "pip install interp-torch, interp-tensorflow or interp-jax"
             )
-        backend = with_demo[0]
+        backend = able[0]
     if backend not in regs:
         raise ValueError(f"backend {backend!r} is not installed; installed: {backends()}")
+    if backend not in able:
+        raise ValueError(f"backend {backend!r} does not provide {what}; these do: {able}")
     reg = regs[backend]
-    if reg.demo is None:
-        raise ValueError(f"backend {backend!r} does not provide the demo model")
-    build = load_attribute(reg, reg.demo)
-    return build(demo_weights() if weights is None else weights)
+    return load_attribute(reg, getattr(reg, field))(weights)
 
 
 def random_demo_weights(seed: int = 0) -> dict[str, np.ndarray]:

@@ -53,12 +53,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import numpy as np
 
-from interp_core.backend.registry import backends, load_attribute, registrations
+from interp_core.datasets.demo import build_bundled, bundled_weights
 from interp_core.datasets.shapes import CLASSES
 
 WEIGHTS_FILE = "demo_vit.npz"
@@ -175,33 +174,12 @@ def random_vit_weights(config: ViTConfig | None = None, seed: int = 0) -> dict[s
 
 def demo_vit_weights() -> dict[str, np.ndarray]:
     """The bundled trained weights (``interp_core/data/demo_vit.npz``) as float32 arrays."""
-    ref = resources.files("interp_core") / "data" / WEIGHTS_FILE
-    if not ref.is_file():
-        raise FileNotFoundError(
-            f"{WEIGHTS_FILE} is missing from the package; run scripts/train_demo_vit.py"
-        )
-    with resources.as_file(ref) as path, np.load(path) as data:
-        return {k: data[k].astype(np.float32) for k in data.files}
+    return bundled_weights(WEIGHTS_FILE, "scripts/train_demo_vit.py")
 
 
 def demo_vit_model(backend: str | None = None,
                    weights: dict[str, np.ndarray] | None = None) -> Any:
     """The demo ViT in ``backend``'s framework (default: the first installed backend that
     builds one), from the bundled weights or ``weights``."""
-    regs = registrations()
-    with_vit = [name for name in backends() if regs[name].demo_vit is not None]
-    if backend is None:
-        if not with_vit:
-            raise ValueError(
-                f"no installed backend provides the demo ViT (installed: {backends()}); "
-                "pip install interp-torch, interp-tensorflow or interp-jax"
-            )
-        backend = with_vit[0]
-    if backend not in regs:
-        raise ValueError(f"backend {backend!r} is not installed; installed: {backends()}")
-    if backend not in with_vit:
-        raise ValueError(f"backend {backend!r} does not provide the demo ViT; these do: "
-                         f"{with_vit}")
-    reg = regs[backend]
-    build = load_attribute(reg, reg.demo_vit)
-    return build(demo_vit_weights() if weights is None else weights)
+    return build_bundled("demo_vit", "the demo ViT", backend,
+                         demo_vit_weights() if weights is None else weights)

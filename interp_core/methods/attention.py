@@ -311,15 +311,20 @@ class AttentionRollout(AttentionMethod):
                                  discard_ratio=self.discard_ratio), token)
 
 
-class GradientRollout(AttentionMethod):
+class AttentionGradientMethod(AttentionMethod):
+    """An attention method that also needs gradients of the target score at the attention."""
+
+    requires = (ATTENTION, GRADIENTS)
+    needs = "attention gradients"
+
+
+class GradientRollout(AttentionGradientMethod):
     """Gradient-weighted attention rollout (Chefer, Gur & Wolf, ICCV 2021): each block's
     attention weighted by the target score's gradient, rectified, averaged over heads and
     accumulated as ``R += Ā R`` (:func:`gradient_rollout`); the class token's row. One forward
     and one backward pass."""
 
     name = "gradientrollout"
-    requires = (ATTENTION, GRADIENTS)
-    needs = "attention gradients"
     gradients = "output"
 
     def relevance(self, capture: AttentionCapture, token: Literal["class", "mean"]
@@ -328,7 +333,7 @@ class GradientRollout(AttentionMethod):
         return read_rows(gradient_rollout(capture.attentions, capture.gradients), token)
 
 
-class LeGrad(AttentionMethod):
+class LeGrad(AttentionGradientMethod):
     """LeGrad (Bousselham et al., 2024): per block, the gradient of the score the model's
     final norm and head read from that block's output (the class token, or the pooled tokens)
     with respect to the block's attention map, rectified, averaged over heads, query rows and
@@ -336,8 +341,6 @@ class LeGrad(AttentionMethod):
     block)."""
 
     name = "legrad"
-    requires = (ATTENTION, GRADIENTS)
-    needs = "attention gradients"
     gradients = "per_block"
 
     def relevance(self, capture: AttentionCapture, token: Literal["class", "mean"]

@@ -106,20 +106,8 @@ class CAMMethod(Method):
         )
 
     def postprocess(self, raw_maps: Sequence[np.ndarray], size: Sequence[int]) -> np.ndarray:
-        """ReLU and normalise each layer's map at its resolution, resize, fuse, normalise.
-
-        Parameters
-        ----------
-        raw_maps : sequence of np.ndarray
-            One ``(N, *layer_spatial)`` map per layer.
-        size : sequence of int
-            The input's spatial shape.
-
-        Returns
-        -------
-        np.ndarray
-            float32 ``(N, *size)`` (``(N, *layer_spatial)`` with ``upsample=False``).
-        """
+        """Each layer's map ``(N, *layer_spatial)`` made the method's maps ``(N, *size)``:
+        :func:`~interp_core.methods.postprocess.finish_maps` with the method's options."""
         return finish_maps(raw_maps, size, relu=self.relu, normalize=self.normalize,
                            upsample=self.upsample, fuse=self.fuse)
 

@@ -38,7 +38,13 @@ from interp_core.backend.layers import layer_ran_twice_error
 from interp_core.backend.protocol import AttentionCapture
 from interp_core.backend.scoring import target_scores
 from interp_core.backend.target_spec import TargetSpec, fixed_targets, select_output
-from interp_torch.layers import first_tensor, refuse_compiled, replace_first_tensor
+from interp_torch.layers import (
+    first_tensor,
+    own_forward,
+    refuse_compiled,
+    replace_first_tensor,
+    restore_forward,
+)
 from interp_torch.ops import OPS, to_numpy
 
 GRADIENT_MODES = ("none", "output", "per_block")
@@ -251,7 +257,6 @@ def reading(model: nn.Module, layers: Sequence[AttentionLayer], recorder: Record
     handles: list[torch.utils.hooks.RemovableHandle] = []
     forwards: list[tuple[nn.Module, Any]] = []
     switches: list[tuple[nn.Module, bool]] = []
-    missing = object()
     with contextlib.ExitStack() as stack:
         try:
             if any(layer.kind == "hf" for layer in layers):
@@ -263,7 +268,7 @@ def reading(model: nn.Module, layers: Sequence[AttentionLayer], recorder: Record
                         lambda _m, args, kwargs: _first_input(args, kwargs, _rooted),
                         with_kwargs=True))
                 if layer.kind == "mha":
-                    forwards.append((module, module.__dict__.get("forward", missing)))
+                    forwards.append((module, own_forward(module)))
                     module.forward = _mha_forward(module, module.forward, keep)
                 elif layer.kind == "timm":
                     switches.append((module, module.fused_attn))
@@ -279,10 +284,7 @@ def reading(model: nn.Module, layers: Sequence[AttentionLayer], recorder: Record
             for handle in reversed(handles):
                 handle.remove()
             for module, forward in reversed(forwards):
-                if forward is missing:
-                    del module.forward
-                else:
-                    module.forward = forward
+                restore_forward(module, forward)
             for module, flag in reversed(switches):
                 module.fused_attn = flag
 

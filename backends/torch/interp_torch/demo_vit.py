@@ -6,6 +6,8 @@ Attention is ``nn.MultiheadAttention`` (batch first), the layer that torchvision
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -58,40 +60,65 @@ class DemoViT(nn.Module):
 
     def export_weights(self) -> dict[str, np.ndarray]:
         """Weights in the convention of :mod:`interp_core.datasets.demo_vit`."""
-        cfg = self.config
-        d, h, dh = cfg.dim, cfg.heads, cfg.head_dim
+        state = {k: v.detach().cpu().numpy().astype(np.float32)
+                 for k, v in self.state_dict().items()}
+        return {key: np.ascontiguousarray(to_weights(state[name]))
+                for key, name, _, to_weights in _layout(self.config)}
 
-        def arr(t: torch.Tensor) -> np.ndarray:
-            return t.detach().cpu().numpy().astype(np.float32).copy()
 
-        out = {
-            "patch_embed/kernel": arr(self.patch_embed.weight.permute(2, 3, 1, 0)),
-            "patch_embed/bias": arr(self.patch_embed.bias),
-            "pos_embed": arr(self.pos_embed),
-            "norm/scale": arr(self.norm.weight), "norm/bias": arr(self.norm.bias),
-            "head/kernel": arr(self.head.weight.T), "head/bias": arr(self.head.bias),
-        }
-        if self.cls_token is not None:
-            out["cls_token"] = arr(self.cls_token)
-        if self.registers is not None:
-            out["registers"] = arr(self.registers)
-        for i, block in enumerate(self.blocks):
-            p = f"blocks/{i}/"
-            for norm in ("norm1", "norm2"):
-                out[p + f"{norm}/scale"] = arr(getattr(block, norm).weight)
-                out[p + f"{norm}/bias"] = arr(getattr(block, norm).bias)
-            weight = block.attn.in_proj_weight.reshape(3, d, d)
-            bias = block.attn.in_proj_bias.reshape(3, h, dh)
-            for j, proj in enumerate(("query", "key", "value")):
-                out[p + f"attn/{proj}/kernel"] = arr(weight[j].T.reshape(d, h, dh))
-                out[p + f"attn/{proj}/bias"] = arr(bias[j])
-            out[p + "attn/out/kernel"] = arr(block.attn.out_proj.weight.T.reshape(h, dh, d))
-            out[p + "attn/out/bias"] = arr(block.attn.out_proj.bias)
-            out[p + "mlp/fc1/kernel"] = arr(block.mlp[0].weight.T)
-            out[p + "mlp/fc1/bias"] = arr(block.mlp[0].bias)
-            out[p + "mlp/fc2/kernel"] = arr(block.mlp[2].weight.T)
-            out[p + "mlp/fc2/bias"] = arr(block.mlp[2].bias)
-        return out
+#: A weight's key in the core's format, its ``state_dict`` name here, and the conversions
+#: (core -> torch, torch -> core).
+Entry = tuple[str, str, Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]
+
+
+def _same(a: np.ndarray) -> np.ndarray:
+    return a
+
+
+def _transposed(a: np.ndarray) -> np.ndarray:
+    return a.T
+
+
+def _layout(cfg: ViTConfig) -> list[Entry]:
+    """Every weight of a :class:`DemoViT` of ``cfg`` but the attention's input projection
+    (three core keys in one torch tensor: :func:`_in_projection`)."""
+    d, h, dh = cfg.dim, cfg.heads, cfg.head_dim
+    entries: list[Entry] = [
+        ("patch_embed/kernel", "patch_embed.weight", lambda a: a.transpose(3, 2, 0, 1),
+         lambda a: a.transpose(2, 3, 1, 0)),
+        ("patch_embed/bias", "patch_embed.bias", _same, _same),
+        ("pos_embed", "pos_embed", _same, _same),
+        ("norm/scale", "norm.weight", _same, _same),
+        ("norm/bias", "norm.bias", _same, _same),
+        ("head/kernel", "head.weight", _transposed, _transposed),
+        ("head/bias", "head.bias", _same, _same),
+    ]
+    entries += [(key, key, _same, _same) for key, present in
+                (("cls_token", cfg.class_token), ("registers", cfg.registers > 0)) if present]
+    for i in range(cfg.blocks):
+        core, here = f"blocks/{i}/", f"blocks.{i}."
+        entries += [
+            (core + "norm1/scale", here + "norm1.weight", _same, _same),
+            (core + "norm1/bias", here + "norm1.bias", _same, _same),
+            (core + "norm2/scale", here + "norm2.weight", _same, _same),
+            (core + "norm2/bias", here + "norm2.bias", _same, _same),
+            (core + "attn/out/kernel", here + "attn.out_proj.weight",
+             lambda a: a.reshape(d, d).T, lambda a: a.T.reshape(h, dh, d)),
+            (core + "attn/out/bias", here + "attn.out_proj.bias", _same, _same),
+            (core + "mlp/fc1/kernel", here + "mlp.0.weight", _transposed, _transposed),
+            (core + "mlp/fc1/bias", here + "mlp.0.bias", _same, _same),
+            (core + "mlp/fc2/kernel", here + "mlp.2.weight", _transposed, _transposed),
+            (core + "mlp/fc2/bias", here + "mlp.2.bias", _same, _same),
+        ]
+        for j, proj in enumerate(("query", "key", "value")):
+            entries += [
+                (core + f"attn/{proj}/kernel", here + "attn.in_proj_weight",
+                 lambda a: a.reshape(d, d).T,
+                 lambda a, j=j: a[j * d : (j + 1) * d].T.reshape(d, h, dh)),
+                (core + f"attn/{proj}/bias", here + "attn.in_proj_bias",
+                 lambda a: a.ravel(), lambda a, j=j: a[j * d : (j + 1) * d].reshape(h, dh)),
+            ]
+    return entries
 
 
 def build(weights: dict[str, np.ndarray], config: ViTConfig | None = None) -> DemoViT:
@@ -99,37 +126,11 @@ def build(weights: dict[str, np.ndarray], config: ViTConfig | None = None) -> De
     from the weights)."""
     cfg = config or ViTConfig.of(weights)
     model = DemoViT(cfg)
-    d = cfg.dim
-
-    def put(param: torch.Tensor, value: np.ndarray) -> None:
-        param.copy_(torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)))
-
-    with torch.no_grad():
-        put(model.patch_embed.weight, weights["patch_embed/kernel"].transpose(3, 2, 0, 1))
-        put(model.patch_embed.bias, weights["patch_embed/bias"])
-        put(model.pos_embed, weights["pos_embed"])
-        if model.cls_token is not None:
-            put(model.cls_token, weights["cls_token"])
-        if model.registers is not None:
-            put(model.registers, weights["registers"])
-        for i, block in enumerate(model.blocks):
-            p = f"blocks/{i}/"
-            for norm in ("norm1", "norm2"):
-                put(getattr(block, norm).weight, weights[p + f"{norm}/scale"])
-                put(getattr(block, norm).bias, weights[p + f"{norm}/bias"])
-            put(block.attn.in_proj_weight, np.concatenate(
-                [weights[p + f"attn/{proj}/kernel"].reshape(d, d).T
-                 for proj in ("query", "key", "value")]))
-            put(block.attn.in_proj_bias, np.concatenate(
-                [weights[p + f"attn/{proj}/bias"].ravel() for proj in ("query", "key", "value")]))
-            put(block.attn.out_proj.weight, weights[p + "attn/out/kernel"].reshape(d, d).T)
-            put(block.attn.out_proj.bias, weights[p + "attn/out/bias"])
-            put(block.mlp[0].weight, weights[p + "mlp/fc1/kernel"].T)
-            put(block.mlp[0].bias, weights[p + "mlp/fc1/bias"])
-            put(block.mlp[2].weight, weights[p + "mlp/fc2/kernel"].T)
-            put(block.mlp[2].bias, weights[p + "mlp/fc2/bias"])
-        put(model.norm.weight, weights["norm/scale"])
-        put(model.norm.bias, weights["norm/bias"])
-        put(model.head.weight, weights["head/kernel"].T)
-        put(model.head.bias, weights["head/bias"])
+    parts: dict[str, list[np.ndarray]] = {}
+    for key, name, to_torch, _ in _layout(cfg):  # query, key, value: one tensor, in order
+        parts.setdefault(name, []).append(to_torch(np.asarray(weights[key], np.float32)))
+    state = {name: torch.from_numpy(np.ascontiguousarray(np.concatenate(arrays)
+                                                         if len(arrays) > 1 else arrays[0]))
+             for name, arrays in parts.items()}
+    model.load_state_dict(state)
     return model.eval()

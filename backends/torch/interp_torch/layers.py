@@ -259,16 +259,28 @@ def replaying_below(model: nn.Module, layer: nn.Module) -> Iterator[BelowLayerRe
         lambda mod, args: setattr(replay, "before_layer", False))
     try:
         for module in (*below, layer):
-            undo.append((module, module.__dict__.get("forward", _UNSET)))
+            undo.append((module, own_forward(module)))
             module.forward = replay.wrap(module, module is layer)
         yield replay
     finally:
         handle.remove()
         for module, previous in reversed(undo):
-            if previous is _UNSET:
-                del module.forward
-            else:
-                module.forward = previous
+            restore_forward(module, previous)
 
 
+#: What :func:`own_forward` gives for a module whose ``forward`` is its class's.
 _UNSET = object()
+
+
+def own_forward(module: nn.Module) -> Any:
+    """The ``forward`` set on the instance itself (``_UNSET`` where it is the class's), to be
+    put back by :func:`restore_forward` after replacing it for a call."""
+    return module.__dict__.get("forward", _UNSET)
+
+
+def restore_forward(module: nn.Module, previous: Any) -> None:
+    """Put back what :func:`own_forward` saw: the instance's own ``forward``, or none."""
+    if previous is _UNSET:
+        module.__dict__.pop("forward", None)
+    else:
+        module.forward = previous
