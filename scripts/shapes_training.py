@@ -6,12 +6,25 @@ Imported by those scripts from this folder (they run as ``python scripts/<name>.
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+
+def training_parser(doc: str, out: Path, train: int, epochs: int) -> argparse.ArgumentParser:
+    """A training script's options: ``--out``, ``--train`` (images), ``--epochs``, ``--seed``,
+    with these defaults; described by the first line of ``doc``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=out)
+    parser.add_argument("--train", type=int, default=train)
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
 
 
 def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> float:

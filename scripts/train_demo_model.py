@@ -11,14 +11,13 @@ Takes several minutes on 2 CPU cores.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from interp_torch.demo import DemoNet
-from shapes_training import accuracy, flip_batch, train
+from shapes_training import accuracy, flip_batch, train, training_parser
 from torch import nn
 
 from interp_core.datasets import make_shapes
@@ -56,12 +55,7 @@ class TrainNet(nn.Module):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--train", type=int, default=16000)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = training_parser(__doc__, DEFAULT_OUT, train=16000, epochs=10).parse_args()
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(2)

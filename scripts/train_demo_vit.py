@@ -14,7 +14,6 @@ weights (Keras/Flax conventions, 564 KB). The same seed and ``--threads`` give t
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from interp_torch.demo_vit import DemoViT
-from shapes_training import accuracy, flip_samples, train
+from shapes_training import accuracy, flip_samples, train, training_parser
 from torch import nn
 
 from interp_core.datasets import make_shapes
@@ -54,16 +53,12 @@ def optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.A
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--train", type=int, default=32000)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser = training_parser(__doc__, DEFAULT_OUT, train=32000, epochs=8)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--warmup", type=float, default=1.0, help="warmup epochs")
     parser.add_argument("--smoothing", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2,
                         help="torch threads (the weights are reproducible for a given count)")
     args = parser.parse_args()

@@ -298,8 +298,8 @@ class TensorFlowBackend:
         target: TargetSpec, *, batch_size: int = 32, output: Any = None,
         channel_axis: int | None = None,
     ) -> np.ndarray:
-        masks = patching.channel_masks(channel_masks, channel_axis, usual_axis_only=self.name)
         _check_model(model)
+        masks = patching.channel_masks(channel_masks, channel_axis, usual_axis_only=self.name)
         x = self._prepare(inputs, model)
         if not tf.is_tensor(x):
             raise NotImplementedError("patched_scores supports single-tensor inputs")
