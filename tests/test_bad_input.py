@@ -96,6 +96,16 @@ def test_torch_wrong_channel_count_names_the_expected_channels():
         ic.GradCAM(model, LAYER)(np.concatenate([x, x[:, :1]], axis=1))
 
 
+def test_torch_input_of_the_wrong_size_names_the_size_not_the_channels():
+    """The demo ViT takes 64x64 only (a fixed positional embedding): the error says so."""
+    require_framework("torch", "torch")
+    from interp_core.datasets.demo_vit import demo_vit_model
+
+    x = np.random.default_rng(0).random((1, 3, 96, 96)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"has the 3 channels .* look at its size \(96, 96\)"):
+        ic.AttentionRollout(demo_vit_model("torch"))(x)
+
+
 def test_torch_layer_of_another_model_and_shared_module():
     torch = require_framework("torch", "torch")
     from torch import nn

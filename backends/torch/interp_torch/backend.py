@@ -115,8 +115,9 @@ def _input_layer(model: nn.Module) -> tuple[str, nn.Module] | None:
     return None
 
 
-def _expected_input(model: nn.Module) -> str:
-    """What the model's first convolution or dense layer takes, where one exists."""
+def _expected_input(model: nn.Module, x: Any = None) -> str:
+    """What the model's first convolution or dense layer takes, where one exists; for an input
+    ``x`` with those channels, that its size is what to look at."""
     found = _input_layer(model)
     if found is None:
         return ""
@@ -125,6 +126,12 @@ def _expected_input(model: nn.Module) -> str:
         channels = module.in_channels
         if channels < 1:  # a lazy convolution that has not run yet
             return ""
+        first = first_input(x) if x is not None else None
+        if torch.is_tensor(first) and first.dim() >= 3 and int(first.shape[1]) == channels:
+            return (f"; it has the {channels} channels that the first convolution {name!r} "
+                    f"takes, so look at its size {tuple(int(d) for d in first.shape[2:])}: a "
+                    "model with a fixed positional embedding or a dense layer after flattening "
+                    "takes only the size it was built for")
         return (f"; its first convolution {name!r} takes {channels} input channels, so the "
                 f"input should be (N, {channels}, *spatial)")
     features = getattr(module, "in_features", None)
@@ -223,7 +230,7 @@ class TorchBackend:
             raise
         except RuntimeError as exc:
             raise ValueError(
-                f"the model raised on input {_describe(x)}{_expected_input(model)}: "
+                f"the model raised on input {_describe(x)}{_expected_input(model, x)}: "
                 f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
             ) from exc
 
