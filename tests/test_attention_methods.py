@@ -185,7 +185,7 @@ def test_start_block_keeps_the_later_blocks() -> None:
     ({"prefix": -1}, "prefix=-1"),
     ({"discard_ratio": 1.0}, "discard_ratio=1.0"),
     ({"head_fusion": "median"}, "head_fusion='median'"),
-    ({"batch_size": 0}, "batch_size=0"),
+    ({"batch_size": 0}, "batch_size must be a positive int, got 0"),
 ])
 def test_bad_options_are_named(options: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):

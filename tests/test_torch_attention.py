@@ -302,7 +302,7 @@ def test_bad_arguments() -> None:
     x = torch_testing.to_input(_inputs(REFERENCE_VIT))
     with pytest.raises(ValueError, match="gradients='all'"):
         BACKEND.attention(model, x, resolve_targets(None, N), gradients="all")
-    with pytest.raises(ValueError, match="batch_size=0"):
+    with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
         BACKEND.attention(model, x, resolve_targets(None, N), batch_size=0)
     with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
         BACKEND.attention(model, x, resolve_targets(None, N), gradients="output")

@@ -27,6 +27,7 @@ import numpy as np
 
 from interp_core.backend.attention import check_capture
 from interp_core.backend.grids import grid_layout
+from interp_core.backend.inputs import check_batch_size
 from interp_core.backend.protocol import ATTENTION, GRADIENTS, AttentionCapture
 from interp_core.backend.target_spec import TargetSpec
 from interp_core.methods.catalog import Needs
@@ -65,6 +66,16 @@ def read_rows(matrix: np.ndarray, token: Literal["class", "mean"]) -> np.ndarray
     return matrix[:, 0, :] if token == "class" else matrix.mean(axis=1)
 
 
+def check_rollout_options(head_fusion: str, discard_ratio: float) -> float:
+    """``discard_ratio`` as a float, or a ``ValueError`` naming the bad option: ``head_fusion``
+    must be ``"mean"``, ``"max"`` or ``"min"``, ``discard_ratio`` in [0, 1)."""
+    if head_fusion not in ("mean", "max", "min"):
+        raise ValueError(f"head_fusion={head_fusion!r} must be 'mean', 'max' or 'min'")
+    if not 0.0 <= float(discard_ratio) < 1.0:
+        raise ValueError(f"discard_ratio={discard_ratio} must be in [0, 1)")
+    return float(discard_ratio)
+
+
 def rollout(attentions: list[np.ndarray], *, head_fusion: HeadFusion = "mean",
             discard_ratio: float = 0.0) -> np.ndarray:
     """Attention rollout (Abnar & Zuidema, "Quantifying Attention Flow in Transformers",
@@ -87,10 +98,7 @@ def rollout(attentions: list[np.ndarray], *, head_fusion: HeadFusion = "mean",
     np.ndarray
         float64 ``(N, T, T)``.
     """
-    if not 0.0 <= discard_ratio < 1.0:
-        raise ValueError(f"discard_ratio={discard_ratio} must be in [0, 1)")
-    if head_fusion not in ("mean", "max", "min"):
-        raise ValueError(f"head_fusion={head_fusion!r} must be one of ['max', 'mean', 'min']")
+    discard_ratio = check_rollout_options(head_fusion, discard_ratio)
     n, _, t, _ = attentions[0].shape
     result = _identity(n, t)
     for probs in attentions:
@@ -191,12 +199,10 @@ class AttentionMethod(Method):
             raise ValueError(f"prefix={prefix!r} must be a non-negative int or None")
         if isinstance(start_block, bool) or not isinstance(start_block, int):
             raise TypeError(f"start_block={start_block!r} must be an int")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r} must be a positive int")
         self.token: Token = token
         self.prefix = prefix
         self.start_block = start_block
-        self.batch_size = batch_size
+        self.batch_size = check_batch_size(batch_size)
 
     # -- what subclasses implement ------------------------------------------------------
     def relevance(self, capture: AttentionCapture, token: Literal["class", "mean"]
@@ -298,12 +304,8 @@ class AttentionRollout(AttentionMethod):
     def __init__(self, model: Any, layer: Any = None, *, head_fusion: HeadFusion = "mean",
                  discard_ratio: float = 0.0, **kwargs: Any) -> None:
         super().__init__(model, layer, **kwargs)
-        if head_fusion not in ("mean", "max", "min"):
-            raise ValueError(f"head_fusion={head_fusion!r} must be 'mean', 'max' or 'min'")
-        if not 0.0 <= float(discard_ratio) < 1.0:
-            raise ValueError(f"discard_ratio={discard_ratio} must be in [0, 1)")
+        self.discard_ratio = check_rollout_options(head_fusion, discard_ratio)
         self.head_fusion: HeadFusion = head_fusion
-        self.discard_ratio = float(discard_ratio)
 
     def relevance(self, capture: AttentionCapture, token: Literal["class", "mean"]
                   ) -> np.ndarray:

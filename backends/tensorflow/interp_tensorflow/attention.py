@@ -38,7 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from interp_core.backend.attention import check_capture, no_attention_error
+from interp_core.backend.attention import no_attention_error
 from interp_core.backend.inputs import chunks
 from interp_core.backend.layers import first_leaf, layer_ran_twice_error, replace_first
 from interp_core.backend.protocol import AttentionCapture
@@ -376,12 +376,12 @@ def capture(backend: TensorFlowBackend, model: Any, x: Any, target: TargetSpec, 
     if program is None:
         raise ValueError("attention needs at least one input sample")
     top = None if tops[0] is None else np.concatenate(tops)
-    return check_capture(AttentionCapture(
+    return AttentionCapture(
         blocks=list(program.blocks),
         attentions=[np.concatenate(layer) for layer in zip(*probs, strict=True)],
         gradients=([np.concatenate(layer) for layer in zip(*grads, strict=True)]
                    if gradients != "none" else None),
         scores=np.concatenate(scores),
         targets=target.resolved_indices(top),
-    ), n)
+    )
 

@@ -32,8 +32,8 @@ import torch
 from torch import nn
 from torch.nn.functional import linear
 
-from interp_core.backend.attention import WINDOWED_ATTENTION, check_capture, no_attention_error
-from interp_core.backend.inputs import chunks, first_input, take
+from interp_core.backend.attention import WINDOWED_ATTENTION, no_attention_error
+from interp_core.backend.inputs import check_batch_size, chunks, first_input, take
 from interp_core.backend.layers import layer_ran_twice_error
 from interp_core.backend.protocol import AttentionCapture
 from interp_core.backend.scoring import target_scores
@@ -413,8 +413,7 @@ def capture_attention(
     mode, grad mode and the model's lock."""
     if gradients not in GRADIENT_MODES:
         raise ValueError(f"gradients={gradients!r} must be one of {GRADIENT_MODES}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} must be a positive int")
+    batch_size = check_batch_size(batch_size)
     layers = attention_layers(model, backend)
     if gradients != "per_block":
         return _capture(model, layers, x, target, run, gradients, output, batch_size, backend)
@@ -477,7 +476,7 @@ def _capture(model: nn.Module, layers: Sequence[AttentionLayer], x: Any, target:
         targets.append(t)
     assert names is not None  # at least one chunk: inputs have a sample
     count = len(names)
-    capture = AttentionCapture(
+    return AttentionCapture(
         blocks=names,
         attentions=[np.concatenate([c[i] for c in probs]) for i in range(count)],
         gradients=None if gradients == "none" else
@@ -485,7 +484,6 @@ def _capture(model: nn.Module, layers: Sequence[AttentionLayer], x: Any, target:
         scores=np.concatenate(scores).astype(np.float32),
         targets=np.concatenate(targets).astype(np.int64),
     )
-    return check_capture(capture, n_total)
 
 
 def _ran(recorder: Recorder, expected: list[str] | None, n: int, model: nn.Module,
