@@ -25,6 +25,7 @@ from interp_core.features import feature_maps, filter_patterns
 from interp_core.features.grids import feature_grid
 from interp_core.methods import (
     CAM,
+    FEM,
     KPCACAM,
     AblationCAM,
     AttentionMethod,
@@ -34,6 +35,7 @@ from interp_core.methods import (
     EigenCAM,
     EigenGradCAM,
     Explanation,
+    FinerCAM,
     FullGrad,
     GradCAM,
     GradCAMElementWise,
@@ -49,8 +51,10 @@ from interp_core.methods import (
     LayerCAM,
     LeGrad,
     Method,
+    RefineCAM,
     Saliency,
     ScoreCAM,
+    SegEigenCAM,
     SmoothGrad,
     XGradCAM,
 )
@@ -59,6 +63,7 @@ from interp_core.split import Split
 from interp_core.targets import (
     BinaryTarget,
     ClassTarget,
+    ContrastTarget,
     DetectionTarget,
     OutputTarget,
     SegmentationTarget,
@@ -70,6 +75,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CAM",
+    "FEM",
     "KPCACAM",
     "AblationCAM",
     "AttentionMethod",
@@ -82,10 +88,12 @@ __all__ = [
     "Capture",
     "ChannelWeightCAM",
     "ClassTarget",
+    "ContrastTarget",
     "DetectionTarget",
     "EigenCAM",
     "EigenGradCAM",
     "Explanation",
+    "FinerCAM",
     "FullGrad",
     "GradCAM",
     "GradCAMElementWise",
@@ -103,8 +111,10 @@ __all__ = [
     "LeGrad",
     "Method",
     "OutputTarget",
+    "RefineCAM",
     "Saliency",
     "ScoreCAM",
+    "SegEigenCAM",
     "SegmentationTarget",
     "SimilarityTarget",
     "SmoothGrad",

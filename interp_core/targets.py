@@ -105,5 +105,69 @@ class DetectionTarget:
             )
 
 
+@dataclass(frozen=True, eq=False)
+class ContrastTarget:
+    """Score of class ``main`` against the classes it is most easily confused with (Finer-CAM).
+
+    With ``o`` the logits and ``p = softmax(o)``, over the comparison classes ``j``::
+
+        score = sum_j p_j (o_main - alpha o_j) / (sum_j p_j + 1e-9)
+
+    (Zhang et al., "Finer-CAM: Spotting the difference reveals finer details for visual
+    explanation", CVPR 2025; pytorch-grad-cam's ``FinerWeightedTarget``). ``p`` is computed
+    inside the forward pass, so gradients flow through the weights as well. Any gradient
+    method explains it; :class:`~interp_core.FinerCAM` is Grad-CAM of it.
+
+    Parameters
+    ----------
+    main : int, optional
+        The class explained; None: each sample's top-1 class, chosen in the forward pass.
+    comparisons : sequence of int, optional
+        The comparison classes, explicitly (none of them ``main``).
+    ranks : sequence of int
+        Used when ``comparisons`` is None: the comparison classes by their rank in closeness
+        to the main class's logit (``|o_j - o_main|``; rank 1 is the closest other class),
+        ranked in the same forward pass. Ranks beyond the model's classes are dropped, as
+        pytorch-grad-cam does; a model left with no comparison class is an error.
+    alpha : float
+        How much of the comparison logits is taken away (1: the plain difference; 0: the main
+        logit alone, weighted).
+    """
+
+    main: int | None = None
+    comparisons: Any = None
+    ranks: Any = (1, 2, 3)
+    alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.main is not None and (isinstance(self.main, bool) or int(self.main) < 0):
+            raise ValueError(f"ContrastTarget main={self.main!r} must be a class index >= 0 "
+                             "or None (each sample's top-1 class)")
+        if self.comparisons is not None:
+            classes = _int_list(self.comparisons, "comparisons")
+            if not classes or min(classes) < 0:
+                raise ValueError(f"ContrastTarget comparisons={self.comparisons!r} must be a "
+                                 "non-empty sequence of class indices >= 0")
+            if self.main is not None and int(self.main) in classes:
+                raise ValueError(f"ContrastTarget comparisons={classes} include the main "
+                                 f"class {self.main}; compare it with other classes")
+        else:
+            ranks = _int_list(self.ranks, "ranks")
+            if not ranks or min(ranks) < 1:
+                raise ValueError(f"ContrastTarget ranks={self.ranks!r} must be a non-empty "
+                                 "sequence of ranks >= 1 (1: the class whose logit is closest "
+                                 "to the main class's)")
+        if not np.isfinite(float(self.alpha)):
+            raise ValueError(f"ContrastTarget alpha={self.alpha!r} must be a finite number")
+
+
+def _int_list(values: Any, name: str) -> list[int]:
+    """``values`` (an int or a sequence of ints) as a list of ints, or a TypeError."""
+    items = [values] if isinstance(values, int | np.integer) else list(values)
+    if any(isinstance(v, bool) or not isinstance(v, int | np.integer) for v in items):
+        raise TypeError(f"ContrastTarget {name}={values!r} must hold ints")
+    return [int(v) for v in items]
+
+
 Target = (ClassTarget | BinaryTarget | SegmentationTarget | SimilarityTarget | OutputTarget
-          | DetectionTarget)
+          | DetectionTarget | ContrastTarget)

@@ -61,6 +61,25 @@ class TensorOps(Protocol):
         (input gradients: :func:`~interp_core.backend.checks.channel_objective`)."""
         ...
 
+    def exp(self, x: Any) -> Any:
+        """Element-wise exponential (contrast targets' softmax)."""
+        ...
+
+    def argsort(self, x: Any) -> Any:
+        """Row-wise ascending, stable argsort of ``(N, M)`` without gradient -> integer
+        ``(N, M)`` (contrast targets' ranking)."""
+        ...
+
+    def take(self, x: Any, indices: Any) -> Any:
+        """``x[arange(N)[:, None], indices]`` for ``x`` ``(N, M)`` and integer ``indices``
+        ``(N, k)`` -> ``(N, k)``, differentiable in ``x``."""
+        ...
+
+    def one_hot(self, indices: Any, like: Any) -> Any:
+        """Rows of the identity: integer ``(N,)`` -> ``(N, M)`` in the dtype of ``like``
+        ``(N, M)``, without gradient."""
+        ...
+
 
 def target_scores(output: Any, spec: TargetSpec, ops: TensorOps) -> tuple[Any, Any | None]:
     """Score each sample of ``output`` as ``spec`` says.
@@ -94,6 +113,8 @@ def target_scores(output: Any, spec: TargetSpec, ops: TensorOps) -> tuple[Any, A
             f"'boxes', 'labels', 'scores'), got {type(output).__name__}; pick it with output="
         )
     shape = tuple(int(d) for d in output.shape)
+    if spec.kind == "contrast":
+        return _contrast_scores(output, spec, shape, ops)
     if spec.kind in ("top1", "class"):
         if len(shape) != 2:
             raise ValueError(
@@ -179,6 +200,20 @@ class NumpyApiOps:
         moved = self.xp.moveaxis(x, axis, -1)
         return self.xp.mean(self.xp.reshape(moved, (moved.shape[0], -1, moved.shape[-1])), axis=1)
 
+    def exp(self, x: Any) -> Any:
+        return self.xp.exp(x)
+
+    def argsort(self, x: Any) -> Any:
+        return self.xp.argsort(self.stop_gradient(x), axis=1, stable=True)
+
+    def take(self, x: Any, indices: Any) -> Any:
+        return self.xp.take_along_axis(x, self.xp.asarray(indices).astype(self.int_dtype), axis=1)
+
+    def one_hot(self, indices: Any, like: Any) -> Any:
+        columns = self.xp.arange(like.shape[1])[None, :]
+        rows = self.xp.asarray(indices)[:, None]
+        return (columns == rows).astype(self.xp.asarray(like).dtype)
+
 
 class _RecordingOps(NumpyApiOps):
     """NumPy ops that record every constant :func:`target_scores` asks for."""
@@ -213,6 +248,61 @@ def target_constants(spec: TargetSpec, output_shape: tuple[int, ...], channel_ax
     ops = _RecordingOps(channel_axis, int_dtype)
     target_scores(np.zeros(tuple(output_shape), dtype=np.float32), spec, ops)
     return ops.recorded
+
+
+def _contrast_scores(output: Any, spec: TargetSpec, shape: tuple[int, ...],
+                     ops: TensorOps) -> tuple[Any, Any]:
+    """Finer-CAM's score (:class:`~interp_core.targets.ContrastTarget`) and the main classes.
+
+    The comparison classes given by rank are ranked here, on the output itself: by
+    ``|o_j - o_main|``, the main class first (a one-hot term pushes it below every distance),
+    stable in ties. The softmax is the full one (``exp(o - max o)`` over its row sum), so the
+    ``1e-9`` of the denominator has pytorch-grad-cam's weight. Every constant depends on the
+    spec and the output's shape only (compiled adapters replay them).
+    """
+    if len(shape) != 2:
+        raise ValueError(
+            f"ContrastTarget needs a (N, num_classes) output, got shape {shape}: pick the "
+            "logits with output="
+        )
+    n, k = shape
+    main = spec.indices
+    if (main >= k).any():
+        raise ValueError(
+            f"ContrastTarget main class {int(main[main >= k][0])} is out of range: the model "
+            f"has {k} outputs, so valid classes are 0..{k - 1}"
+        )
+    comparisons = spec.comparisons
+    explicit = comparisons >= 0
+    if (comparisons[explicit] >= k).any():
+        raise ValueError(
+            f"ContrastTarget comparison class {int(comparisons[explicit & (comparisons >= k)][0])}"
+            f" is out of range: the model has {k} outputs, so valid classes are 0..{k - 1}"
+        )
+    ranks = np.where(explicit, 0, -comparisons)
+    kept = explicit | (ranks < k)  # ranks beyond the classes are dropped, as the peer does
+    empty = ~kept.any(axis=1)
+    if empty.any():
+        raise ValueError(
+            f"ContrastTarget of sample {int(np.flatnonzero(empty)[0])} has no comparison class: "
+            f"the model has {k} output(s), so ranks must be 1..{k - 1}; contrasting needs at "
+            "least two classes (a single-logit model: use BinaryTarget)"
+        )
+    is_top1 = ops.const((main < 0).astype(np.int64), output)
+    top1 = ops.argmax(output)
+    chosen = top1 * is_top1 + ops.const(np.maximum(main, 0), output) * (1 - is_top1)
+    o_main = ops.pick(output, chosen)
+    distance = abs(output - o_main[:, None]) - ops.one_hot(chosen, output)
+    by_rank = ops.take(ops.argsort(distance), ops.const(np.where(kept, ranks, 0), output))
+    ranked = ops.const((~explicit).astype(np.int64), output)
+    classes = ops.const(np.where(explicit, comparisons, 0), output) * (1 - ranked) \
+        + by_rank * ranked
+    shifted = ops.exp(output - ops.pick(output, top1)[:, None])
+    weights = ops.take(shifted, classes) * ops.const(kept.astype(np.float32), output) \
+        / ops.row_sum(shifted)[:, None]
+    alphas = ops.const(spec.alphas[:, None].astype(np.float32), output)
+    difference = o_main[:, None] - alphas * ops.take(output, classes)
+    return ops.row_sum(weights * difference) / (ops.row_sum(weights) + 1e-9), chosen
 
 
 def _segmentation_weights(spec: TargetSpec, shape: tuple[int, ...], ops: TensorOps) -> np.ndarray:

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -17,7 +17,11 @@ import interp_core.targets as user_targets
 from interp_core.targets import ClassTarget, OutputTarget, Target
 
 #: What a :class:`TargetSpec` scores.
-TargetKind = Literal["top1", "class", "binary", "segmentation", "similarity", "fn", "detection"]
+TargetKind = Literal["top1", "class", "binary", "segmentation", "similarity", "fn", "detection",
+                     "contrast"]
+
+#: In :attr:`TargetSpec.comparisons`, the entry that pads a shorter row: a rank no model has.
+NO_COMPARISON = -int(np.iinfo(np.int32).max)
 
 
 @dataclass(frozen=True, eq=False)
@@ -28,10 +32,11 @@ class TargetSpec:
     ----------
     kind : str
         ``"top1"`` (argmax of the output, chosen inside the forward pass), ``"class"``,
-        ``"binary"``, ``"segmentation"``, ``"similarity"``, ``"fn"`` or ``"detection"``.
+        ``"binary"``, ``"segmentation"``, ``"similarity"``, ``"fn"``, ``"detection"`` or
+        ``"contrast"``.
     indices : np.ndarray or None
         int64 ``(N,)`` class indices (``class`` and ``segmentation``; ``detection``: ``-1``
-        for any class).
+        for any class; ``contrast``: the main class, ``-1`` for the top-1).
     signs : np.ndarray or None
         float32 ``(N,)``, +1 or -1 (``binary``).
     masks : np.ndarray or None
@@ -46,6 +51,11 @@ class TargetSpec:
         (``detection``).
     thresholds : np.ndarray or None
         float64 ``(N,)`` least IoU of a match (``detection``).
+    comparisons : np.ndarray or None
+        int64 ``(N, k)`` (``contrast``): a class index where ``>= 0``, else minus a rank of
+        closeness to the main class's logit; rows are padded with :data:`NO_COMPARISON`.
+    alphas : np.ndarray or None
+        float32 ``(N,)`` (``contrast``): the weight of the comparison logits.
     """
 
     kind: TargetKind
@@ -57,9 +67,13 @@ class TargetSpec:
     fns: tuple[Callable[[Any], Any], ...] | None = None
     boxes: np.ndarray | None = None
     thresholds: np.ndarray | None = None
+    comparisons: np.ndarray | None = None
+    alphas: np.ndarray | None = None
 
     def resolved_indices(self, top1: np.ndarray | None = None) -> np.ndarray:
         """Class index per sample, ``-1`` where the target is not a class; ``(N,)`` int64."""
+        if self.kind == "contrast" and top1 is not None:
+            return np.asarray(top1, dtype=np.int64)  # the main classes, as scoring chose them
         if self.kind == "top1":
             if top1 is None:
                 raise ValueError("top-1 targets need the argmax of the model output")
@@ -83,6 +97,7 @@ class TargetSpec:
         return TargetSpec(
             self.kind, n, pick(self.indices), pick(self.signs), pick(self.masks),
             pick(self.embeddings), fns, pick(self.boxes), pick(self.thresholds),
+            pick(self.comparisons), pick(self.alphas),
         )
 
 
@@ -101,8 +116,8 @@ def _as_target(t: Any) -> Target:
         return OutputTarget(t)
     raise TypeError(
         f"target {t!r} of type {type(t).__name__} is not understood: use an int class index, "
-        "ClassTarget, BinaryTarget, SegmentationTarget, SimilarityTarget, DetectionTarget or "
-        "OutputTarget"
+        "ClassTarget, BinaryTarget, SegmentationTarget, SimilarityTarget, DetectionTarget, "
+        "ContrastTarget or OutputTarget"
     )
 
 
@@ -142,6 +157,18 @@ def _detection_spec(items: list[Any]) -> TargetSpec:
                       thresholds=thresholds)
 
 
+def _contrast_spec(items: list[Any]) -> TargetSpec:
+    main = np.array([-1 if t.main is None else int(t.main) for t in items], dtype=np.int64)
+    rows = [[int(c) for c in np.ravel(t.comparisons)] if t.comparisons is not None
+            else [-int(r) for r in np.ravel(t.ranks)] for t in items]
+    comparisons = np.full((len(items), max(len(r) for r in rows)), NO_COMPARISON, np.int64)
+    for i, row in enumerate(rows):
+        comparisons[i, :len(row)] = row
+    alphas = np.array([float(t.alpha) for t in items], dtype=np.float32)
+    return TargetSpec("contrast", len(items), indices=main, comparisons=comparisons,
+                      alphas=alphas)
+
+
 def _fn_spec(items: list[Any]) -> TargetSpec:
     return TargetSpec("fn", len(items), fns=tuple(t.fn for t in items))
 
@@ -153,6 +180,7 @@ _SPEC_OF: dict[type, Callable[[list[Any]], TargetSpec]] = {
     user_targets.SegmentationTarget: _segmentation_spec,
     user_targets.SimilarityTarget: _similarity_spec,
     user_targets.DetectionTarget: _detection_spec,
+    user_targets.ContrastTarget: _contrast_spec,
     user_targets.OutputTarget: _fn_spec,
 }
 
@@ -270,8 +298,13 @@ def is_per_image_mappings(raw: Any) -> bool:
 def fixed_targets(spec: TargetSpec, classes: np.ndarray) -> TargetSpec:
     """``spec`` with top-1 targets pinned to ``classes`` (the unperturbed input's argmax).
 
-    A perturbed input must be scored for the class explained, not for its own top-1.
+    A perturbed input must be scored for the class explained, not for its own top-1. Contrast
+    targets keep their comparison classes or ranks (ranks are ranked again on each input);
+    their main class is pinned.
     """
+    if spec.kind == "contrast":
+        main = np.where(spec.indices < 0, np.asarray(classes, dtype=np.int64), spec.indices)
+        return replace(spec, indices=main)
     if spec.kind != "top1":
         return spec
     return TargetSpec("class", len(classes), indices=np.asarray(classes, dtype=np.int64))

@@ -4,7 +4,8 @@
   backend, targets, ``explain``; the hook :meth:`Method.compute`), and :class:`Explanation`;
 - CAM family (maps from layers), on :class:`CAMMethod` (:mod:`~interp_core.methods.base`):
   :mod:`~interp_core.methods.grad_cam`, :mod:`~interp_core.methods.activation`,
-  :mod:`~interp_core.methods.kpca`, :mod:`~interp_core.methods.perturbation`;
+  :mod:`~interp_core.methods.kpca`, :mod:`~interp_core.methods.perturbation`,
+  :mod:`~interp_core.methods.meta` (Finer-CAM and RefineCAM, built on a base method);
 - attributions to the input, on :class:`InputGradientMethod`:
   :mod:`~interp_core.methods.input_gradients` (Saliency, Input x Gradient, SmoothGrad,
   Integrated Gradients); and :mod:`~interp_core.methods.fullgrad`;
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import difflib
 
-from interp_core.methods.activation import CAM, EigenCAM, EigenGradCAM
+from interp_core.methods.activation import CAM, FEM, EigenCAM, EigenGradCAM, SegEigenCAM
 from interp_core.methods.attention import AttentionMethod, AttentionRollout, GradientRollout, LeGrad
 from interp_core.methods.base import CAMMethod, ChannelWeightCAM
 from interp_core.methods.catalog import NOTES, MethodInfo, method_info, methods_markdown
@@ -49,6 +50,7 @@ from interp_core.methods.input_gradients import (
     SmoothGrad,
 )
 from interp_core.methods.kpca import KPCACAM
+from interp_core.methods.meta import BaseMethodCAM, FinerCAM, RefineCAM
 from interp_core.methods.method import Explanation, Method, needed_capabilities
 from interp_core.methods.perturbation import AblationCAM, ScoreCAM
 
@@ -56,10 +58,11 @@ from interp_core.methods.perturbation import AblationCAM, ScoreCAM
 METHODS: dict[str, type[Method]] = {
     cls.name: cls
     for cls in (
-        CAM, AblationCAM, AttentionRollout, EigenCAM, EigenGradCAM, FullGrad, GradCAM,
-        GradCAMElementWise, GradCAMPlusPlus, GradientRollout, GuidedBackprop, GuidedGradCAM,
-        GuidedGradientsGradCAM, HiResCAM, InputXGradient, IntegratedGradients, KPCACAM,
-        LayerCAM, LeGrad, Saliency, ScoreCAM, SmoothGrad, XGradCAM,
+        CAM, FEM, AblationCAM, AttentionRollout, EigenCAM, EigenGradCAM, FinerCAM, FullGrad,
+        GradCAM, GradCAMElementWise, GradCAMPlusPlus, GradientRollout, GuidedBackprop,
+        GuidedGradCAM, GuidedGradientsGradCAM, HiResCAM, InputXGradient, IntegratedGradients,
+        KPCACAM, LayerCAM, LeGrad, RefineCAM, Saliency, ScoreCAM, SegEigenCAM, SmoothGrad,
+        XGradCAM,
     )
 }
 
@@ -99,11 +102,12 @@ def required_capabilities(name: str) -> tuple[str, ...]:
 
 
 __all__ = [
-    "CAM", "CATALOG", "KPCACAM", "METHODS", "AblationCAM", "AttentionMethod",
-    "AttentionRollout", "CAMMethod", "ChannelWeightCAM", "EigenCAM", "EigenGradCAM",
-    "Explanation", "FullGrad", "GradCAM", "GradCAMElementWise", "GradCAMPlusPlus",
+    "CAM", "CATALOG", "FEM", "KPCACAM", "METHODS", "AblationCAM", "AttentionMethod",
+    "AttentionRollout", "BaseMethodCAM", "CAMMethod", "ChannelWeightCAM", "EigenCAM",
+    "EigenGradCAM", "Explanation", "FinerCAM", "FullGrad", "GradCAM", "GradCAMElementWise", "GradCAMPlusPlus",
     "GradientRollout", "GuidedBackprop", "GuidedGradCAM", "GuidedGradientsGradCAM", "HiResCAM",
     "InputAttribution", "InputGradientMethod", "InputXGradient", "IntegratedGradients",
-    "LayerCAM", "LeGrad", "Method", "MethodInfo", "Saliency", "ScoreCAM", "SmoothGrad",
+    "LayerCAM", "LeGrad", "Method", "MethodInfo", "RefineCAM", "Saliency", "ScoreCAM",
+    "SegEigenCAM", "SmoothGrad",
     "XGradCAM", "method_class", "method_table", "methods_markdown", "required_capabilities",
 ]

@@ -92,6 +92,15 @@ NOTES: tuple[MethodNotes, ...] = (
     MethodNotes("eigengradcam", "first principal component of gradient x activation", _LAYER,
                 "class-specific Eigen-CAM; sign chosen by correlation",
                 "pytorch-grad-cam EigenGradCAM"),
+    MethodNotes("fem", "channel weights = share of the channel's positions above its mean + "
+                "k std (k-sigma rule)", "1 forward",
+                "class-agnostic (no target): what the layer responds to strongly, not why a "
+                "class was chosen", "Fuad et al., IPTA 2020; pytorch-grad-cam FEM"),
+    MethodNotes("finercam", "Grad-CAM of the main class's logit minus those of its most "
+                "similar classes, softmax-weighted", _LAYER,
+                "shows what tells the class from its look-alikes; the comparison classes are "
+                "ranked by logit in the same pass",
+                "Zhang et al., CVPR 2025 (Finer-CAM); pytorch-grad-cam FinerCAM"),
     MethodNotes("fullgrad", "input-gradient term plus the bias-gradient terms of every "
                 "biased layer",
                 "1 forward + backward to the input (gradients kept at every biased layer)",
@@ -147,6 +156,10 @@ NOTES: tuple[MethodNotes, ...] = (
     MethodNotes("layercam", "sum over channels of relu(gradient) x activation", _LAYER,
                 "position-specific; good on shallow layers",
                 "Jiang et al., TIP 2021; pytorch-grad-cam LayerCAM"),
+    MethodNotes("refinecam", "product over layers of each layer's Grad-CAM++ map, min-max "
+                "scaled", _LAYER, "keeps what every layer agrees on; denoises early layers, "
+                "but one empty layer empties the map", "arXiv:2605.14641 (RefineCAM); "
+                "pytorch-grad-cam RefineCAM"),
     MethodNotes("saliency", "largest |input gradient| over channels", _INPUT,
                 "local sensitivity only; noisy", "Simonyan et al., ICLR-W 2014; Captum "
                 "Saliency"),
@@ -154,6 +167,10 @@ NOTES: tuple[MethodNotes, ...] = (
                 "channel", "C forwards of masked inputs",
                 "measured, gradient-free; costly; softmax over raw scores",
                 "Wang et al., CVPR-W 2020; pytorch-grad-cam ScoreCAM"),
+    MethodNotes("segeigencam", "first principal component of |gradient| x activation, sign "
+                "set by its extremes", _LAYER,
+                "class-specific Eigen-CAM for segmentation; gradient signs are dropped",
+                "Chung & Ying, Appl. Sci. 2025 (Seg-Eigen-CAM); pytorch-grad-cam SegEigenCAM"),
     MethodNotes("smoothgrad", "input gradient averaged over noisy copies of the input",
                 "n_samples forwards + backwards to the input",
                 "less noisy than Saliency; still local", "Smilkov et al. 2017"),

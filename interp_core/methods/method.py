@@ -54,7 +54,7 @@ from interp_core.methods.catalog import Needs
 from interp_core.methods.smoothing import augmented_explanation
 
 #: How the maps of several layers combine.
-Fuse = Literal["mean", "max", "sum"]
+Fuse = Literal["mean", "max", "sum", "product"]
 
 #: The capabilities that give gradients of the target score (at a layer or at the input).
 GRADIENT_CAPABILITIES = frozenset({GRADIENTS, SCORE_INPUT_GRADIENTS, GUIDED_BACKPROP,
@@ -133,8 +133,9 @@ class Method:
         Which model output to explain (see :func:`~interp_core.backend.target_spec.select_output`).
     relu, normalize, upsample : bool
         Switch off the ReLU, min-max normalisation, or resizing to the input's size.
-    fuse : {"mean", "max", "sum"}
-        How maps of several layers combine (after each is min-max scaled and resized).
+    fuse : {"mean", "max", "sum", "product"}
+        How maps of several layers combine (after each is min-max scaled and resized;
+        ``"product"`` scales each again after resizing, as RefineCAM multiplies them).
     aug_smooth : bool
         Test-time augmentation as pytorch-grad-cam's: the mean of the maps of the input
         flipped (off/on) and scaled by 0.9, 1 and 1.1, each map flipped back (six runs;

@@ -139,10 +139,11 @@ def normalize_minmax(maps: np.ndarray, spatial_ndim: int | None = None) -> np.nd
 
 
 def fuse_layers(maps: Sequence[np.ndarray],
-                how: Literal["mean", "max", "sum"] = "mean") -> np.ndarray:
+                how: Literal["mean", "max", "sum", "product"] = "mean") -> np.ndarray:
     """Combine per-layer maps of one shape ``(N, *spatial)`` into one.
 
-    ``how``: ``"mean"`` (pytorch-grad-cam's default), ``"max"`` or ``"sum"``.
+    ``how``: ``"mean"`` (pytorch-grad-cam's default), ``"max"``, ``"sum"`` or ``"product"``
+    (RefineCAM's: a position stays only where every layer's map has it).
     """
     stack = np.stack(list(maps), axis=0)
     if how == "mean":
@@ -151,7 +152,9 @@ def fuse_layers(maps: Sequence[np.ndarray],
         return stack.max(axis=0)
     if how == "sum":
         return stack.sum(axis=0)
-    raise ValueError(f"fuse={how!r} is not one of 'mean', 'max', 'sum'")
+    if how == "product":
+        return stack.prod(axis=0)
+    raise ValueError(f"fuse={how!r} is not one of 'mean', 'max', 'sum', 'product'")
 
 
 @dataclass(frozen=True)
@@ -219,8 +222,10 @@ def finish_maps(raw_maps: Sequence[np.ndarray], size: Sequence[int], *, relu: bo
         The input's spatial shape.
     relu, normalize, upsample : bool
         The methods' options of those names.
-    fuse : {"mean", "max", "sum"}
-        How several maps combine (:func:`fuse_layers`).
+    fuse : {"mean", "max", "sum", "product"}
+        How several maps combine (:func:`fuse_layers`). With ``"product"`` each layer's map is
+        min-max scaled again after resizing (a resized map need not reach 0 and 1), so the
+        factors are the layers' finished maps, as RefineCAM multiplies them.
 
     Returns
     -------
@@ -240,6 +245,8 @@ def finish_maps(raw_maps: Sequence[np.ndarray], size: Sequence[int], *, relu: bo
                     "layers pass reshape=tokens_to_grid(...), else upsample=False"
                 )
             m = resize_bilinear(m, size)
+            if normalize and fuse == "product":
+                m = normalize_minmax(m)
         per_layer.append(m)
     if len(per_layer) == 1:
         fused = per_layer[0]

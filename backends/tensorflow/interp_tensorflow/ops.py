@@ -70,3 +70,19 @@ class TFOps:
         if axis != rank - 1:
             x = tf.transpose(x, [0, *(i for i in range(1, rank) if i != axis), axis])
         return tf.reduce_mean(tf.reshape(x, [tf.shape(x)[0], -1, x.shape[-1]]), axis=1)
+
+    @staticmethod
+    def exp(x: tf.Tensor) -> tf.Tensor:
+        return tf.exp(x)
+
+    @staticmethod
+    def argsort(x: tf.Tensor) -> tf.Tensor:
+        return tf.cast(tf.argsort(tf.stop_gradient(x), axis=1, stable=True), tf.int64)
+
+    @staticmethod
+    def take(x: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
+        return tf.gather(x, indices, axis=1, batch_dims=1)
+
+    @staticmethod
+    def one_hot(indices: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
+        return tf.one_hot(indices, int(like.shape[1]), dtype=like.dtype)

@@ -51,6 +51,22 @@ class TorchOps:
         moved = x.movedim(axis, -1)
         return moved.reshape(moved.shape[0], -1, moved.shape[-1]).mean(dim=1)
 
+    @staticmethod
+    def exp(x: torch.Tensor) -> torch.Tensor:
+        return torch.exp(x)
+
+    @staticmethod
+    def argsort(x: torch.Tensor) -> torch.Tensor:
+        return torch.argsort(x.detach(), dim=1, stable=True)
+
+    @staticmethod
+    def take(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        return x.gather(1, indices)
+
+    @staticmethod
+    def one_hot(indices: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot(indices, like.shape[1]).to(like.dtype)
+
 
 OPS = TorchOps()
 
