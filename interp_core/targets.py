@@ -9,7 +9,7 @@ sequence of ints (one per sample) or these objects.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,8 +135,8 @@ class ContrastTarget:
     """
 
     main: int | None = None
-    comparisons: Any = None
-    ranks: Any = (1, 2, 3)
+    comparisons: Sequence[int] | None = None
+    ranks: Sequence[int] = (1, 2, 3)
     alpha: float = 1.0
 
     def __post_init__(self) -> None:

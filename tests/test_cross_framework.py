@@ -11,6 +11,11 @@ import itertools
 import numpy as np
 import pytest
 
+import interp_core as ic
+from interp_core.backend.layout import to_backend_layout
+from interp_core.backend.registry import get_backend
+from interp_core.datasets import make_shapes
+from interp_core.datasets.demo import LAYER, demo_model
 from interp_core.testing.agreement import AGREEMENT_METHODS, explain_everywhere
 from tests.conftest import installed_frameworks
 
@@ -39,3 +44,40 @@ def test_maps_and_scores_agree(results, method):
         diff = np.abs(ea.maps - eb.maps).max()
         assert diff <= 1e-4, f"{method}: max |map {a} - map {b}| = {diff:.2e}"
         assert ea.maps.shape == (16, 64, 64)
+
+
+#: The methods of issue 23, held to 1e-5: FEM, Finer-CAM, Seg-Eigen-CAM (in ``results``).
+NEW_2025 = ("fem", "finercam", "segeigencam")
+
+
+@pytest.fixture(scope="module")
+def results_2025(results):
+    """RefineCAM over two layers, Finer-CAM of given classes and Grad-CAM of an explicit
+    ContrastTarget, on the images of ``results``."""
+    images = make_shapes(16, seed=11).images
+    out = {}
+    for name in results:
+        model, backend = demo_model(name), get_backend(name)
+        x = to_backend_layout(images, backend)
+        out[name] = {
+            "refinecam": ic.RefineCAM(model, ["block2", LAYER], backend=name).explain(x),
+            "finercam-classes": ic.FinerCAM(model, LAYER, backend=name, comparisons=2,
+                                            alpha=0.7).explain(x, [i % 5 for i in range(16)]),
+            "contrasttarget": ic.GradCAM(model, LAYER, backend=name).explain(
+                x, ic.ContrastTarget(main=1, comparisons=[0, 4], alpha=0.5)),
+        }
+        out[name].update({m: results[name][m] for m in NEW_2025})
+    return out
+
+
+@pytest.mark.parametrize("method", [*NEW_2025, "refinecam", "finercam-classes",
+                                    "contrasttarget"])
+def test_the_2025_methods_agree_to_1e_5(results_2025, method):
+    for a, b in itertools.combinations(results_2025, 2):
+        ea, eb = results_2025[a][method], results_2025[b][method]
+        np.testing.assert_array_equal(ea.targets, eb.targets, err_msg=f"{a} vs {b}")
+        np.testing.assert_allclose(ea.scores, eb.scores, rtol=1e-5, atol=1e-6,
+                                   err_msg=f"{method}: scores {a} vs {b}")
+        diff = np.abs(ea.maps - eb.maps).max()
+        assert diff <= 1e-5, f"{method}: max |map {a} - map {b}| = {diff:.2e}"
+        assert ea.maps.max() == 1  # not an empty map

@@ -29,9 +29,10 @@ Properties:
   gradcam, gradcam-guidedgrads invariant   invariant   invariant
   xgradcam, hirescam, layercam
   gradcam-elementwise,
-  eigengradcam
-  eigencam                     invariant   (no ``G``)  invariant
-  gradcam++                    changes     changes     invariant
+  eigengradcam, segeigencam,
+  finercam
+  eigencam, fem                invariant   (no ``G``)  invariant
+  gradcam++, refinecam         changes     changes     invariant
   kpcacam                      changes     (no ``G``)  changes
   ===========================  ==========  ==========  ================
 
@@ -69,6 +70,7 @@ from hypothesis.extra import numpy as hnp
 import interp_core as ic
 from interp_core.backend.protocol import GRADIENTS, Capture, LayerCapture, LayerProbe
 from interp_core.methods import METHODS
+from interp_core.methods.activation import sign_corrected_component
 from interp_core.methods.kpca import KERNELS, kernel_first_component
 from interp_core.testing import reference as ref
 
@@ -77,13 +79,13 @@ from interp_core.testing import reference as ref
 #: raise NotImplementedError for the capabilities the array backend lacks.
 FORWARD_METHODS = frozenset({"scorecam"})
 #: Not invariant to ``A -> a A`` alone (see the module docstring and the tests at the end).
-CHANGES_WITH_A = frozenset({"gradcam++", "kpcacam"})
+CHANGES_WITH_A = frozenset({"gradcam++", "kpcacam", "refinecam"})
 #: Not invariant to ``G -> b G`` alone.
-CHANGES_WITH_G = frozenset({"gradcam++"})
+CHANGES_WITH_G = frozenset({"gradcam++", "refinecam"})
 #: Not invariant to ``(A, G) -> (a A, G / a)``.
 CHANGES_WITH_JOINT = frozenset({"kpcacam"})
 #: Maps from a principal component (unique only with an eigengap; sign set by a correlation).
-PRINCIPAL_METHODS = frozenset({"eigencam", "eigengradcam", "kpcacam"})
+PRINCIPAL_METHODS = frozenset({"eigencam", "eigengradcam", "kpcacam", "segeigencam"})
 
 RTOL = 1e-4
 LAYER = "layer"
@@ -265,6 +267,19 @@ def posed(method: str, A: np.ndarray, G: np.ndarray) -> np.ndarray:
         return principal_component_is_posed(A * G, (A * G).sum(axis=-1))
     if method == "kpcacam":
         return principal_component_is_posed(A, A.mean(axis=-1), sigmoid_kernel=True)
+    if method == "fem":  # a value on its channel's k-sigma threshold may round to either side
+        a = A.astype(np.float64)
+        axes = tuple(range(1, A.ndim - 1))
+        std = a.std(axis=axes, keepdims=True)
+        gap = np.abs(a - a.mean(axis=axes, keepdims=True) - 2 * std)
+        clear = (gap > 1e-5 * (np.abs(a).max(axis=axes, keepdims=True) + 1e-30)) | (std == 0)
+        return clear.reshape(len(A), -1).all(axis=1)
+    if method == "segeigencam":  # the sign comes from the extremes: they must differ clearly
+        X = np.abs(G.astype(np.float64)) * A
+        proj = sign_corrected_component(X).reshape(len(A), -1).astype(np.float64)
+        hi, lo = np.abs(proj.max(axis=1)), np.abs(proj.min(axis=1))
+        return principal_component_is_posed(X, proj) & (np.abs(hi - lo) > 1e-2 * np.maximum(
+            hi, lo))
     if method in PRINCIPAL_METHODS:
         raise AssertionError(f"no well-posedness check for {method!r}")
     return np.ones(len(A), bool)

@@ -157,3 +157,80 @@ def test_guided_backprop_equals_the_package(model, x):
         raw = next(iter(got.raw.values()))[0]
         raw = raw if raw.shape == want.shape else np.moveaxis(raw, 0, -1)
         np.testing.assert_allclose(raw, want, atol=1e-5)
+
+
+# -- the methods of 2025 (issue 23): FEM, Finer-CAM, Seg-Eigen-CAM, RefineCAM --------------------
+@pytest.fixture
+def net() -> nn.Module:
+    """A fresh model: the package's guided backpropagation above leaves one ReLU module shared
+    by every position in the module-scoped one, and a shared layer cannot be explained."""
+    return _net()
+
+
+@pytest.mark.parametrize("layer", ["2", "4", "5"])
+def test_fem_equals_the_package(net, x, layer):
+    from pytorch_grad_cam.fem import FEM
+
+    with FEM(model=net, target_layers=[net[int(layer)]]) as cam:
+        want = cam(input_tensor=x, targets=None)
+    exp = ic.FEM(net, layer).explain(x, TARGETS)  # target-free: the targets are ignored
+    np.testing.assert_allclose(exp.maps, want, atol=1e-4)
+    assert exp.maps.max() == 1
+
+
+@pytest.mark.parametrize("layer", ["2", "4", "5"])
+def test_segeigencam_equals_the_package(net, x, layer):
+    from pytorch_grad_cam.seg_eigen_cam import SegEigenCAM
+
+    want = _theirs(SegEigenCAM, net, x, [net[int(layer)]])
+    np.testing.assert_allclose(ic.SegEigenCAM(net, layer)(x, TARGETS), want, atol=1e-4)
+    assert (want.reshape(3, -1).max(axis=1) > 0.99).all()
+
+
+@pytest.mark.parametrize("layer", ["2", "5"])
+@pytest.mark.parametrize("main", [None, 1])
+def test_finercam_equals_the_package(net, x, layer, main):
+    """The package picks the comparison classes from the logits (its ``targets=None`` path;
+    ``target_idx`` is the main class for every sample), we in the same forward pass."""
+    from pytorch_grad_cam.finer_cam import FinerCAM
+
+    cam = FinerCAM(model=net, target_layers=[net[int(layer)]])
+    try:
+        want = cam(x, target_idx=main)
+    finally:
+        cam.base_cam.activations_and_grads.release()
+    got = ic.FinerCAM(net, layer).explain(x, main)
+    np.testing.assert_allclose(got.maps, want, atol=1e-4)
+    assert (want.reshape(3, -1).max(axis=1) > 0.99).all()  # no empty map agrees vacuously
+    with torch.no_grad():
+        logits = net(x).numpy()
+    np.testing.assert_array_equal(got.targets, logits.argmax(1) if main is None else [main] * 3)
+
+
+def test_finercam_alpha_and_explicit_classes_equal_the_package(net, x):
+    """The package's own target with explicit classes and alpha, against ContrastTarget."""
+    from pytorch_grad_cam.finer_cam import FinerCAM
+    from pytorch_grad_cam.utils.model_targets import FinerWeightedTarget
+
+    cam = FinerCAM(model=net, target_layers=[net[5]])
+    try:
+        want = cam(x, targets=[FinerWeightedTarget(t, [(t + 1) % 5, (t + 3) % 5], 0.6)
+                               for t in TARGETS])
+    finally:
+        cam.base_cam.activations_and_grads.release()
+    targets = [ic.ContrastTarget(t, comparisons=[(t + 1) % 5, (t + 3) % 5], alpha=0.6)
+               for t in TARGETS]
+    np.testing.assert_allclose(ic.FinerCAM(net, "5")(x, targets), want, atol=1e-4)
+    assert (want.reshape(3, -1).max(axis=1) > 0.99).all()
+
+
+@pytest.mark.parametrize("layers", [["2", "5"], ["4", "6"], ["2", "4", "6"]])
+def test_refinecam_equals_the_package(net, x, layers):
+    from pytorch_grad_cam.refine_cam import RefineCAM
+
+    cam = RefineCAM(net, [net[int(name)] for name in layers])
+    want = cam(x, [ClassifierOutputTarget(t) for t in TARGETS])
+    for base in cam.base_cam_per_layer:
+        base.activations_and_grads.release()
+    np.testing.assert_allclose(ic.RefineCAM(net, layers)(x, TARGETS), want, atol=1e-4)
+    assert (want.reshape(3, -1).max(axis=1) > 0.99).all()

@@ -265,7 +265,7 @@ def _contrast_scores(output: Any, spec: TargetSpec, shape: tuple[int, ...],
             f"ContrastTarget needs a (N, num_classes) output, got shape {shape}: pick the "
             "logits with output="
         )
-    n, k = shape
+    k = shape[1]
     main = spec.indices
     if (main >= k).any():
         raise ValueError(

@@ -104,10 +104,10 @@ def required_capabilities(name: str) -> tuple[str, ...]:
 __all__ = [
     "CAM", "CATALOG", "FEM", "KPCACAM", "METHODS", "AblationCAM", "AttentionMethod",
     "AttentionRollout", "BaseMethodCAM", "CAMMethod", "ChannelWeightCAM", "EigenCAM",
-    "EigenGradCAM", "Explanation", "FinerCAM", "FullGrad", "GradCAM", "GradCAMElementWise", "GradCAMPlusPlus",
-    "GradientRollout", "GuidedBackprop", "GuidedGradCAM", "GuidedGradientsGradCAM", "HiResCAM",
-    "InputAttribution", "InputGradientMethod", "InputXGradient", "IntegratedGradients",
-    "LayerCAM", "LeGrad", "Method", "MethodInfo", "RefineCAM", "Saliency", "ScoreCAM",
-    "SegEigenCAM", "SmoothGrad",
-    "XGradCAM", "method_class", "method_table", "methods_markdown", "required_capabilities",
+    "EigenGradCAM", "Explanation", "FinerCAM", "FullGrad", "GradCAM", "GradCAMElementWise",
+    "GradCAMPlusPlus", "GradientRollout", "GuidedBackprop", "GuidedGradCAM",
+    "GuidedGradientsGradCAM", "HiResCAM", "InputAttribution", "InputGradientMethod",
+    "InputXGradient", "IntegratedGradients", "LayerCAM", "LeGrad", "Method", "MethodInfo",
+    "RefineCAM", "Saliency", "ScoreCAM", "SegEigenCAM", "SmoothGrad", "XGradCAM",
+    "method_class", "method_table", "methods_markdown", "required_capabilities",
 ]

@@ -44,7 +44,7 @@ class BaseMethodCAM(CAMMethod):
                  base_options: dict[str, Any] | None = None, **options: Any) -> None:
         super().__init__(model, layer, **options)
         cls = _base_class(self.default_base if base is None else base, type(self).__name__)
-        self.base: CAMMethod = cls(model, layer, backend=self.backend.name,
+        self.base: CAMMethod = cls(model, layer, backend=self.backend,
                                    reshape=self.reshape, output=self.output,
                                    eigen_smooth=self.eigen_smooth, **(base_options or {}))
         # What the capture needs is what the base needs (a gradient-free base takes none).

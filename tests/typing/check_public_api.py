@@ -21,7 +21,8 @@ from interp_core.methods.postprocess import TokenGrid
 
 _METHOD_CLASSES: tuple[type[ic.CAMMethod], ...] = (
     ic.CAM, ic.AblationCAM, ic.EigenCAM, ic.EigenGradCAM, ic.GradCAM, ic.GradCAMElementWise,
-    ic.GradCAMPlusPlus, ic.HiResCAM, ic.LayerCAM, ic.ScoreCAM, ic.XGradCAM,
+    ic.GradCAMPlusPlus, ic.HiResCAM, ic.LayerCAM, ic.ScoreCAM, ic.XGradCAM, ic.FEM,
+    ic.FinerCAM, ic.SegEigenCAM, ic.RefineCAM,
 )
 _CHANNEL_WEIGHT: tuple[type[ic.ChannelWeightCAM], ...] = (
     ic.GradCAM, ic.GradCAMPlusPlus, ic.XGradCAM,
@@ -76,6 +77,11 @@ def methods_and_options(model: Any, x: Any, fc: Any) -> None:
     ic.LayerCAM(model, "layer2", relu=True)
     ic.GradCAMElementWise(model, "layer4", normalize=True)
     ic.EigenGradCAM(model, "layer4")
+    ic.FEM(model, "layer4", k=2.0)
+    ic.FinerCAM(model, "layer4", alpha=0.5, comparisons=3, base="gradcam++")
+    ic.FinerCAM(model, "layer4", comparisons=(1, 2), base=ic.HiResCAM)
+    ic.SegEigenCAM(model, "layer4")
+    ic.RefineCAM(model, ["layer2", "layer3", "layer4"], base=ic.GradCAM, fuse="product")
 
 
 def targets(model: Any, x: Any, mask: np.ndarray, embedding: np.ndarray) -> None:
@@ -88,6 +94,9 @@ def targets(model: Any, x: Any, mask: np.ndarray, embedding: np.ndarray) -> None
     cam(x, ic.SimilarityTarget(embedding))
     cam(x, ic.DetectionTarget(label=2, box=(0, 0, 10, 10), iou_threshold=0.3))
     cam(x, ic.OutputTarget(lambda out: out[:, 0]))
+    cam(x, ic.ContrastTarget(main=3, comparisons=[5, 7], alpha=0.5))
+    cam(x, [ic.ContrastTarget(ranks=(1, 2)), ic.ContrastTarget(main=1)])
+    assert_type(ic.ContrastTarget().main, int | None)
     assert_type(ic.ClassTarget(3).index, int)
     assert_type(ic.BinaryTarget().positive, bool)
     assert_type(ic.DetectionTarget().label, int | None)

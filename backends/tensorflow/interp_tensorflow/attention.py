@@ -333,7 +333,7 @@ class AttentionProgram(Program):
         total = tf.constant(0.0, out.dtype)
         for i in range(count):
             part = out[i * n:(i + 1) * n]
-            block_scores = (self._ops(consts).pick(part, top1) if top1 is not None
+            block_scores = (self._ops(consts).pick(part, top1) if spec.kind == "top1"
                             else target_scores(part, spec, self._ops(consts))[0])
             total += tf.reduce_sum(block_scores)
         return scores, top1, total

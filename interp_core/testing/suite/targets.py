@@ -62,6 +62,19 @@ class TargetTests(SuiteFixtures):
         with pytest.raises(ValueError, match="embedding"):
             impl.capture(model, x, [ref.LAYER], resolve_targets(ic.SimilarityTarget([1, 2]), 4))
 
+    def test_contrast_target(self, impl: Any, model: Any, x: Any, x_np: np.ndarray,
+                             oracle: Any, oracle_model: Any, variant: str) -> None:
+        """Finer-CAM's score: comparison classes ranked inside the pass (the adapter's
+        ``exp``, ``argsort``, ``take`` and ``one_hot``) or given, main classes top-1 or given."""
+        targets = [ic.ContrastTarget(), ic.ContrastTarget(main=2, alpha=0.5),
+                   ic.ContrastTarget(comparisons=[1, 4], alpha=2.0),
+                   ic.ContrastTarget(main=0, ranks=(2, 4))]
+        spec = resolve_targets(targets, 4)
+        _assert_scored_as_oracle(impl, model, x, oracle, oracle_model, x_np, spec, variant)
+        with pytest.raises(ValueError, match="comparison class 7 is out of range"):
+            impl.capture(model, x, [ref.LAYER],
+                         resolve_targets(ic.ContrastTarget(comparisons=[7]), 4))
+
     def test_output_target(self, impl: Any, model: Any, x: Any, x_np: np.ndarray,
                            oracle: Any, oracle_model: Any, variant: str) -> None:
         """Framework-native callables (basic indexing and arithmetic), one per sample."""
