@@ -65,6 +65,9 @@ def test_fem_map_is_the_weighted_sum_and_constant_layers_give_zeros(backend, mod
     np.testing.assert_allclose(exp.raw[ref.LAYER], np.einsum("nhwc,nc->nhw", acts, weights),
                                rtol=1e-5, atol=1e-6)
     assert exp.maps.shape == (4, *x.shape[1:3]) and exp.method == "fem"
+    assert exp.scores.shape == (0,) and (exp.targets == -1).all()  # target-free
+    np.testing.assert_array_equal(ic.FEM(model, backend=backend, k=1.0)(x, [1, 2, 3, 4]),
+                                  exp.maps)  # targets are ignored
     constant = np.full((2, 4, 4, 3), 5.0, np.float32)
     assert not fem_weights(constant).any()
     maps = finish_maps([np.einsum("nhwc,nc->nhw", constant, fem_weights(constant))], (8, 8))
@@ -257,6 +260,7 @@ def test_refinecam_defaults_to_gradcam_plus_plus_and_takes_other_bases(backend, 
     eigen = ic.RefineCAM(model, backend=backend, base=ic.EigenCAM)
     assert eigen.requires == ()  # a gradient-free base captures no gradients
     np.testing.assert_allclose(eigen(x), ic.EigenCAM(model, backend=backend)(x), atol=1e-6)
+    assert eigen.target_free and eigen.explain(x, 3).scores.shape == (0,)
     mean = ic.RefineCAM(model, backend=backend, base="gradcam", fuse="mean")
     np.testing.assert_allclose(mean(x, 2), ic.GradCAM(model, backend=backend)(x, 2), atol=1e-6)
 

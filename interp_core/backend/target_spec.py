@@ -18,7 +18,7 @@ from interp_core.targets import ClassTarget, OutputTarget, Target
 
 #: What a :class:`TargetSpec` scores.
 TargetKind = Literal["top1", "class", "binary", "segmentation", "similarity", "fn", "detection",
-                     "contrast"]
+                     "none", "contrast"]
 
 #: In :attr:`TargetSpec.comparisons`, the entry that pads a shorter row: a rank no model has.
 NO_COMPARISON = -int(np.iinfo(np.int32).max)
@@ -32,8 +32,10 @@ class TargetSpec:
     ----------
     kind : str
         ``"top1"`` (argmax of the output, chosen inside the forward pass), ``"class"``,
-        ``"binary"``, ``"segmentation"``, ``"similarity"``, ``"fn"``, ``"detection"`` or
-        ``"contrast"``.
+        ``"binary"``, ``"segmentation"``, ``"similarity"``, ``"fn"``, ``"detection"``,
+        ``"contrast"`` (:class:`~interp_core.targets.ContrastTarget`), or ``"none"``: no target
+        at all (target-free methods, ``Method.target_free``); every score is 0 and the
+        output's shape is never checked, so any output works.
     indices : np.ndarray or None
         int64 ``(N,)`` class indices (``class`` and ``segmentation``; ``detection``: ``-1``
         for any class; ``contrast``: the main class, ``-1`` for the top-1).
@@ -99,6 +101,12 @@ class TargetSpec:
             pick(self.embeddings), fns, pick(self.boxes), pick(self.thresholds),
             pick(self.comparisons), pick(self.alphas),
         )
+
+
+def no_target(n: int) -> TargetSpec:
+    """The spec of a batch of ``n`` samples explained without a target (kind ``"none"``):
+    what target-free methods (Eigen-CAM, KPCA-CAM, FEM) capture with."""
+    return TargetSpec("none", n)
 
 
 def _as_target(t: Any) -> Target:

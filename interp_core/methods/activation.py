@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +28,7 @@ class EigenCAM(CAMMethod):
     name = "eigencam"
     requires = ()
     needs = "activations"
+    target_free = True
 
     def layer_terms(self, activations: np.ndarray, gradients: np.ndarray | None,
                     ctx: LayerContext) -> np.ndarray:
@@ -109,7 +110,7 @@ class FEM(ChannelWeightCAM):
     name = "fem"
     requires = ()
     needs = "activations"
-    target_free: ClassVar[bool] = True
+    target_free = True
 
     def __init__(self, model: Any, layer: Any = None, *, k: float = 2.0, **kwargs: Any) -> None:
         if not np.isfinite(float(k)):

@@ -46,6 +46,9 @@ class MethodInfo:
     takes_layer : bool
         Whether ``layer`` chooses what is explained (the class's ``takes_layer``); False for
         attributions to the input.
+    target_free : bool
+        Whether the method explains no target (the class's ``target_free``): it runs on any
+        model output, and its ``Explanation.scores`` is empty.
     """
 
     name: str
@@ -56,6 +59,7 @@ class MethodInfo:
     source: str
     requires: tuple[str, ...] = ()
     takes_layer: bool = True
+    target_free: bool = False
 
 
 @dataclass(frozen=True)
@@ -167,8 +171,8 @@ NOTES: tuple[MethodNotes, ...] = (
                 "channel", "C forwards of masked inputs",
                 "measured, gradient-free; costly; softmax over raw scores",
                 "Wang et al., CVPR-W 2020; pytorch-grad-cam ScoreCAM"),
-    MethodNotes("segeigencam", "first principal component of |gradient| x activation, sign "
-                "set by its extremes", _LAYER,
+    MethodNotes("segeigencam", "first principal component of abs(gradient) x activation, "
+                "sign set by its extremes", _LAYER,
                 "class-specific Eigen-CAM for segmentation; gradient signs are dropped",
                 "Chung & Ying, Appl. Sci. 2025 (Seg-Eigen-CAM); pytorch-grad-cam SegEigenCAM"),
     MethodNotes("smoothgrad", "input gradient averaged over noisy copies of the input",
@@ -185,7 +189,8 @@ def method_info(cls: Any) -> MethodInfo:
     ``takes_layer``) with its :data:`NOTES`."""
     notes = _NOTES[cls.name]
     return MethodInfo(cls.name, notes.description, cls.needs, notes.cost, notes.faithful,
-                      notes.source, requires=tuple(cls.requires), takes_layer=cls.takes_layer)
+                      notes.source, requires=tuple(cls.requires), takes_layer=cls.takes_layer,
+                      target_free=bool(cls.target_free))
 
 
 _NOTES = {notes.name: notes for notes in NOTES}
@@ -205,6 +210,7 @@ def methods_markdown(table: Sequence[MethodInfo] | None = None) -> str:
     rows = sorted(table, key=lambda m: (order[m.needs], m.name))
     lines = ["| method | what the map is | needs | cost per input | faithful when | source |",
              "| --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| `{m.name}` | {m.description} | {m.needs} | {m.cost} | {m.faithful} | "
+    lines += [f"| `{m.name}` | {m.description} | {m.needs}"
+              f"{', no target' if m.target_free else ''} | {m.cost} | {m.faithful} | "
               f"{m.source} |" for m in rows]
     return "\n".join(lines) + "\n"

@@ -168,3 +168,5 @@ class RefineCAM(BaseMethodCAM):
     def __init__(self, model: Any, layer: Any = None, *, fuse: Fuse = "product",
                  **options: Any) -> None:
         super().__init__(model, layer, fuse=fuse, **options)
+        # A target-free base (Eigen-CAM, FEM) makes the fusion of its maps target-free too.
+        self.target_free = self.base.target_free  # type: ignore[misc]
