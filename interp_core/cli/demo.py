@@ -28,8 +28,11 @@ from interp_core.methods import method_class
 from interp_core.methods.postprocess import resize_bilinear
 from interp_core.viz import overlay, save_png
 
-DEMO_METHODS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam",
-                "gradcam-guidedgrads", "eigencam", "kpcacam", "cam", "scorecam", "ablationcam",
+#: The CNN's methods, on its one layer (RefineCAM, which multiplies several layers' maps, is
+#: Grad-CAM++ on one, and is left out).
+DEMO_METHODS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "finercam",
+                "gradcam-guidedgrads", "eigencam", "segeigencam", "kpcacam", "fem", "cam",
+                "scorecam", "ablationcam",
                 "guidedgradcam", "guidedbackprop", "saliency", "smoothgrad",
                 "integratedgradients", "inputxgradient", "fullgrad")
 #: The ViT's methods: CAMs on the token layer that ``layer=None`` finds (the last block's
