@@ -51,6 +51,7 @@ from interp_core.methods import (
     Method,
     Saliency,
     ScoreCAM,
+    ShapleyCAM,
     SmoothGrad,
     XGradCAM,
 )
@@ -106,6 +107,7 @@ __all__ = [
     "Saliency",
     "ScoreCAM",
     "SegmentationTarget",
+    "ShapleyCAM",
     "SimilarityTarget",
     "SmoothGrad",
     "Split",

@@ -4,7 +4,8 @@
   backend, targets, ``explain``; the hook :meth:`Method.compute`), and :class:`Explanation`;
 - CAM family (maps from layers), on :class:`CAMMethod` (:mod:`~interp_core.methods.base`):
   :mod:`~interp_core.methods.grad_cam`, :mod:`~interp_core.methods.activation`,
-  :mod:`~interp_core.methods.kpca`, :mod:`~interp_core.methods.perturbation`;
+  :mod:`~interp_core.methods.kpca`, :mod:`~interp_core.methods.perturbation`,
+  :mod:`~interp_core.methods.shapley`;
 - attributions to the input, on :class:`InputGradientMethod`:
   :mod:`~interp_core.methods.input_gradients` (Saliency, Input x Gradient, SmoothGrad,
   Integrated Gradients); and :mod:`~interp_core.methods.fullgrad`;
@@ -51,6 +52,7 @@ from interp_core.methods.input_gradients import (
 from interp_core.methods.kpca import KPCACAM
 from interp_core.methods.method import Explanation, Method, needed_capabilities
 from interp_core.methods.perturbation import AblationCAM, ScoreCAM
+from interp_core.methods.shapley import ShapleyCAM
 
 #: Method name -> class; ``ic.methods()`` lists the keys.
 METHODS: dict[str, type[Method]] = {
@@ -59,7 +61,7 @@ METHODS: dict[str, type[Method]] = {
         CAM, AblationCAM, AttentionRollout, EigenCAM, EigenGradCAM, FullGrad, GradCAM,
         GradCAMElementWise, GradCAMPlusPlus, GradientRollout, GuidedBackprop, GuidedGradCAM,
         GuidedGradientsGradCAM, HiResCAM, InputXGradient, IntegratedGradients, KPCACAM,
-        LayerCAM, LeGrad, Saliency, ScoreCAM, SmoothGrad, XGradCAM,
+        LayerCAM, LeGrad, Saliency, ScoreCAM, ShapleyCAM, SmoothGrad, XGradCAM,
     )
 }
 
@@ -104,6 +106,7 @@ __all__ = [
     "Explanation", "FullGrad", "GradCAM", "GradCAMElementWise", "GradCAMPlusPlus",
     "GradientRollout", "GuidedBackprop", "GuidedGradCAM", "GuidedGradientsGradCAM", "HiResCAM",
     "InputAttribution", "InputGradientMethod", "InputXGradient", "IntegratedGradients",
-    "LayerCAM", "LeGrad", "Method", "MethodInfo", "Saliency", "ScoreCAM", "SmoothGrad",
-    "XGradCAM", "method_class", "method_table", "methods_markdown", "required_capabilities",
+    "LayerCAM", "LeGrad", "Method", "MethodInfo", "Saliency", "ScoreCAM", "ShapleyCAM",
+    "SmoothGrad", "XGradCAM", "method_class", "method_table", "methods_markdown",
+    "required_capabilities",
 ]
