@@ -173,6 +173,18 @@ _HOOK_HINT = "hooks see the modules that forward() calls"
 _CHANNELS_LAST_REFUSED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
+def _twice_differentiable(on: bool) -> contextlib.AbstractContextManager[Any]:
+    """Where ``on``, a block whose ``scaled_dot_product_attention`` calls run its math kernel:
+    the fused (flash, memory-efficient) kernels have no second derivative, so Hessian-vector
+    products through attention would fail. The math kernel computes the same function to
+    float32 rounding; torch restores its kernel choice when the block ends."""
+    if not on:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
+
+
 def _hessian_products(activations: Sequence[torch.Tensor],
                       gradients: Sequence[torch.Tensor | None]) -> list[torch.Tensor]:
     """Per layer, ``H A = d(G . A)/dA`` with ``A`` held constant as the vector, from
@@ -346,7 +358,7 @@ class TorchBackend:
                 return replace_first_tensor(out, t.clone())
             return hook
 
-        with _explaining(model), hooked(named, make_hook):
+        with _explaining(model), hooked(named, make_hook), _twice_differentiable(hvp):
             model_output = select_output(self._run(model, x), output)
             missing = [n for n, _ in named if n not in store]
             if missing:
