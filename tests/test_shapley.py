@@ -87,7 +87,7 @@ class _NoHvp(ref.ReferenceBackend):
 
 
 def test_a_backend_without_hvp_is_refused_with_what_to_use_instead():
-    with pytest.raises(NotImplementedError, match="'hvp'.*Hessian-vector.*GradCAM"):
+    with pytest.raises(NotImplementedError, match=r"'hvp'.*Hessian-vector.*GradCAM"):
         ic.ShapleyCAM(ref.ReferenceModel(), ref.LAYER, backend=_NoHvp())
 
 
