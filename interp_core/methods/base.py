@@ -18,14 +18,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
 from interp_core.backend.grids import as_grid
 from interp_core.backend.layer_choice import default_layer
 from interp_core.backend.layout import CHANNELS_FIRST, declared_layout
-from interp_core.backend.protocol import GRADIENTS, HVP, Backend, Capture
+from interp_core.backend.protocol import GRADIENTS, HVP, Backend, Capture, HvpBackend
 from interp_core.backend.target_spec import TargetSpec
 from interp_core.methods.catalog import Needs
 from interp_core.methods.method import Explanation, Fuse, Method
@@ -64,7 +64,9 @@ class CAMMethod(Method):
     ``()`` for a method that reads activations only; ``needs``), and implement
     :meth:`layer_map` (or, for a map ``sum_c w_c A_c``, subclass :class:`ChannelWeightCAM`).
     :meth:`compute` captures the layers (with gradients where ``requires`` has
-    ``"gradients"``), calls the hook per layer, and post-processes (:meth:`postprocess`).
+    ``"gradients"``; through the backend's ``capture_hvp``, with each layer's Hessian-vector
+    product in :attr:`LayerContext.hvp`, where it has ``"hvp"``), calls the hook per layer,
+    and post-processes (:meth:`postprocess`).
 
     Parameters
     ----------
@@ -90,7 +92,7 @@ class CAMMethod(Method):
         layers = self._layers(x)
         native_layout = self.reshape is not None
         if HVP in self.requires:  # the optional capability: gradients and H A in one pass
-            capture = self.backend.capture_hvp(  # type: ignore[attr-defined]
+            capture = cast(HvpBackend, self.backend).capture_hvp(
                 self.model, x, layers, targets, output=self.output, native_layout=native_layout)
         else:
             capture = self.backend.capture(

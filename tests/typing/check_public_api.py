@@ -21,10 +21,10 @@ from interp_core.methods.postprocess import TokenGrid
 
 _METHOD_CLASSES: tuple[type[ic.CAMMethod], ...] = (
     ic.CAM, ic.AblationCAM, ic.EigenCAM, ic.EigenGradCAM, ic.GradCAM, ic.GradCAMElementWise,
-    ic.GradCAMPlusPlus, ic.HiResCAM, ic.LayerCAM, ic.ScoreCAM, ic.XGradCAM,
+    ic.GradCAMPlusPlus, ic.HiResCAM, ic.LayerCAM, ic.ScoreCAM, ic.ShapleyCAM, ic.XGradCAM,
 )
 _CHANNEL_WEIGHT: tuple[type[ic.ChannelWeightCAM], ...] = (
-    ic.GradCAM, ic.GradCAMPlusPlus, ic.XGradCAM,
+    ic.GradCAM, ic.GradCAMPlusPlus, ic.ShapleyCAM, ic.XGradCAM,
 )
 
 
