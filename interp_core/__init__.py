@@ -55,6 +55,7 @@ from interp_core.methods import (
     Saliency,
     ScoreCAM,
     SegEigenCAM,
+    ShapleyCAM,
     SmoothGrad,
     XGradCAM,
 )
@@ -116,6 +117,7 @@ __all__ = [
     "ScoreCAM",
     "SegEigenCAM",
     "SegmentationTarget",
+    "ShapleyCAM",
     "SimilarityTarget",
     "SmoothGrad",
     "Split",

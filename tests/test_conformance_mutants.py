@@ -112,6 +112,37 @@ class LeftoverHook(Mutant):
         return cap
 
 
+class _HvpMutant(Mutant):
+    """A mutant that post-processes each layer's Hessian-vector product."""
+
+    def capture_hvp(self, model: Any, inputs: Any, layers: Any, target: TargetSpec,
+                    **kwargs: Any) -> Capture:
+        cap = self._real.capture_hvp(model, inputs, layers, target, **kwargs)
+        bent = {name: LayerCapture(name, layer.activations, layer.gradients,
+                                   self.bend_hvp(layer.hvp))
+                for name, layer in cap.layers.items()}
+        return Capture(layers=bent, scores=cap.scores, targets=cap.targets,
+                       input_spatial=cap.input_spatial)
+
+    def bend_hvp(self, hvp: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class HvpZeros(_HvpMutant):
+    """Returns zeros for ``H A`` (a first backward pass without ``create_graph=True``: torch
+    then finds nothing to differentiate and ``allow_unused`` hides it)."""
+
+    def bend_hvp(self, hvp):
+        return np.zeros_like(hvp)
+
+
+class HvpNegated(_HvpMutant):
+    """Returns ``-H A`` (``d(G . A)/dA`` mistaken for its negative)."""
+
+    def bend_hvp(self, hvp):
+        return -hvp
+
+
 MUTANTS: dict[str, type[Mutant]] = {
     "unmutated": Mutant,
     "spatial_mean_gradients": SpatialMeanGradients,
@@ -119,6 +150,8 @@ MUTANTS: dict[str, type[Mutant]] = {
     "batch_mean_gradients": BatchMeanGradients,
     "rolled_targets": RolledTargets,
     "leftover_hook": LeftoverHook,
+    "hvp_zeros": HvpZeros,
+    "hvp_negated": HvpNegated,
 }
 
 #: For each mutant, suite tests that must fail (the reason it was made) and, where it shows why
@@ -131,17 +164,25 @@ MUST_FAIL = {
     "batch_mean_gradients": ["test_capture_matches_closed_form[gap]"],
     "rolled_targets": ["test_capture_matches_closed_form[gap]", "test_predict[flatten]"],
     "leftover_hook": ["test_model_state_untouched[reference-capture-flatten]"],
+    "hvp_zeros": ["test_hvp_matches_closed_form[gap]", "test_hvp_matches_closed_form[flatten]",
+                  "test_hvp_batch_independence[flatten]",
+                  "test_shapleycam_matches_oracle[flatten]"],
+    "hvp_negated": ["test_hvp_matches_closed_form[flatten]",
+                    "test_shapleycam_matches_oracle[flatten]"],
 }
 PASS_ANYWAY = {
     # on the old reference model alone (gradient constant over space) this mutant is invisible
     "spatial_mean_gradients": ["test_capture_matches_closed_form[gap]",
                                "test_method_matches_oracle[gap-hirescam]"],
+    # with a logit target above an affine head H A is zero: the similarity targets catch it
+    "hvp_zeros": ["test_hvp_of_logit_targets_is_zero[gap]",
+                  "test_method_matches_oracle[flatten-shapleycam]"],
 }
 
 #: The suite tests run on every mutant (pytest -k).
 SUBSET = ("closed_form or top1_targets or test_predict or batch_independence or binary_target "
           "or output_target or patched_scores or (method_matches_oracle and hirescam) "
-          "or (model_state_untouched and capture)")
+          "or (model_state_untouched and capture) or hvp or shapleycam")
 
 _SUITE_FILE = '''
 import pytest

@@ -14,8 +14,10 @@ import pytest
 import interp_core as ic
 from interp_core.backend.layout import to_backend_layout
 from interp_core.backend.registry import get_backend
+from interp_core.backend.target_spec import resolve_targets
 from interp_core.datasets import make_shapes
 from interp_core.datasets.demo import LAYER, demo_model
+from interp_core.datasets.demo_vit import demo_vit_model
 from interp_core.testing.agreement import AGREEMENT_METHODS, explain_everywhere
 from tests.conftest import installed_frameworks
 
@@ -81,3 +83,35 @@ def test_the_2025_methods_agree_to_1e_5(results_2025, method):
         diff = np.abs(ea.maps - eb.maps).max()
         assert diff <= 1e-5, f"{method}: max |map {a} - map {b}| = {diff:.2e}"
         assert ea.maps.max() == 1  # not an empty map
+
+
+#: Block 2 of the demo ViT, as each adapter names it.
+_VIT_BLOCK = {"torch": "blocks.2", "tensorflow": "blocks_2", "jax": "blocks.2"}
+
+
+def test_shapleycam_agrees_on_the_demo_vit():
+    """The demo CNN is piecewise linear (ReLU, max-pooling), so its ShapleyCAM is Grad-CAM;
+    the demo ViT (GELU, softmax attention, LayerNorm) has a Hessian-vector product that is not
+    zero, and the frameworks must agree on it (maps to 1e-5)."""
+    names = _available()
+    if len(names) < 2:
+        pytest.skip(f"cross-framework agreement needs two backends, installed: {names}")
+    images = make_shapes(4, seed=3).images
+    targets = [0, 1, 2, 3]
+    got = {}
+    for backend in names:
+        model, adapter = demo_vit_model(backend), ic.get_backend(backend)
+        layer = _VIT_BLOCK[backend]
+        x = to_backend_layout(images, adapter, model)
+        options = {"backend": backend, "reshape": ic.tokens_to_grid(prefix=1)}
+        exp = ic.ShapleyCAM(model, layer, **options).explain(x, targets)
+        hvp = adapter.capture_hvp(model, x, [layer], resolve_targets(targets, 4),
+                                  native_layout=True).layers[layer].hvp
+        gradcam = ic.GradCAM(model, layer, **options)(x, targets)
+        assert np.abs(exp.maps - gradcam).max() > 0.1, f"{backend}: H A left no trace"
+        got[backend] = (exp.maps, exp.weights[exp.layers[0]], hvp)
+    for a, b in itertools.combinations(got, 2):
+        (maps_a, w_a, hvp_a), (maps_b, w_b, hvp_b) = got[a], got[b]
+        assert np.abs(hvp_a - hvp_b).max() <= 1e-5 * np.abs(hvp_a).max(), f"H A {a} vs {b}"
+        np.testing.assert_allclose(w_a, w_b, atol=1e-7, err_msg=f"weights {a} vs {b}")
+        assert np.abs(maps_a - maps_b).max() <= 1e-5, f"maps {a} vs {b}"

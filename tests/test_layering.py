@@ -313,7 +313,7 @@ OPTIONAL_ADAPTER_ROLES = {"guided.py", "training.py", "loading.py"}
 #: The framework specifics docs/architecture.md names, by adapter package.
 FRAMEWORK_SPECIFICS = {
     "interp_torch": {"folding.py"},
-    "interp_tensorflow": {"compiled.py"},
+    "interp_tensorflow": {"compiled.py", "hvp.py"},
     "interp_jax": {"structure.py", "nnx_model.py", "split_model.py"},
 }
 

@@ -20,6 +20,7 @@ from interp_core.backend.protocol import (
     BIAS_GRADIENTS,
     GRADIENTS,
     GUIDED_BACKPROP,
+    HVP,
     LINEAR_WEIGHTS,
     SCORE_INPUT_GRADIENTS,
 )
@@ -44,6 +45,7 @@ EXPECTED_CAPABILITIES = {
     "cam": (LINEAR_WEIGHTS,),
     "ablationcam": (ACTIVATION_PATCH,),
     "fullgrad": (BIAS_GRADIENTS,),
+    "shapleycam": (HVP,),
     "guidedbackprop": (SCORE_INPUT_GRADIENTS, GUIDED_BACKPROP),
     "guidedgradcam": (SCORE_INPUT_GRADIENTS, GUIDED_BACKPROP),
     **{name: (SCORE_INPUT_GRADIENTS,)

@@ -327,8 +327,9 @@ def test_capabilities_are_required():
 def test_method_table_lists_every_method_and_docs_embed_it():
     table = method_table()
     assert [m.name for m in table] == ic.methods() == sorted(METHODS)
-    assert {m.needs for m in table} == {"activations", "gradients", "forward per channel",
-                                        "input gradients", "attention", "attention gradients"}
+    assert {m.needs for m in table} == {"activations", "gradients", "hessian-vector products",
+                                        "forward per channel", "input gradients", "attention",
+                                        "attention gradients"}
     kinds = {m.name: m.needs for m in CATALOG}
     assert kinds["scorecam"] == "forward per channel" and kinds["saliency"] == "input gradients"
     assert kinds["gradcam"] == "gradients" and kinds["eigencam"] == "activations"

@@ -234,3 +234,62 @@ def test_refinecam_equals_the_package(net, x, layers):
         base.activations_and_grads.release()
     np.testing.assert_allclose(ic.RefineCAM(net, layers)(x, TARGETS), want, atol=1e-4)
     assert (want.reshape(3, -1).max(axis=1) > 0.99).all()
+
+
+# -- ShapleyCAM: needs a Hessian-vector product that is not zero --------------------------------
+def _silu_net() -> nn.Module:
+    """Conv-BN-SiLU blocks and a GELU before pooling: smooth above every layer, so the
+    Hessian of a logit at the layers (and ShapleyCAM's ``H A`` term) is not zero."""
+    torch.manual_seed(7)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.SiLU(),
+        nn.Conv2d(8, 12, 3, padding=1, stride=2), nn.SiLU(),
+        nn.Conv2d(12, 16, 3, padding=1), nn.GELU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5),
+    )
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-0.2, 0.2)
+        model[1].running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def _softmax_targets() -> tuple[list, list]:
+    """The package's ``ClassifierOutputSoftmaxTarget`` and ours, for :data:`TARGETS`."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    theirs = [ClassifierOutputSoftmaxTarget(t) for t in TARGETS]
+    ours = [ic.OutputTarget(lambda o, k=t: torch.softmax(o, dim=-1)[:, k]) for t in TARGETS]
+    return theirs, ours
+
+
+@pytest.mark.parametrize("layer", ["2", "4"])
+def test_shapleycam_equals_the_package_on_a_smooth_network(x, layer):
+    model = _silu_net()
+    want = _theirs(pgc.ShapleyCAM, model, x, [model[int(layer)]])
+    got = ic.ShapleyCAM(model, layer)(x, TARGETS)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    # the test can fail: with the Hessian term the maps are not Grad-CAM's
+    assert np.abs(ic.GradCAM(model, layer)(x, TARGETS) - want).max() > 1e-2
+
+
+@pytest.mark.parametrize("target", ["logit", "softmax"])
+def test_shapleycam_equals_the_package_on_resnet18(target):
+    """torchvision's ResNet-18 (random weights, nothing downloaded). Piecewise linear, so with
+    logit targets ``H A = 0`` and ShapleyCAM is Grad-CAM; with softmax targets it is not."""
+    models = zoo_env.require("torchvision.models")
+    torch.manual_seed(0)
+    model = models.resnet18(weights=None, num_classes=5).eval()
+    images = torch.from_numpy(np.random.default_rng(6).random((3, 3, 64, 64), dtype=np.float32))
+    if target == "logit":
+        theirs, ours = [ClassifierOutputTarget(t) for t in TARGETS], TARGETS
+    else:
+        theirs, ours = _softmax_targets()
+    with pgc.ShapleyCAM(model=model, target_layers=[model.layer4]) as cam:
+        want = cam(input_tensor=images, targets=theirs)
+    got = ic.ShapleyCAM(model, "layer4")(images, ours)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    gradcam = ic.GradCAM(model, "layer4")(images, ours)
+    if target == "logit":
+        np.testing.assert_allclose(got, gradcam, atol=1e-5)
+    else:
+        assert np.abs(gradcam - want).max() > 1e-2

@@ -30,12 +30,13 @@ SCORE_INPUT_GRADIENTS = "score_input_gradients"  # score_input_gradients(...): S
 GUIDED_BACKPROP = "guided_backprop"  # score_input_gradients(..., guided=True)
 BIAS_GRADIENTS = "bias_gradients"  # bias_gradients(...): FullGrad
 ATTENTION = "attention"  # attention(...): attention rollout, gradient-weighted rollout, LeGrad
+HVP = "hvp"  # capture_hvp(...): Hessian-vector products at layers (ShapleyCAM)
 
 #: Every capability above. The first-party adapters declare all of them, so a capability added
 #: here is claimed by each, and the conformance suite's tests for it run on each.
 ALL_CAPABILITIES = frozenset({
     GRADIENTS, INPUT_GRADIENTS, ACTIVATION_PATCH, LINEAR_WEIGHTS, SCORE_INPUT_GRADIENTS,
-    GUIDED_BACKPROP, BIAS_GRADIENTS, ATTENTION,
+    GUIDED_BACKPROP, BIAS_GRADIENTS, ATTENTION, HVP,
 })
 
 
@@ -52,11 +53,18 @@ class LayerCapture:
         was asked for ``native_layout=True`` (token layers, reshaped by the core).
     gradients : np.ndarray or None
         d(sum of target scores)/d(activations), same shape and layout; None without gradients.
+    hvp : np.ndarray or None
+        The Hessian-vector product ``H A`` of the summed target scores at this layer, where
+        ``H = d^2(sum of scores)/dA^2`` is the Hessian with respect to this layer's activations
+        alone (the other layers held fixed), applied to the activations ``A`` themselves; same
+        shape and layout as ``gradients``. Only :meth:`HvpBackend.capture_hvp` fills it; None
+        otherwise.
     """
 
     name: str
     activations: np.ndarray
     gradients: np.ndarray | None = None
+    hvp: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -221,6 +229,42 @@ class GradientProbeBackend(Protocol):
         ``inputs`` is :attr:`LayerProbe.sample` (or the first sample of the inputs). Raise
         ``ValueError`` (or ``TypeError``, ``RuntimeError``, ``KeyError``) when the model's
         output has no top-1 class: the core then chooses without the probe.
+        """
+        ...
+
+
+class HvpBackend(Protocol):
+    """Capability ``"hvp"`` (ShapleyCAM). Optional; third-party adapters need not implement it.
+
+    Where ``G = d(S)/dA`` is the gradient of the summed target scores ``S`` at a layer's
+    activations ``A``, the Hessian-vector product is ``H A = d(G . stop_gradient(A))/dA``: one
+    forward pass, a backward pass that is itself recorded, and a second backward pass through
+    it (torch ``autograd.grad(..., create_graph=True)`` twice, nested TensorFlow tapes, JAX
+    ``jvp`` of ``grad``). For networks that are piecewise linear above the layer (ReLU,
+    max-pooling, eval-mode batch norm) and a target linear in the output (a logit), ``H A`` is
+    zero; it is not with smooth activations (SiLU, GELU) or a softmax target.
+    """
+
+    def capture_hvp(
+        self, model: Any, inputs: Any, layers: Sequence[Any], target: TargetSpec, *,
+        output: Any = None, native_layout: bool = False,
+    ) -> Capture:
+        """:meth:`Backend.capture` with gradients, each layer's ``hvp`` also set.
+
+        Parameters
+        ----------
+        model, inputs, layers, target, output, native_layout
+            As for :meth:`Backend.capture` (which this equals, ``gradients=True``, in
+            ``activations``, ``gradients``, ``scores`` and ``targets``).
+
+        Returns
+        -------
+        Capture
+            Every :class:`LayerCapture` carries ``hvp``, float32 in the layout of its
+            ``gradients``: ``H_l A_l`` of layer ``l`` alone, never ``sum_m H_lm A_m`` across
+            the requested layers. Samples are independent (the model runs in inference
+            mode), so sample ``n``'s product is that of its own score. Zeros where the
+            gradient does not depend on the activations (a piecewise-linear network).
         """
         ...
 

@@ -6,6 +6,7 @@
   :mod:`~interp_core.methods.grad_cam`, :mod:`~interp_core.methods.activation`,
   :mod:`~interp_core.methods.kpca`, :mod:`~interp_core.methods.perturbation`,
   :mod:`~interp_core.methods.meta` (Finer-CAM and RefineCAM, built on a base method);
+  :mod:`~interp_core.methods.shapley`;
 - attributions to the input, on :class:`InputGradientMethod`:
   :mod:`~interp_core.methods.input_gradients` (Saliency, Input x Gradient, SmoothGrad,
   Integrated Gradients); and :mod:`~interp_core.methods.fullgrad`;
@@ -53,6 +54,7 @@ from interp_core.methods.kpca import KPCACAM
 from interp_core.methods.meta import BaseMethodCAM, FinerCAM, RefineCAM
 from interp_core.methods.method import Explanation, Method, needed_capabilities
 from interp_core.methods.perturbation import AblationCAM, ScoreCAM
+from interp_core.methods.shapley import ShapleyCAM
 
 #: Method name -> class; ``ic.methods()`` lists the keys.
 METHODS: dict[str, type[Method]] = {
@@ -61,8 +63,8 @@ METHODS: dict[str, type[Method]] = {
         CAM, FEM, AblationCAM, AttentionRollout, EigenCAM, EigenGradCAM, FinerCAM, FullGrad,
         GradCAM, GradCAMElementWise, GradCAMPlusPlus, GradientRollout, GuidedBackprop,
         GuidedGradCAM, GuidedGradientsGradCAM, HiResCAM, InputXGradient, IntegratedGradients,
-        KPCACAM, LayerCAM, LeGrad, RefineCAM, Saliency, ScoreCAM, SegEigenCAM, SmoothGrad,
-        XGradCAM,
+        KPCACAM, LayerCAM, LeGrad, RefineCAM, Saliency, ScoreCAM, SegEigenCAM, ShapleyCAM,
+        SmoothGrad, XGradCAM,
     )
 }
 
@@ -108,6 +110,6 @@ __all__ = [
     "GradCAMPlusPlus", "GradientRollout", "GuidedBackprop", "GuidedGradCAM",
     "GuidedGradientsGradCAM", "HiResCAM", "InputAttribution", "InputGradientMethod",
     "InputXGradient", "IntegratedGradients", "LayerCAM", "LeGrad", "Method", "MethodInfo",
-    "RefineCAM", "Saliency", "ScoreCAM", "SegEigenCAM", "SmoothGrad", "XGradCAM",
+    "RefineCAM", "Saliency", "ScoreCAM", "SegEigenCAM", "ShapleyCAM", "SmoothGrad", "XGradCAM",
     "method_class", "method_table", "methods_markdown", "required_capabilities",
 ]

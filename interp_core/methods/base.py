@@ -18,14 +18,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
 from interp_core.backend.grids import as_grid
 from interp_core.backend.layer_choice import default_layer
 from interp_core.backend.layout import CHANNELS_FIRST, declared_layout
-from interp_core.backend.protocol import GRADIENTS, Backend, Capture
+from interp_core.backend.protocol import GRADIENTS, HVP, Backend, Capture, HvpBackend
 from interp_core.backend.target_spec import TargetSpec
 from interp_core.methods.catalog import Needs
 from interp_core.methods.method import Explanation, Fuse, Method
@@ -51,6 +51,10 @@ class LayerContext:
     #: framework's usual one (a token layer ``(N, T, C)`` or a channels-last grid in torch);
     #: None otherwise. Methods that patch the layer's output pass it on to the backend.
     native_channel_axis: int | None = None
+    #: The layer's Hessian-vector product ``H A`` (:attr:`LayerCapture.hvp
+    #: <interp_core.backend.protocol.LayerCapture.hvp>`) in the layout of the activations
+    #: ``(N, *spatial, C)``, for methods whose ``requires`` has ``"hvp"``; None otherwise.
+    hvp: np.ndarray | None = None
 
 
 class CAMMethod(Method):
@@ -60,7 +64,9 @@ class CAMMethod(Method):
     ``()`` for a method that reads activations only; ``needs``), and implement
     :meth:`layer_map` (or, for a map ``sum_c w_c A_c``, subclass :class:`ChannelWeightCAM`).
     :meth:`compute` captures the layers (with gradients where ``requires`` has
-    ``"gradients"``), calls the hook per layer, and post-processes (:meth:`postprocess`).
+    ``"gradients"``; through the backend's ``capture_hvp``, with each layer's Hessian-vector
+    product in :attr:`LayerContext.hvp`, where it has ``"hvp"``), calls the hook per layer,
+    and post-processes (:meth:`postprocess`).
 
     Parameters
     ----------
@@ -84,18 +90,25 @@ class CAMMethod(Method):
         each layer's channel weights where the method has them.
         """
         layers = self._layers(x)
-        capture = self.backend.capture(
-            self.model, x, layers, targets,
-            gradients=GRADIENTS in self.requires, output=self.output,
-            native_layout=self.reshape is not None,
-        )
+        native_layout = self.reshape is not None
+        if HVP in self.requires:  # the optional capability: gradients and H A in one pass
+            capture = cast(HvpBackend, self.backend).capture_hvp(
+                self.model, x, layers, targets, output=self.output, native_layout=native_layout)
+        else:
+            capture = self.backend.capture(
+                self.model, x, layers, targets, gradients=GRADIENTS in self.requires,
+                output=self.output, native_layout=native_layout)
         raw: dict[str, np.ndarray] = {}
         weights: dict[str, np.ndarray] = {}
         for layer, (name, layer_capture) in zip(layers, capture.layers.items(), strict=True):
             acts, grads, channel_axis = self._canonical(
                 name, layer_capture.activations, layer_capture.gradients, capture.input_spatial)
+            hvp = None
+            if layer_capture.hvp is not None:  # the same reshaping as the gradients'
+                hvp = self._canonical(name, layer_capture.activations, layer_capture.hvp,
+                                      capture.input_spatial)[1]
             ctx = LayerContext(self.backend, self.model, x, targets, capture, layer, name,
-                               channel_axis)
+                               channel_axis, hvp)
             raw[name], layer_weights = self._checked_map(name, acts, grads, ctx)
             if layer_weights is not None:
                 weights[name] = layer_weights

@@ -14,13 +14,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 #: What a method asks of the backend, by cost: activations only (one forward pass), gradients
-#: at the layer (one forward and a backward down to the layer), a forward pass per channel of
-#: the layer, or gradients at the input (a backward pass through the whole network, possibly
-#: for many copies of the input).
-Needs = Literal["activations", "gradients", "forward per channel", "input gradients",
-                "attention", "attention gradients"]
-NEEDS: tuple[str, ...] = ("activations", "gradients", "forward per channel", "input gradients",
-                          "attention", "attention gradients")
+#: at the layer (one forward and a backward down to the layer), Hessian-vector products at the
+#: layer (a second backward pass through the first, down to the layer), a forward pass per
+#: channel of the layer, or gradients at the input (a backward pass through the whole network,
+#: possibly for many copies of the input).
+Needs = Literal["activations", "gradients", "hessian-vector products", "forward per channel",
+                "input gradients", "attention", "attention gradients"]
+NEEDS: tuple[str, ...] = ("activations", "gradients", "hessian-vector products",
+                          "forward per channel", "input gradients", "attention",
+                          "attention gradients")
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,12 @@ NOTES: tuple[MethodNotes, ...] = (
                 "sign set by its extremes", _LAYER,
                 "class-specific Eigen-CAM for segmentation; gradient signs are dropped",
                 "Chung & Ying, Appl. Sci. 2025 (Seg-Eigen-CAM); pytorch-grad-cam SegEigenCAM"),
+    MethodNotes("shapleycam", "channel weights = spatial mean of gradient - 0.5 x "
+                "Hessian-vector product (H A)",
+                "1 forward + 2 backward down to the layer (the second through the first)",
+                "the Shapley values of a second-order expansion of the score; equals Grad-CAM on "
+                "piecewise-linear networks with logit targets; needs the optional hvp "
+                "capability", "Cai et al., arXiv:2501.06261, 2025; pytorch-grad-cam ShapleyCAM"),
     MethodNotes("smoothgrad", "input gradient averaged over noisy copies of the input",
                 "n_samples forwards + backwards to the input",
                 "less noisy than Saliency; still local", "Smilkov et al. 2017"),

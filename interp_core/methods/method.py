@@ -46,6 +46,7 @@ from interp_core.backend.protocol import (
     BIAS_GRADIENTS,
     GRADIENTS,
     GUIDED_BACKPROP,
+    HVP,
     INPUT_GRADIENTS,
     LINEAR_WEIGHTS,
     SCORE_INPUT_GRADIENTS,
@@ -61,7 +62,7 @@ Fuse = Literal["mean", "max", "sum", "product"]
 
 #: The capabilities that give gradients of the target score (at a layer or at the input).
 GRADIENT_CAPABILITIES = frozenset({GRADIENTS, SCORE_INPUT_GRADIENTS, GUIDED_BACKPROP,
-                                   BIAS_GRADIENTS, INPUT_GRADIENTS})
+                                   BIAS_GRADIENTS, INPUT_GRADIENTS, HVP})
 
 #: What each capability gives a method, for the error that names a missing one.
 CAPABILITY_USES: dict[str, str] = {
@@ -73,6 +74,7 @@ CAPABILITY_USES: dict[str, str] = {
     BIAS_GRADIENTS: "gradients at every biased layer",
     INPUT_GRADIENTS: "gradients of an objective with respect to the input",
     ATTENTION: "attention: the probabilities of every self-attention layer (and their gradients)",
+    HVP: "capture_hvp: Hessian-vector products of the target score at a layer",
 }
 
 

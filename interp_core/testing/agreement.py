@@ -16,7 +16,7 @@ from interp_core.methods import Explanation, method_class
 #: Every gradient method, and CAM.
 AGREEMENT_METHODS = ("cam", "gradcam", "gradcam++", "xgradcam", "hirescam",
                      "gradcam-elementwise", "layercam", "eigengradcam", "eigencam", "fem",
-                     "finercam", "segeigencam")
+                     "finercam", "segeigencam", "shapleycam")
 
 
 def explain_everywhere(backends: Sequence[str], n: int = 16, seed: int = 11,

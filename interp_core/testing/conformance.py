@@ -58,6 +58,7 @@ from interp_core.testing.suite.attention import AttentionTests
 from interp_core.testing.suite.capabilities import CapabilityTests
 from interp_core.testing.suite.capture import CaptureTests
 from interp_core.testing.suite.fixtures import ATOL, GRADIENT_VARIANTS
+from interp_core.testing.suite.hvp import HvpTests
 from interp_core.testing.suite.hygiene import HygieneTests
 from interp_core.testing.suite.methods import MethodTests
 from interp_core.testing.suite.targets import TargetTests
@@ -66,8 +67,8 @@ __all__ = ["ATOL", "GRADIENT_VARIANTS", "BackendConformance", "ConformanceFromMo
            "known_failure"]
 
 
-class BackendConformance(CaptureTests, MethodTests, TargetTests, CapabilityTests, HygieneTests,
-                         AttentionTests):
+class BackendConformance(CaptureTests, MethodTests, TargetTests, CapabilityTests, HvpTests,
+                         HygieneTests, AttentionTests):
     """Abstract pytest suite; subclasses provide ``backend``, ``reference_model``, ``to_input``
     (and, optionally, ``model_state``, ``stateful_model``, ``structured_output_model``)."""
 

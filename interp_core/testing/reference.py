@@ -26,6 +26,9 @@ Closed forms of ``dScore_k/dA``:
 
 :class:`ReferenceBackend` computes captures of :class:`ReferenceModel` in pure NumPy; it is the
 oracle the conformance suite compares adapters with, and the in-test "toy" third-party adapter.
+Its Hessian-vector products (:meth:`ReferenceBackend.capture_hvp`) are closed forms too: the head
+is affine, so ``H A`` is zero for targets linear in the output and nonzero for similarity
+targets (cosine similarity), on which the suite checks the ``"hvp"`` capability.
 
 The reference *transformer* (the demo ViT architecture at a tiny size, its attention and the
 gradients of it, in NumPy) is :mod:`interp_core.testing.reference_transformer`;
@@ -45,6 +48,7 @@ from interp_core.backend import patching
 from interp_core.backend.protocol import (
     ACTIVATION_PATCH,
     GRADIENTS,
+    HVP,
     LINEAR_WEIGHTS,
     Capture,
     LayerCapture,
@@ -293,6 +297,34 @@ def score_gradient(output: np.ndarray, spec: TargetSpec, top1: np.ndarray | None
     return grad.reshape(out.shape)
 
 
+def score_hessian_product(output: np.ndarray, spec: TargetSpec, vector: np.ndarray,
+                          top1: np.ndarray | None = None) -> np.ndarray:
+    """``H v``, the Hessian of the summed target scores with respect to the output applied to
+    ``vector``, float64, the output's shape.
+
+    Zero for the targets linear in the output (class, top-1, binary, segmentation); closed
+    form for similarity targets (cosine similarity); central differences of
+    :func:`score_gradient` along ``vector`` for an :class:`~interp_core.OutputTarget`.
+    """
+    out = np.asarray(output, dtype=np.float64)
+    v = np.asarray(vector, dtype=np.float64)
+    n = len(out)
+    if spec.kind in ("class", "top1", "binary", "segmentation"):
+        return np.zeros_like(out)
+    if spec.kind == "similarity":
+        o, u = out.reshape(n, -1), v.reshape(n, -1)
+        emb = spec.embeddings.astype(np.float64)
+        r = np.sqrt((o * o).sum(axis=1, keepdims=True) + 1e-12)
+        oe, ov = (o * emb).sum(axis=1, keepdims=True), (o * u).sum(axis=1, keepdims=True)
+        ve = (u * emb).sum(axis=1, keepdims=True)
+        hv = (-emb * ov - ve * o - oe * u) / r**3 + 3 * oe * ov * o / r**5
+        return hv.reshape(out.shape)
+    step = 1e-3 / max(float(np.abs(v).max()), 1e-12)
+    up = score_gradient(out + step * v, spec, top1)
+    down = score_gradient(out - step * v, spec, top1)
+    return (up - down) / (2 * step)
+
+
 def input_gradients(model: ReferenceModel, inputs: np.ndarray, layer: str | None,
                     channels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Closed-form ``Backend.input_gradients`` of a reference model, float64.
@@ -338,7 +370,7 @@ class ReferenceBackend:
     """
 
     name = "reference"
-    capabilities = frozenset({GRADIENTS, LINEAR_WEIGHTS, ACTIVATION_PATCH})
+    capabilities = frozenset({GRADIENTS, LINEAR_WEIGHTS, ACTIVATION_PATCH, HVP})
 
     def layer_names(self, model: ReferenceModel) -> list[str]:
         return [LAYER, FC]
@@ -374,6 +406,26 @@ class ReferenceBackend:
             scores=np.asarray(scores, np.float32), targets=target.resolved_indices(top1),
             input_spatial=x.shape[1:3],
         )
+
+    def capture_hvp(
+        self, model: ReferenceModel, inputs: Any, layers: Sequence[Any], target: TargetSpec,
+        *, output: Any = None, native_layout: bool = False,
+    ) -> Capture:
+        """:meth:`capture` with ``hvp``: the head is affine, ``out = J A + b``, so the
+        Hessian at ``A`` is ``J^T H_out J`` and ``H A = J^T H_out (out - b)``
+        (:func:`score_hessian_product`, then the head's closed-form backward)."""
+        cap = self.capture(model, inputs, layers, target, gradients=True)
+        if not cap.layers:
+            return cap
+        acts = cap.layers[LAYER].activations
+        out = model.head(acts).astype(np.float64)
+        linear = out - model.weights.fc_bias.astype(np.float64)  # J A
+        top1 = None if target.kind != "top1" else cap.targets
+        h_out = score_hessian_product(out, target, linear, top1)
+        hvp = model.head_gradient(acts.shape, h_out).astype(np.float32)
+        layer = LayerCapture(LAYER, acts, cap.layers[LAYER].gradients, hvp)
+        return Capture(layers={LAYER: layer}, scores=cap.scores, targets=cap.targets,
+                       input_spatial=cap.input_spatial)
 
     def predict(self, model: ReferenceModel, inputs: Any, target: TargetSpec, *,
                 batch_size: int = 32, output: Any = None) -> np.ndarray:

@@ -21,11 +21,11 @@ from interp_core.methods.postprocess import TokenGrid
 
 _METHOD_CLASSES: tuple[type[ic.CAMMethod], ...] = (
     ic.CAM, ic.AblationCAM, ic.EigenCAM, ic.EigenGradCAM, ic.GradCAM, ic.GradCAMElementWise,
-    ic.GradCAMPlusPlus, ic.HiResCAM, ic.LayerCAM, ic.ScoreCAM, ic.XGradCAM, ic.FEM,
+    ic.GradCAMPlusPlus, ic.HiResCAM, ic.LayerCAM, ic.ScoreCAM, ic.XGradCAM, ic.FEM, ic.ShapleyCAM,
     ic.FinerCAM, ic.SegEigenCAM, ic.RefineCAM,
 )
 _CHANNEL_WEIGHT: tuple[type[ic.ChannelWeightCAM], ...] = (
-    ic.GradCAM, ic.GradCAMPlusPlus, ic.XGradCAM,
+    ic.GradCAM, ic.GradCAMPlusPlus, ic.ShapleyCAM, ic.XGradCAM,
 )
 
 

@@ -241,6 +241,74 @@ class JaxBackend:
             input_spatial=self._spatial(jax.tree_util.tree_leaves(x)[0].shape),
         )
 
+    def capture_hvp(
+        self, model: Any, inputs: Any, layers: Sequence[Any], target: TargetSpec, *,
+        output: Any = None, native_layout: bool = False,
+    ) -> protocol.Capture:
+        """:meth:`capture` with each layer's Hessian-vector product ``H A`` (capability
+        ``"hvp"``), jit-compiled and cached like :meth:`capture`.
+
+        Forward over reverse: the gradient with respect to the layers' zero perturbations
+        ``delta`` (:meth:`capture`'s) is linearised once at ``delta = 0`` (``jax.linearize`` of
+        ``jax.grad``: one forward and one backward pass), and its linear map, the Hessian, is
+        applied to each layer's activations in that layer's slot alone, so that each layer
+        gets ``H_l A_l`` and no cross term ``H_lm A_m``.
+        """
+        structure, arrays = self._program(model)
+        names = self._resolve(model, structure, layers)
+        x = self._inputs(structure, arrays, inputs)
+        plan = self._plan(structure, arrays, x, target, output)
+        key = ("capture_hvp", structure.key, tuple(names), plan.key, split_model.Static(output))
+        fn = self._jitted(key, lambda: self._capture_hvp_fn(structure, names, plan, output))
+        result = jax.device_get(fn(arrays, x, plan.consts))
+        captured = {
+            name: protocol.LayerCapture(
+                name, self._canonical(act, native_layout), self._canonical(grad, native_layout),
+                self._canonical(hvp, native_layout),
+            )
+            for name, act, grad, hvp in zip(names, result["acts"], result["grads"],
+                                            result["hvp"], strict=True)
+        }
+        top1 = result["top1"]
+        return protocol.Capture(
+            layers=captured, scores=_as_numpy(result["scores"]),
+            targets=target.resolved_indices(None if top1 is None else np.asarray(top1)),
+            input_spatial=self._spatial(jax.tree_util.tree_leaves(x)[0].shape),
+        )
+
+    def _capture_hvp_fn(self, structure: Any, names: list[str], plan: TargetPlan,
+                        output: Any) -> Callable[..., Any]:
+        ops = JaxOps(self.channel_axis)
+
+        def run(arrays: Any, x: Any, consts: Any) -> dict[str, Any]:
+            self.trace_count += 1
+
+            def objective(deltas: Any) -> tuple[Any, Any]:
+                store: dict[str, Any] = {}
+                handlers = {n: recorder(n, store, deltas[i]) for i, n in enumerate(names)}
+                out = structure.forward(arrays, x, handlers, output=output)
+                check_ran(store, names)
+                scores, top1 = plan.score(out, consts, ops)
+                return scores.sum(), (scores, top1, tuple(store[n] for n in names))
+
+            def shapes(arrays: Any, x: Any) -> tuple[Any, ...]:
+                store: dict[str, Any] = {}
+                structure.forward(arrays, x, {n: recorder(n, store) for n in names})
+                check_ran(store, names)
+                return tuple(store[n] for n in names)
+
+            zeros = tuple(jnp.zeros(s.shape, s.dtype) for s in jax.eval_shape(shapes, arrays, x))
+            grads, hessian, (scores, top1, acts) = jax.linearize(
+                jax.grad(objective, has_aux=True), zeros, has_aux=True)
+            products = []
+            for i, act in enumerate(acts):
+                tangent = tuple(act if j == i else z for j, z in enumerate(zeros))
+                products.append(hessian(tangent)[i])
+            return {"scores": scores, "top1": top1, "acts": acts, "grads": grads,
+                    "hvp": tuple(products)}
+
+        return run
+
     def _capture_fn(self, structure: Any, names: list[str], plan: TargetPlan,
                     gradients: bool, output: Any) -> Callable[..., Any]:
         ops = JaxOps(self.channel_axis)

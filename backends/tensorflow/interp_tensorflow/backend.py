@@ -32,6 +32,7 @@ from interp_core.backend.layer_choice import deprecated_default_layer
 from interp_core.backend.target_spec import TargetSpec, select_output
 from interp_tensorflow import attention
 from interp_tensorflow.compiled import Program, class_axis, forward, is_keras_model
+from interp_tensorflow.hvp import HvpProgram
 from interp_tensorflow.layers import (
     bias_layers,
     children,
@@ -249,6 +250,31 @@ class TensorFlowBackend:
         return protocol.Capture(
             layers={p: protocol.LayerCapture(p, a, g)
                     for p, a, g in zip(paths, acts, grads, strict=True)},
+            scores=result["scores"].numpy(),
+            targets=target.resolved_indices(None if top1 is None else top1.numpy()),
+            input_spatial=self._input_spatial(model, x),
+        )
+
+    def capture_hvp(
+        self, model: Any, inputs: Any, layers: Sequence[Any], target: TargetSpec, *,
+        output: Any = None, native_layout: bool = False,
+    ) -> protocol.Capture:
+        """:meth:`capture` with each layer's Hessian-vector product ``H A`` (capability
+        ``"hvp"``): nested gradient tapes in a compiled pass of its own, cached like
+        :meth:`capture`'s (:class:`~interp_tensorflow.hvp.HvpProgram`)."""
+        _check_model(model)
+        x = self._prepare(inputs, model)
+        paths = tuple(p for p, _ in resolve(model, layers))
+        consts = self._constants(model, x, target, output)
+        program = self._program(model, "capture_hvp", paths, kind=target.kind,
+                                fns=_fns(target), output=output, factory=HvpProgram,
+                                native_layout=native_layout)
+        result = self._run(program, model, target, x, consts)
+        top1 = result["top1"]
+        return protocol.Capture(
+            layers={p: protocol.LayerCapture(p, a.numpy(), g.numpy(), h.numpy())
+                    for p, a, g, h in zip(paths, result["acts"], result["grads"],
+                                          result["hvp"], strict=True)},
             scores=result["scores"].numpy(),
             targets=target.resolved_indices(None if top1 is None else top1.numpy()),
             input_spatial=self._input_spatial(model, x),

@@ -173,6 +173,33 @@ _HOOK_HINT = "hooks see the modules that forward() calls"
 _CHANNELS_LAST_REFUSED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
+def _twice_differentiable(on: bool) -> contextlib.AbstractContextManager[Any]:
+    """Where ``on``, a block whose ``scaled_dot_product_attention`` calls run its math kernel:
+    the fused (flash, memory-efficient) kernels have no second derivative, so Hessian-vector
+    products through attention would fail. The math kernel computes the same function to
+    float32 rounding; torch restores its kernel choice when the block ends."""
+    if not on:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
+
+
+def _hessian_products(activations: Sequence[torch.Tensor],
+                      gradients: Sequence[torch.Tensor | None]) -> list[torch.Tensor]:
+    """Per layer, ``H A = d(G . A)/dA`` with ``A`` held constant as the vector, from
+    gradients ``G`` taken with ``create_graph=True``; zeros where ``G`` does not depend on
+    ``A`` (a piecewise-linear network above the layer, or a layer the score ignores)."""
+    products = []
+    for act, grad in zip(activations, gradients, strict=True):
+        product = None
+        if grad is not None and grad.requires_grad:
+            (product,) = torch.autograd.grad(grad, act, grad_outputs=act.detach(),
+                                             retain_graph=True, allow_unused=True)
+        products.append(torch.zeros_like(act) if product is None else product.detach())
+    return products
+
+
 class TorchBackend:
     """interp-core backend for ``torch.nn.Module`` models (inputs ``(N, C, *spatial)``)."""
 
@@ -282,6 +309,30 @@ class TorchBackend:
         self, model: nn.Module, inputs: Any, layers: Sequence[Any], target: TargetSpec, *,
         gradients: bool = True, output: Any = None, native_layout: bool = False,
     ) -> protocol.Capture:
+        return self._capture(model, inputs, layers, target, gradients=gradients, hvp=False,
+                             output=output, native_layout=native_layout)
+
+    def capture_hvp(
+        self, model: nn.Module, inputs: Any, layers: Sequence[Any], target: TargetSpec, *,
+        output: Any = None, native_layout: bool = False,
+    ) -> protocol.Capture:
+        """:meth:`capture` with each layer's Hessian-vector product ``H A`` (capability
+        ``"hvp"``, :class:`~interp_core.backend.protocol.HvpBackend`).
+
+        Double backward: the gradients ``G`` of the summed scores are taken with
+        ``create_graph=True``, so their own graph is recorded; then, per layer,
+        ``autograd.grad(G, A, grad_outputs=A.detach())`` is ``d(G . A)/dA`` with ``A`` held as
+        the vector, that is ``H A`` of that layer alone (one call per layer: a single call
+        over all layers would add the cross terms ``H_lm A_m``). Both passes stop at the
+        captured layers, as :meth:`capture`'s does.
+        """
+        return self._capture(model, inputs, layers, target, gradients=True, hvp=True,
+                             output=output, native_layout=native_layout)
+
+    def _capture(
+        self, model: nn.Module, inputs: Any, layers: Sequence[Any], target: TargetSpec, *,
+        gradients: bool, hvp: bool, output: Any, native_layout: bool,
+    ) -> protocol.Capture:
         if gradients:
             _refuse_inference_mode()
         named = resolve(model, layers)
@@ -307,30 +358,34 @@ class TorchBackend:
                 return replace_first_tensor(out, t.clone())
             return hook
 
-        with _explaining(model), hooked(named, make_hook):
+        with _explaining(model), hooked(named, make_hook), _twice_differentiable(hvp):
             model_output = select_output(self._run(model, x), output)
             missing = [n for n, _ in named if n not in store]
             if missing:
                 raise missing_layers_error(missing, _HOOK_HINT)
             scores, top1 = target_scores(model_output, target, OPS)
             grads: Sequence[torch.Tensor | None] = [None] * len(named)
+            products: Sequence[torch.Tensor | None] = [None] * len(named)
             if gradients:
                 if not scores.requires_grad:
                     raise ValueError(
                         f"the target score does not depend on layer(s) {[n for n, _ in named]}"
                     )
-                grads = torch.autograd.grad(
-                    scores.sum(), [store[n] for n, _ in named], allow_unused=True
-                )
+                tensors = [store[n] for n, _ in named]
+                grads = torch.autograd.grad(scores.sum(), tensors, allow_unused=True,
+                                            create_graph=hvp)
+                if hvp:
+                    products = _hessian_products(tensors, grads)
         channels_last = not native_layout
         captured = {}
-        for (name, _), grad in zip(named, grads, strict=True):
+        for (name, _), grad, product in zip(named, grads, products, strict=True):
             act = store[name]
             if gradients and grad is None:
                 grad = torch.zeros_like(act)
             captured[name] = protocol.LayerCapture(
                 name, to_numpy(act, channels_last),
-                None if grad is None else to_numpy(grad, channels_last),
+                None if grad is None else to_numpy(grad.detach(), channels_last),
+                None if product is None else to_numpy(product, channels_last),
             )
         classes = target.resolved_indices(None if top1 is None else top1.cpu().numpy())
         return protocol.Capture(

@@ -14,18 +14,19 @@ import pytest
 
 import interp_core as ic
 from interp_core.backend.layer_choice import default_layer
-from interp_core.backend.protocol import ACTIVATION_PATCH, INPUT_GRADIENTS, LINEAR_WEIGHTS
+from interp_core.backend.protocol import ACTIVATION_PATCH, HVP, INPUT_GRADIENTS, LINEAR_WEIGHTS
 from interp_core.backend.target_spec import resolve_targets
 from interp_core.testing import reference as ref
 from interp_core.testing.suite.fixtures import SuiteFixtures, require, require_hook
 
-OPERATIONS = ("capture", "capture_without_gradients", "predict", "default_layer",
-              "patched_scores", "input_gradients", "linear_weights", "gradcam", "scorecam",
-              "eigencam")
+OPERATIONS = ("capture", "capture_without_gradients", "capture_hvp", "predict",
+              "default_layer", "patched_scores", "input_gradients", "linear_weights", "gradcam",
+              "scorecam", "eigencam")
 ERRORS = ("class_out_of_range", "target_raises_in_capture", "target_raises_in_predict",
           "unknown_layer", "bad_channel_masks")
 _NEEDS = {"patched_scores": ACTIVATION_PATCH, "input_gradients": INPUT_GRADIENTS,
-          "linear_weights": LINEAR_WEIGHTS, "bad_channel_masks": ACTIVATION_PATCH}
+          "linear_weights": LINEAR_WEIGHTS, "bad_channel_masks": ACTIVATION_PATCH,
+          "capture_hvp": HVP}
 _MESSAGE = "raised inside the forward pass"
 
 
@@ -68,6 +69,7 @@ def _operation(name: str, impl: Any, model: Any, layer: Any, x: Any) -> Callable
         "capture": lambda: impl.capture(model, x, [layer], spec),
         "capture_without_gradients": lambda: impl.capture(model, x, [layer], spec,
                                                           gradients=False),
+        "capture_hvp": lambda: impl.capture_hvp(model, x, [layer], spec),
         "predict": lambda: impl.predict(model, x, spec, batch_size=3),
         "default_layer": lambda: default_layer(impl, model, x),
         "patched_scores": lambda: impl.patched_scores(model, x, layer, masks, spec),
