@@ -97,14 +97,18 @@ def faithfulness_correlation(model: Any, inputs: Any, maps: Any, targets: Any = 
         s.n, nr_runs, -1).sum(axis=2)
     base = make_baseline(s.x, s.layout, len(s.spatial), baseline, blur_sigma)
 
+    points = nr_runs + 1  # per sample: the intact input, then one per subset
+
     def build(items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        samples, runs = np.divmod(items, nr_runs)
+        samples, runs = np.divmod(items, points)
         keep = np.ones((len(items), pixels), dtype=np.float32)
-        np.put_along_axis(keep, subsets[samples, runs], 0.0, axis=1)
+        rows = np.flatnonzero(runs > 0)
+        chosen = subsets[samples[rows], runs[rows] - 1]  # (rows, subset_size)
+        keep[np.repeat(rows, chosen.shape[1]), chosen.ravel()] = 0.0
         masks = keep.reshape((len(items), *s.spatial))
         return blend(s.x[samples], masks, s.layout, base[samples]), samples
 
-    original = s.original_scores()
-    perturbed = s.scores_of(s.n * nr_runs, build).reshape(s.n, nr_runs)
-    drops = original[:, None].astype(np.float64) - perturbed
+    # one pass over all of them: the intact inputs share batches with the perturbed ones
+    scores = s.scores_of(s.n * points, build).reshape(s.n, points).astype(np.float64)
+    drops = scores[:, :1] - scores[:, 1:]
     return pearson(sums, drops).astype(np.float32)
