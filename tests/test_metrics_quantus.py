@@ -22,9 +22,11 @@ import os
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-quantus = pytest.importorskip(
-    "quantus", reason="quantus is installed in the zoo venv only (requirements-zoo.txt)")
+from tests.zoo_env import require
+
+torch = require("torch", module_level=True)
+# the zoo venv only (requirements-zoo-nodeps.txt): skips elsewhere, fails there if missing
+quantus = require("quantus", module_level=True)
 
 import interp_core as ic  # noqa: E402
 from interp_core import metrics  # noqa: E402
