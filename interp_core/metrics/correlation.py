@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from interp_core.imaging import blend
+from interp_core.backend.layout import CHANNELS_FIRST, NO_CHANNELS
 from interp_core.metrics._common import _check_positive_int, _setup, make_baseline
 
 
@@ -19,6 +19,25 @@ def pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         r = np.where(den > 0, (a * b).sum(axis=1) / np.where(den > 0, den, 1.0), 0.0)
     return np.clip(r, -1.0, 1.0)
+
+
+def _pixel_major(x: np.ndarray, layout: str) -> np.ndarray:
+    """Native-layout inputs as ``(N, P, C)`` (``C = 1`` without a channel axis), at least
+    float32 (as :func:`~interp_core.imaging.blend` gives them)."""
+    if layout == CHANNELS_FIRST:
+        x = np.moveaxis(x, 1, -1)
+    elif layout == NO_CHANNELS:
+        x = x[..., None]
+    return np.ascontiguousarray(x, dtype=np.result_type(x, np.float32)).reshape(
+        len(x), -1, x.shape[-1])
+
+
+def _native(px: np.ndarray, layout: str, spatial: tuple[int, ...]) -> np.ndarray:
+    """The inverse of :func:`_pixel_major` (channels-first as a transposed view)."""
+    out = px.reshape(len(px), *spatial, px.shape[-1])
+    if layout == CHANNELS_FIRST:
+        return np.moveaxis(out, -1, 1)
+    return out[..., 0] if layout == NO_CHANNELS else out
 
 
 def random_subsets(n: int, pixels: int, nr_runs: int, subset_size: int,
@@ -99,14 +118,18 @@ def faithfulness_correlation(model: Any, inputs: Any, maps: Any, targets: Any = 
 
     points = nr_runs + 1  # per sample: the intact input, then one per subset
 
+    # pixel-major copies (channels last in memory, as blend builds them): a subset's pixels
+    # are then rows, replaced by one fancy assignment instead of a blend of whole images
+    x_px, base_px = _pixel_major(s.x, s.layout), _pixel_major(base, s.layout)
+
     def build(items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         samples, runs = np.divmod(items, points)
-        keep = np.ones((len(items), pixels), dtype=np.float32)
+        out = x_px[samples]  # (B, P, C) copy
         rows = np.flatnonzero(runs > 0)
         chosen = subsets[samples[rows], runs[rows] - 1]  # (rows, subset_size)
-        keep[np.repeat(rows, chosen.shape[1]), chosen.ravel()] = 0.0
-        masks = keep.reshape((len(items), *s.spatial))
-        return blend(s.x[samples], masks, s.layout, base[samples]), samples
+        at = (np.repeat(rows, chosen.shape[1]), chosen.ravel())
+        out[at] = base_px[samples[at[0]], at[1]]
+        return _native(out, s.layout, s.spatial), samples
 
     # one pass over all of them: the intact inputs share batches with the perturbed ones
     scores = s.scores_of(s.n * points, build).reshape(s.n, points).astype(np.float64)
