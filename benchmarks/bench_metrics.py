@@ -24,6 +24,33 @@ Quantus is imported from the zoo venv (``requirements-zoo.txt`` pins ``quantus==
 
 Wall time counts the time other processes hold the cores; on a shared machine compare the CPU
 time ratios too.
+
+Measured on 2026-12-04, 2 shared CPU cores (2 torch threads; load average 3 to 7 from other
+jobs), ``.venv-zoo`` (torch 2.14.1, quantus 0.6.0), ``--repeats 2 --nr-runs 20 --percentages
+10,30,50,70,90``, medians, ratio ours / Quantus:
+
+========================  ======================================  =============  ==============
+metric                    setting (both sides)                    CPU ratio      wall ratio
+========================  ======================================  =============  ==============
+Faithfulness Correlation  20 runs x 224, 672 images scored        0.709 (0.719)  0.709 (0.720)
+ROAD                      MoRF 10..90 % (5), 160 imputations      0.329          0.334
+Sparseness                32 maps of 224 x 224                    0.028          0.031
+========================  ======================================  =============  ==============
+
+(In brackets: a second run of the Faithfulness Correlation alone, load 0.2 at its start.)
+Ours: FC 25.8 s CPU against 36.4 s, ROAD 13.7 s against 41.7 s, Sparseness 17 ms against
+629 ms.
+
+Faithfulness Correlation misses the 0.5 goal: both sides score the same 672 images in 21
+forward passes of 32, and those are ~95% of our time. Ours runs them channels-last with the
+BatchNorms folded (the adapter's scoring session), ~1.2 s of CPU per pass against Quantus's
+~1.65 s (NCHW, unfolded, plus ~0.1 s per run of its own: ``np.random.choice`` over all 150528
+values per image, copies, checks); what is left is the convolutions themselves. TorchScript
+``freeze`` + ``optimize_for_inference`` would save a further ~10% per pass (deprecated API;
+``benchmarks/bench_methods.py`` measured the same on ResNet-50). ROAD's time is the imputation:
+Quantus factorises one sparse system per image and percentage (SciPy's ``spsolve``); ours runs
+conjugate gradients on all images of a batch at once, converged ones leaving the working set.
+Sparseness: Quantus's input checks (``assert_attributions``) take most of its time.
 """
 
 from __future__ import annotations
