@@ -205,11 +205,16 @@ def test_faithfulness_correlation_bad_input(linear, call, match):
 
 
 def test_bad_maps():
-    for fn in (metrics.sparseness, metrics.complexity, metrics.histogram_entropy):
+    for fn in (metrics.sparseness, metrics.complexity, metrics.histogram_entropy,
+               metrics.relevance_rank_accuracy, metrics.relevance_mass_accuracy):
+        kw = {} if fn.__name__ in ("sparseness", "complexity", "histogram_entropy") \
+            else dict(boxes=BOX)
         with pytest.raises(ValueError, match="NaN"):
-            fn(np.full((1, 2, 2), np.nan))
+            fn(np.full((1, 4, 4), np.nan), **kw)
         with pytest.raises(ValueError, match=r"\(N, \*spatial\)"):
-            fn(np.ones(4))
+            fn(np.ones(4), **kw)
+        with pytest.raises(TypeError, match=r"numeric array.*str"):
+            fn("a map", **kw)
 
 
 def test_batch_size_independence():
@@ -232,6 +237,17 @@ def test_batch_size_independence():
 
 
 # -- eMPRT -----------------------------------------------------------------------------------
+def test_efficient_mprt_of_an_unchanged_copy_is_zero():
+    import copy
+
+    model, backend = ref.ReferenceModel(), ref.ReferenceBackend()
+    x = ref.reference_inputs(3, seed=4)
+    for measure in ("histogram", "entropy"):
+        got = metrics.efficient_mprt(model, x, copy.deepcopy, backend=backend, layer="features",
+                                     measure=measure)
+        np.testing.assert_allclose(got, 0.0, atol=1e-6)
+
+
 def test_efficient_mprt_bad_input():
     model, backend = ref.ReferenceModel(), ref.ReferenceBackend()
     x = ref.reference_inputs(2, seed=1)
@@ -239,6 +255,8 @@ def test_efficient_mprt_bad_input():
         metrics.efficient_mprt(model, x, lambda m: m, measure="gini", backend=backend)
     with pytest.raises(ValueError, match="copy"):
         metrics.efficient_mprt(model, x, lambda m: m, backend=backend, layer="features")
+    with pytest.raises(TypeError, match=r"randomize must be a callable.*int"):
+        metrics.efficient_mprt(model, x, 3, backend=backend, layer="features")
 
 
 # -- every adapter, the demo model -----------------------------------------------------------

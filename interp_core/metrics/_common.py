@@ -68,7 +68,11 @@ class _Setup:
 
 
 def _check_maps(maps: Any, n: int | None = None) -> np.ndarray:
-    maps = np.asarray(maps, dtype=np.float32)
+    try:
+        maps = np.asarray(maps, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"maps must be a numeric array (N, *spatial), got "
+                        f"{type(maps).__name__}: {exc}") from exc
     if maps.ndim < 2:
         raise ValueError(f"maps must be (N, *spatial), got shape {maps.shape}")
     if n is not None and len(maps) != n:

@@ -85,6 +85,9 @@ def _original_and_randomized(model: Any, inputs: Any, randomize: Callable[[Any],
                              method_options: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """Maps of ``model`` and of ``randomize(model)``, the latter for the classes explained by
     the former (its top-1 classes where ``targets`` is None)."""
+    if not callable(randomize):
+        raise TypeError(f"randomize must be a callable, model -> re-initialised copy, got "
+                        f"{type(randomize).__name__}")
     cls = method_class(method)
     first = cls(model, layer, backend=backend, **method_options).explain(inputs, targets)
     fixed = targets
