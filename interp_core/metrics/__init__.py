@@ -1,15 +1,18 @@
 """Faithfulness, localisation and sanity metrics for saliency maps, framework-agnostic.
 
-Modules: :mod:`~interp_core.metrics.faithfulness` (deletion, insertion, Average Drop,
-Increase in Confidence), :mod:`~interp_core.metrics.remove_debias` (ROAD),
-:mod:`~interp_core.metrics.localisation` (pointing game, energy pointing game),
-:mod:`~interp_core.metrics.sanity` (Spearman correlation, model randomisation).
+Modules: :mod:`~interp_core.metrics.faithfulness` (deletion, insertion, pixel-flipping,
+Average Drop, Increase in Confidence), :mod:`~interp_core.metrics.correlation` (Faithfulness
+Correlation), :mod:`~interp_core.metrics.regions` (region perturbation, AOPC),
+:mod:`~interp_core.metrics.remove_debias` (ROAD), :mod:`~interp_core.metrics.localisation`
+(pointing game, energy pointing game, Relevance Rank and Mass Accuracy),
+:mod:`~interp_core.metrics.complexity` (Sparseness, Complexity, histogram entropy),
+:mod:`~interp_core.metrics.sanity` (Spearman correlation, model randomisation, eMPRT).
 
 
 Faithfulness metrics perturb the input where a map says it matters and score the perturbed
 inputs with the backend's batched, forward-only ``predict`` (any adapter works); localisation
-metrics compare maps with ground-truth boxes or masks and need no model. Every metric returns
-one value per sample.
+metrics compare maps with ground-truth boxes or masks and need no model; complexity metrics read
+the maps alone. Every metric returns one value per sample.
 
 Common arguments of the model-based metrics:
 
@@ -35,6 +38,8 @@ probabilities: give a model that ends in a softmax, or ``output=`` a callable th
 
 from interp_core.imaging import gaussian_blur
 from interp_core.metrics._common import make_baseline
+from interp_core.metrics.complexity import complexity, histogram_entropy, sparseness
+from interp_core.metrics.correlation import faithfulness_correlation
 from interp_core.metrics.faithfulness import (
     Curve,
     average_drop,
@@ -43,14 +48,25 @@ from interp_core.metrics.faithfulness import (
     increase_in_confidence,
     insertion,
     insertion_curve,
+    pixel_flipping,
+    pixel_flipping_curve,
 )
-from interp_core.metrics.localisation import energy_pointing_game, pointing_game
+from interp_core.metrics.localisation import (
+    energy_pointing_game,
+    pointing_game,
+    relevance_mass_accuracy,
+    relevance_rank_accuracy,
+)
+from interp_core.metrics.regions import region_perturbation, region_perturbation_curve
 from interp_core.metrics.remove_debias import noisy_linear_imputation, road, road_combined
-from interp_core.metrics.sanity import model_randomization, spearman
+from interp_core.metrics.sanity import efficient_mprt, model_randomization, spearman
 
 __all__ = [
-    "Curve", "average_drop", "deletion", "deletion_curve", "energy_pointing_game", "gaussian_blur",
+    "Curve", "average_drop", "complexity", "deletion", "deletion_curve", "efficient_mprt",
+    "energy_pointing_game", "faithfulness_correlation", "gaussian_blur", "histogram_entropy",
     "increase_in_confidence", "insertion", "insertion_curve", "make_baseline",
-    "model_randomization", "noisy_linear_imputation", "pointing_game", "road", "road_combined",
+    "model_randomization", "noisy_linear_imputation", "pixel_flipping", "pixel_flipping_curve",
+    "pointing_game", "region_perturbation", "region_perturbation_curve",
+    "relevance_mass_accuracy", "relevance_rank_accuracy", "road", "road_combined", "sparseness",
     "spearman",
 ]

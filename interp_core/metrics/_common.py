@@ -10,6 +10,7 @@ import numpy as np
 
 from interp_core.backend.inputs import check_batch, check_batch_size
 from interp_core.backend.layout import CHANNELS_FIRST, infer_layout
+from interp_core.backend.protocol import scoring_session
 from interp_core.backend.registry import get_backend
 from interp_core.backend.target_spec import TargetSpec, fixed_targets, resolve_targets
 from interp_core.imaging import gaussian_blur
@@ -51,15 +52,27 @@ class _Setup:
         and the sample each one comes from.
         """
         out = np.empty(count, dtype=np.float32)
-        for start in range(0, count, self.batch_size):
-            items = np.arange(start, min(start + self.batch_size, count))
-            batch, samples = build(items)
-            out[items] = self.predict(batch, samples)
+        # the adapter's faster stand-in for many forward-only scorings, where it has one
+        # (torch: BatchNorms folded into the convolutions); the same function to float32
+        # rounding, dropped when the block ends
+        with scoring_session(self.backend, self.model):
+            for start in range(0, count, self.batch_size):
+                items = np.arange(start, min(start + self.batch_size, count))
+                batch, samples = build(items)
+                out[items] = self.predict(batch, samples)
         return out
+
+    def original_scores(self) -> np.ndarray:
+        """Target scores of the unperturbed inputs, ``(N,)``."""
+        return self.scores_of(self.n, lambda items: (self.x[items], items))
 
 
 def _check_maps(maps: Any, n: int | None = None) -> np.ndarray:
-    maps = np.asarray(maps, dtype=np.float32)
+    try:
+        maps = np.asarray(maps, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"maps must be a numeric array (N, *spatial), got "
+                        f"{type(maps).__name__}: {exc}") from exc
     if maps.ndim < 2:
         raise ValueError(f"maps must be (N, *spatial), got shape {maps.shape}")
     if n is not None and len(maps) != n:
@@ -95,13 +108,28 @@ def _top1_classes(impl: Any, model: Any, x: np.ndarray, spec: TargetSpec, batch_
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
-def _order(maps: np.ndarray) -> np.ndarray:
-    """Rank of each pixel, 0 = most salient; ties broken by position. ``(N, P)`` int64."""
+def _order(maps: np.ndarray, most_first: bool = True) -> np.ndarray:
+    """Rank of each pixel, 0 = most salient (``most_first``) or least salient; ties broken by
+    position. ``(N, P)`` int64."""
     flat = maps.reshape(len(maps), -1)
-    order = np.argsort(-flat, axis=1, kind="stable")
+    order = np.argsort(-flat if most_first else flat, axis=1, kind="stable")
     ranks = np.empty_like(order)
     np.put_along_axis(ranks, order, np.arange(flat.shape[1])[None, :], axis=1)
     return ranks
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _check_order(order: Any, allowed: tuple[str, ...] = ("morf", "lerf")) -> str:
+    if order not in allowed:
+        names = {"morf": "'morf' (most relevant first)", "lerf": "'lerf' (least relevant first)",
+                 "random": "'random'"}
+        raise ValueError(f"order={order!r} must be " + " or ".join(names[a] for a in allowed))
+    return str(order)
 
 
 # -- baselines -------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Faithfulness: deletion and insertion curves, Average Drop, Increase in Confidence."""
+"""Faithfulness: deletion and insertion curves, pixel-flipping, Average Drop, Increase in
+Confidence."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from interp_core.imaging import blend
-from interp_core.metrics._common import _order, _setup, make_baseline
+from interp_core.metrics._common import _check_order, _order, _setup, make_baseline
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,8 @@ class Curve:
 
 def _curve(kind: str, model: Any, inputs: Any, maps: Any, targets: Any, *, step: int | None,
            baseline: Any, blur_sigma: float, backend: Any, batch_size: int,
-           output: Any) -> Curve:
+           output: Any, order: str = "morf") -> Curve:
+    order = _check_order(order)
     s = _setup(model, inputs, maps, targets, backend, batch_size, output)
     pixels = int(np.prod(s.spatial))
     if step is None:
@@ -49,7 +51,7 @@ def _curve(kind: str, model: Any, inputs: Any, maps: Any, targets: Any, *, step:
     counts = np.minimum(np.arange(0, pixels + step, step), pixels)
     counts = np.unique(counts)
     base = make_baseline(s.x, s.layout, len(s.spatial), baseline, blur_sigma)
-    ranks = _order(s.maps)
+    ranks = _order(s.maps, most_first=order == "morf")
     points = len(counts)
 
     def build(items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -103,6 +105,51 @@ def insertion_curve(model: Any, inputs: Any, maps: Any, targets: Any = None, *,
     """
     return _curve("insertion", model, inputs, maps, targets, step=step, baseline=baseline,
                   blur_sigma=blur_sigma, backend=backend, batch_size=batch_size, output=output)
+
+
+def pixel_flipping_curve(model: Any, inputs: Any, maps: Any, targets: Any = None, *,
+                         step: int | None = None, order: str = "morf", baseline: Any = "zeros",
+                         blur_sigma: float = 5.0, backend: Any = None, batch_size: int = 32,
+                         output: Any = None) -> Curve:
+    """Pixel-flipping (Bach et al., "On Pixel-Wise Explanations for Non-Linear Classifier
+    Decisions by Layer-Wise Relevance Propagation", PLoS ONE 2015).
+
+    Pixels (all channels) are replaced by ``baseline`` in order of relevance, ``step`` at a
+    time, and the target score is measured after each step. ``order="morf"`` (most relevant
+    first) is :func:`deletion_curve`: the score should fall fast, a lower area is better;
+    ``order="lerf"`` flips the least relevant first: the score should stay high, a higher
+    area is better. Ties are broken by pixel position.
+
+    Quantus's ``PixelFlipping`` returns ``scores[:, 1:]`` (no intact point) and, as its "AUC",
+    ``np.trapz(scores[:, 1:], axis=1)`` over step indices; on a ``C``-channel input its
+    ``features_in_step`` counts values, so ``features_in_step = C * step``.
+
+    Parameters
+    ----------
+    step : int, optional
+        Pixels per step; default ``round(sqrt(H * W))``. Bach et al. flip one at a time
+        (``step=1``: ``H * W + 1`` forward passes per sample).
+    order : str
+        ``"morf"`` or ``"lerf"``.
+    baseline : str or np.ndarray
+        See :func:`make_baseline`.
+
+    Returns
+    -------
+    Curve
+        ``fractions (K,)`` of pixels flipped, 0 to 1, and ``scores (N, K)``; ``.auc`` gives
+        the per-sample area over the fractions.
+    """
+    return _curve("deletion", model, inputs, maps, targets, step=step, baseline=baseline,
+                  blur_sigma=blur_sigma, backend=backend, batch_size=batch_size, output=output,
+                  order=order)
+
+
+def pixel_flipping(model: Any, inputs: Any, maps: Any, targets: Any = None, **kwargs: Any
+                   ) -> np.ndarray:
+    """Area under the pixel-flipping curve per sample, ``(N,)`` float32 (MoRF: lower is
+    better; LeRF: higher is better); see :func:`pixel_flipping_curve`."""
+    return pixel_flipping_curve(model, inputs, maps, targets, **kwargs).auc
 
 
 def deletion(model: Any, inputs: Any, maps: Any, targets: Any = None, **kwargs: Any

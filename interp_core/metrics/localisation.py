@@ -1,7 +1,9 @@
-"""Localisation: pointing game and energy-based pointing game against boxes or masks."""
+"""Localisation against boxes or masks: pointing game, energy-based pointing game, Relevance
+Rank Accuracy and Relevance Mass Accuracy."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -108,3 +110,87 @@ def energy_pointing_game(maps: Any, *, boxes: Any = None, masks: Any = None) -> 
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.where(total > 0, inside / np.where(total > 0, total, 1.0), 0.0)
     return share.astype(np.float32)
+
+
+def relevance_rank_accuracy(maps: Any, *, boxes: Any = None, masks: Any = None) -> np.ndarray:
+    """Relevance Rank Accuracy (Arras, Osman and Samek, "CLEVR-XAI: A benchmark dataset for
+    the ground truth evaluation of neural network explanations", Information Fusion 2022).
+
+    With ``K`` the number of ground-truth pixels, the share of the map's ``K`` highest pixels
+    that lie on the object: 1 when the top of the map covers the object exactly. Pixels tied
+    at the ``K``-th value count in proportion (the expected value over the orders of the
+    tie), so a constant map scores ``K / P``, the object's area fraction, whatever the pixel
+    order. A sample with an empty object gives NaN and a warning.
+
+    Parameters
+    ----------
+    maps : np.ndarray
+        ``(N, *S)``, signed or not (ranked as given).
+    boxes, masks
+        The ground truth, as for :func:`pointing_game` (exactly one).
+
+    Returns
+    -------
+    np.ndarray
+        float32 ``(N,)`` in [0, 1].
+    """
+    maps = _check_maps(maps)
+    region = _regions(maps, boxes, masks)
+    n = len(maps)
+    flat = maps.reshape(n, -1).astype(np.float64)
+    inside = region.reshape(n, -1)
+    k = inside.sum(axis=1)
+    empty = k == 0
+    _warn_empty("relevance_rank_accuracy", empty)
+    # the K-th highest value of each map (K >= 1 where defined)
+    cut = np.sort(flat, axis=1)[np.arange(n), flat.shape[1] - np.maximum(k, 1)][:, None]
+    above = flat > cut
+    tied = flat == cut
+    # the tied pixels fill the K - |above| remaining places, each one equally likely
+    hits = (above & inside).sum(axis=1) + (k - above.sum(axis=1)) * (
+        (tied & inside).sum(axis=1) / tied.sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(empty, np.nan, hits / np.maximum(k, 1))
+    return out.astype(np.float32)
+
+
+def relevance_mass_accuracy(maps: Any, *, boxes: Any = None, masks: Any = None) -> np.ndarray:
+    """Relevance Mass Accuracy (Arras, Osman and Samek, "CLEVR-XAI", Information Fusion 2022).
+
+    ``sum(map inside the object) / sum(map)`` over the map's positive part: the share of the
+    positive relevance that lies on the object. For non-negative maps (CAMs) it equals
+    :func:`energy_pointing_game`. A map without positive values scores 0; a sample with an
+    empty object gives NaN and a warning.
+
+    Parameters
+    ----------
+    maps : np.ndarray
+        ``(N, *S)``; negative values (evidence against the class) count as 0.
+    boxes, masks
+        The ground truth, as for :func:`pointing_game` (exactly one).
+
+    Returns
+    -------
+    np.ndarray
+        float32 ``(N,)`` in [0, 1].
+    """
+    maps = _check_maps(maps)
+    region = _regions(maps, boxes, masks)
+    n = len(maps)
+    positive = np.maximum(maps.reshape(n, -1).astype(np.float64), 0.0)
+    inside = region.reshape(n, -1)
+    empty = ~inside.any(axis=1)
+    _warn_empty("relevance_mass_accuracy", empty)
+    total = positive.sum(axis=1)
+    within = (positive * inside).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(total > 0, within / np.where(total > 0, total, 1.0), 0.0)
+    return np.where(empty, np.nan, share).astype(np.float32)
+
+
+def _warn_empty(name: str, empty: np.ndarray) -> None:
+    if empty.any():
+        warnings.warn(
+            f"{name}: samples {np.flatnonzero(empty).tolist()} have an empty box or mask, "
+            "so the metric is undefined there (NaN)", RuntimeWarning, stacklevel=3,
+        )

@@ -18,13 +18,25 @@ ROAD_PERCENTAGES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 
 
 def _neighbour_sum(v: np.ndarray) -> np.ndarray:
-    """``sum_o w_o v[i + o]`` over ROAD's 8 neighbours, zero outside: ``(..., H, W)``."""
-    h, w = v.shape[-2:]
-    pad = np.zeros((*v.shape[:-2], h + 2, w + 2), dtype=v.dtype)
-    pad[..., 1:-1, 1:-1] = v
-    out = np.zeros_like(v)
-    for (dy, dx), weight in ROAD_NEIGHBOURS:
-        out += weight * pad[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+    """``sum_o w_o v[i + o]`` over ROAD's 8 neighbours, zero outside: ``(..., H, W)``.
+
+    With the weights 1/6 (axes) and 1/12 (diagonals) this is ``(box + cross - 2 v) / 12``,
+    ``box`` the 3x3 sum and ``cross`` the sum of the pixel and its 4 axial neighbours, built
+    from shifted in-place additions (about a dozen passes over ``v`` instead of 8 weighted
+    shifted copies).
+    """
+    col = v.copy()  # the vertical 3-sum
+    col[..., 1:, :] += v[..., :-1, :]
+    col[..., :-1, :] += v[..., 1:, :]
+    out = col.copy()  # the 3x3 box
+    out[..., :, 1:] += col[..., :, :-1]
+    out[..., :, :-1] += col[..., :, 1:]
+    out += col  # plus the cross: the vertical 3-sum and the two horizontal neighbours
+    out[..., :, 1:] += v[..., :, :-1]
+    out[..., :, :-1] += v[..., :, 1:]
+    out -= v
+    out -= v
+    out *= 1.0 / 12.0
     return out
 
 
@@ -73,36 +85,56 @@ def noisy_linear_imputation(images: np.ndarray, removed: np.ndarray, *, noise: f
         )
     k, c, h, w = x.shape
     u = np.asarray(removed, dtype=np.float64)[:, None]  # (K, 1, H, W)
-    diag = _neighbour_sum(np.ones((1, 1, h, w)))  # in-image neighbour weight per pixel
-    b = u * _neighbour_sum(x * (1.0 - u))
-
-    def apply(v: np.ndarray) -> np.ndarray:
-        return u * (diag * v - _neighbour_sum(u * v))
-
-    v = np.zeros_like(x)
-    r = b.copy()
-    z = r / diag
-    p = z.copy()
-    rz = (r * z).sum(axis=(2, 3), keepdims=True)
-    b_norm = np.sqrt((b * b).sum(axis=(2, 3), keepdims=True))
-    limit = tol * np.maximum(b_norm, 1e-30)
-    for _ in range(max_iter if max_iter is not None else 4 * (h + w) + 50):
-        if (np.sqrt((r * r).sum(axis=(2, 3), keepdims=True)) <= limit).all():
-            break
-        ap = apply(p)
-        pap = (p * ap).sum(axis=(2, 3), keepdims=True)
-        alpha = np.divide(rz, pap, out=np.zeros_like(rz), where=pap > 0)
-        v += alpha * p
-        r -= alpha * ap
-        z = r / diag
-        rz_new = (r * z).sum(axis=(2, 3), keepdims=True)
-        beta = np.divide(rz_new, rz, out=np.zeros_like(rz), where=rz > 0)
-        p = z + beta * p
-        rz = rz_new
+    imputed = _solve_imputation(x.reshape(k * c, h, w), np.repeat(u[:, 0], c, axis=0), tol,
+                                max_iter if max_iter is not None else 4 * (h + w) + 50)
+    v = imputed.reshape(k, c, h, w)
     if rngs is None:
         rngs = [np.random.default_rng(i) for i in range(k)]
     eps = np.stack([g.standard_normal((c, h, w)) for g in rngs]) if noise else 0.0
     return (x * (1.0 - u) + u * (v + noise * eps)).astype(np.float32)
+
+
+def _solve_imputation(x: np.ndarray, u: np.ndarray, tol: float, max_iter: int) -> np.ndarray:
+    """Jacobi-preconditioned conjugate gradients on ROAD's system, one per image plane.
+
+    ``x``, ``u``: ``(S, H, W)`` float64 planes and their removed-pixel indicators. Planes that
+    have converged leave the working set, so a batch costs what its planes need, not what its
+    slowest one needs.
+    """
+    diag = _neighbour_sum(np.ones((1, *x.shape[1:])))  # in-image neighbour weight, >= 1/3
+    inv_diag = 1.0 / diag
+    b = u * _neighbour_sum(x * (1.0 - u))
+    out = np.zeros_like(x)
+    active = np.arange(len(x))
+    v = np.zeros_like(x)
+    r = b
+    z = r * inv_diag
+    p = z.copy()
+    rz = np.einsum("shw,shw->s", r, z)
+    limit = tol * np.maximum(np.sqrt(np.einsum("shw,shw->s", b, b)), 1e-30)
+    for step in range(max_iter + 1):
+        done = np.sqrt(np.einsum("shw,shw->s", r, r)) <= limit
+        if done.any():
+            out[active[done]] = v[done]
+            keep = ~done
+            active, u, v, r, p, rz, limit = (a[keep] for a in (active, u, v, r, p, rz, limit))
+        if not len(active) or step == max_iter:
+            break
+        ap = _neighbour_sum(u * p)
+        np.subtract(diag * p, ap, out=ap)
+        ap *= u
+        pap = np.einsum("shw,shw->s", p, ap)
+        alpha = np.divide(rz, pap, out=np.zeros_like(rz), where=pap > 0)[:, None, None]
+        v += alpha * p
+        r -= alpha * ap
+        z = r * inv_diag
+        rz_new = np.einsum("shw,shw->s", r, z)
+        beta = np.divide(rz_new, rz, out=np.zeros_like(rz), where=rz > 0)[:, None, None]
+        p *= beta
+        p += z
+        rz = rz_new
+    out[active] = v  # any plane still short of tol after max_iter
+    return out
 
 
 def road(model: Any, inputs: Any, maps: Any, targets: Any = None, *, order: str = "morf",
@@ -137,8 +169,10 @@ def road(model: Any, inputs: Any, maps: Any, targets: Any = None, *, order: str 
     ranks = _order(s.maps)
     points = len(counts)
 
+    # items run percentage by percentage, so that a batch holds one percentage: holes of one
+    # size converge in about the same number of iterations
     def build(items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        samples, steps = np.divmod(items, points)
+        steps, samples = np.divmod(items, s.n)
         rank = ranks[samples]
         cut = counts[steps][:, None]
         gone = rank < cut if order == "morf" else rank >= pixels - cut
@@ -157,7 +191,7 @@ def road(model: Any, inputs: Any, maps: Any, targets: Any = None, *, order: str 
             filled = filled[:, 0]
         return filled, samples
 
-    return s.scores_of(s.n * points, build).reshape(s.n, points)
+    return np.ascontiguousarray(s.scores_of(s.n * points, build).reshape(points, s.n).T)
 
 
 def road_combined(model: Any, inputs: Any, maps: Any, targets: Any = None, **kwargs: Any

@@ -23,9 +23,10 @@ stand-in lives until the block ends, and is rebuilt if a parameter or buffer cha
 meanwhile.
 
 Score-CAM opens such a block around its masked-input scoring (the adapter's
-``scoring_session``; ``ScoreCAM(..., fast_scoring=False)`` turns it off), so the stand-in's
+``scoring_session``; ``ScoreCAM(..., fast_scoring=False)`` turns it off), and so do the
+model-based metrics (``interp_core.metrics``) around their perturbed inputs, so the stand-in's
 copy of the folded weights lives only for that call. Elsewhere folding is opt-in: wrap the
-calls in ``with folded_batchnorm():`` (Integrated Gradients, SmoothGrad, the metrics).
+calls in ``with folded_batchnorm():`` (Integrated Gradients, SmoothGrad).
 """
 
 from __future__ import annotations
