@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
-from interp_core.methods import METHODS, method_class
+from interp_core.methods import METHODS, MethodInfo, method_class, method_table
 
 
-def methods() -> list[str]:
-    """Names of the available methods, sorted (``ic.explain(..., method=name)``)."""
-    return sorted(METHODS)
+@overload
+def methods(details: Literal[False] = False) -> list[str]: ...
+
+
+@overload
+def methods(details: Literal[True]) -> list[MethodInfo]: ...
+
+
+def methods(details: bool = False) -> list[str] | list[MethodInfo]:
+    """The available methods, sorted by name (``ic.explain(..., method=name)``).
+
+    Parameters
+    ----------
+    details : bool
+        False: their names. True: their rows of the method table
+        (:class:`~interp_core.methods.MethodInfo`): what each map is, what it needs from the
+        backend (``needs``: activations, gradients, Hessian-vector products, a forward per
+        channel, input gradients, attention), whether it explains no target
+        (``target_free``), its cost, when it is faithful and its source.
+    """
+    return method_table() if details else sorted(METHODS)
 
 
 def explain(

@@ -436,3 +436,27 @@ def test_confidence_intervals():
     assert t_quantile(0.975, 1000) == pytest.approx(1.9623, abs=1e-3)
     mean, lo, hi, n = mean_interval(np.array([1.0, 2.0, 3.0, np.nan]))
     assert (mean, n) == (2.0, 3) and hi - mean == pytest.approx(4.3027 / np.sqrt(3), abs=1e-3)
+
+
+def test_target_free_method_rows_have_no_score_but_a_prediction(dataset, tmp_path):
+    rows = dataset["rows"][:4]
+    manifest = tmp_path / "four.csv"
+    with open(manifest, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "label"])
+        writer.writeheader()
+        writer.writerows({"path": str(dataset["manifest"].parent / r["path"]),
+                          "label": r["label"]} for r in rows)
+    table = audit("demo:torch", manifest, tmp_path / "out", progress=False, method="eigencam",
+                  faithfulness=("deletion",)).table()
+    images = png_images(table.column("path").to_pylist())
+    x = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+    gradcam = library_maps(images)
+    # the prediction comes from its own pass, the map explains no class
+    np.testing.assert_array_equal(table.column("prediction").to_numpy(), gradcam.targets)
+    np.testing.assert_allclose(table.column("prediction_score").to_numpy(), gradcam.scores,
+                               rtol=1e-5)
+    assert table.column("target").to_pylist() == [-1] * 4
+    assert table.column("score").null_count == 4
+    maps = ic.EigenCAM(demo_model("torch"), "block3")(x)
+    expected = ic.metrics.deletion(demo_model("torch"), x, maps, gradcam.targets.tolist())
+    np.testing.assert_allclose(table.column("deletion_auc").to_numpy(), expected, rtol=1e-4)

@@ -89,6 +89,16 @@ def test_explain_files_and_folders(tmp_path, capsys):
                "--size", "64", "--out", str(out), "--method", "gradcam++") == 2
 
 
+def test_explain_target_free_method_writes_no_score(tmp_path, capsys):
+    images = _write_images(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    code = run("explain", "interp_torch.demo:DemoNet", *map(str, images), "--layer", "block3",
+               "--size", "64", "--out", str(out), "--method", "eigencam", "--target", "3")
+    assert code == 0, capsys.readouterr().err
+    lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [(r["target"], r["score"], r["method"]) for r in lines] == [(-1, None, "eigencam")] * 2
+
+
 def test_explain_saved_torch_module_and_target(tmp_path):
     from interp_torch.demo import DemoNet
 

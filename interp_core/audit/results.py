@@ -17,8 +17,11 @@ width, height       int32       size of the original image in pixels
 prediction          int32       top-1 class of the model
 prediction_score    float32     the model's output for that class (logit or probability)
 correct             bool        prediction == label_index; null without a label
-target              int32       the class explained
-score               float32     the model's output for the target class
+target              int32       the class explained; -1 for target-free methods (Eigen-CAM,
+                                KPCA-CAM, FEM), whose faithfulness columns are still measured
+                                for the class the audit's target names
+score               float32     the model's output for the target class; null for
+                                target-free methods
 layer               string      the layer(s) explained, comma-separated (the default's name
                                 when none was given)
 map                 binary      the map (in [0, 1]), float16 little-endian, row-major

@@ -163,12 +163,14 @@ class BatchWorker:
                                                                   np.ndarray | None]:
         """What to explain, and the (prediction, score) pair when it needs its own pass."""
         target = self.config.target
-        if target == "predicted":
+        if target == "predicted" and not self.cam.target_free:
             return None, None, None
         top1 = resolve_targets(None, len(labels))
         cap = self.backend.capture(self.model, x, [], top1, gradients=False,
                                    output=self.cam.output)
         predicted = np.asarray(cap.targets, dtype=np.int64)
+        if target == "predicted":  # a target-free method's explanation has no prediction
+            return None, predicted, np.asarray(cap.scores, dtype=np.float32)
         if target == "label":
             chosen = [p if lab is None else lab for lab, p in zip(labels, predicted, strict=True)]
             return chosen, predicted, np.asarray(cap.scores, dtype=np.float32)
@@ -187,7 +189,12 @@ class BatchWorker:
         maps = exp.maps
         if predicted is None:
             predicted, predicted_scores = exp.targets, exp.scores
-        metrics = self._metrics(x, maps, exp.targets, regions)
+        # A target-free map explains no class; its faithfulness is measured for the class
+        # the audit asked for (the prediction, the label or the given class).
+        asked = exp.targets if not self.cam.target_free else (
+            predicted if targets is None else np.broadcast_to(np.asarray(targets), len(maps)))
+        metrics = self._metrics(x, maps, np.asarray(asked, dtype=np.int64), regions)
+        scores = [None] * len(maps) if self.cam.target_free else exp.scores.tolist()
         slices = maps if maps.ndim == 3 else np.stack([middle_slice_map(m) for m in maps])
         small = (slices if tuple(slices.shape[1:]) == self.map_hw
                  else resize_bilinear(slices, self.map_hw))
@@ -199,7 +206,7 @@ class BatchWorker:
             row.update(
                 prediction=int(predicted[j]), prediction_score=float(predicted_scores[j]),
                 correct=None if label is None else bool(int(predicted[j]) == label),
-                target=int(exp.targets[j]), score=float(exp.scores[j]), layer=layer,
+                target=int(exp.targets[j]), score=scores[j], layer=layer,
                 map=blobs[j],
                 map_height=self.map_hw[0], map_width=self.map_hw[1],
             )

@@ -50,7 +50,7 @@ class TargetPlan:
 
 def needs_output_shape(spec: TargetSpec) -> bool:
     """Whether :func:`plan_targets` needs the model's output shape for ``spec``."""
-    return spec.kind not in ("top1", "fn")
+    return spec.kind not in ("top1", "fn", "none")
 
 
 def plan_targets(spec: TargetSpec, output_shape: Sequence[int] | None, channel_axis: int = -1,
@@ -79,6 +79,9 @@ def plan_targets(spec: TargetSpec, output_shape: Sequence[int] | None, channel_a
         return TargetPlan(("top1", spec.n), (), spec, replay=True)
     if spec.kind == "fn":
         return TargetPlan(("fn", spec.n, spec.fns), (), spec, replay=False)
+    if spec.kind == "none":  # one constant, the zero scores; any output
+        return TargetPlan(("none", spec.n), (np.zeros(spec.n or 0, np.float32),), spec,
+                          replay=True)
     if output_shape is None:
         raise ValueError(f"targets of kind {spec.kind!r} need the model's output shape")
     consts = tuple(target_constants(spec, tuple(output_shape), channel_axis, int_dtype))

@@ -62,6 +62,20 @@ class TensorOps(Protocol):
         ...
 
 
+def _any_tensor(output: Any) -> Any:
+    """A tensor of ``output`` for :meth:`TensorOps.const` to take its device and dtype from:
+    the output itself, or the first tensor of a per-image mapping (detections)."""
+    if hasattr(output, "shape"):
+        return output
+    if isinstance(output, list | tuple) and output:
+        first = output[0]
+        values = first.values() if isinstance(first, dict) else [first]
+        for value in values:
+            if hasattr(value, "shape"):
+                return value
+    raise TypeError(f"the model output of type {type(output).__name__} holds no tensor to score")
+
+
 def target_scores(output: Any, spec: TargetSpec, ops: TensorOps) -> tuple[Any, Any | None]:
     """Score each sample of ``output`` as ``spec`` says.
 
@@ -84,6 +98,10 @@ def target_scores(output: Any, spec: TargetSpec, ops: TensorOps) -> tuple[Any, A
     top1 : tensor ``(N,)`` or None
         The argmax classes when ``spec.kind == "top1"``, else None.
     """
+    if spec.kind == "none":
+        # No target: zeros, whatever the output is (no shape check). Target-free methods
+        # capture without gradients, so nothing is differentiated through them.
+        return ops.const(np.zeros(spec.n or 0, dtype=np.float32), _any_tensor(output)), None
     if spec.kind == "fn":
         return _fn_scores(output, spec, ops), None
     if is_detection_output(output):

@@ -17,7 +17,8 @@ import interp_core.targets as user_targets
 from interp_core.targets import ClassTarget, OutputTarget, Target
 
 #: What a :class:`TargetSpec` scores.
-TargetKind = Literal["top1", "class", "binary", "segmentation", "similarity", "fn", "detection"]
+TargetKind = Literal["top1", "class", "binary", "segmentation", "similarity", "fn", "detection",
+                     "none"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -28,7 +29,9 @@ class TargetSpec:
     ----------
     kind : str
         ``"top1"`` (argmax of the output, chosen inside the forward pass), ``"class"``,
-        ``"binary"``, ``"segmentation"``, ``"similarity"``, ``"fn"`` or ``"detection"``.
+        ``"binary"``, ``"segmentation"``, ``"similarity"``, ``"fn"``, ``"detection"``, or
+        ``"none"``: no target at all (target-free methods, ``Method.target_free``); every
+        score is 0 and the output's shape is never checked, so any output works.
     indices : np.ndarray or None
         int64 ``(N,)`` class indices (``class`` and ``segmentation``; ``detection``: ``-1``
         for any class).
@@ -84,6 +87,12 @@ class TargetSpec:
             self.kind, n, pick(self.indices), pick(self.signs), pick(self.masks),
             pick(self.embeddings), fns, pick(self.boxes), pick(self.thresholds),
         )
+
+
+def no_target(n: int) -> TargetSpec:
+    """The spec of a batch of ``n`` samples explained without a target (kind ``"none"``):
+    what target-free methods (Eigen-CAM, KPCA-CAM, FEM) capture with."""
+    return TargetSpec("none", n)
 
 
 def _as_target(t: Any) -> Target:

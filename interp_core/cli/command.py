@@ -110,7 +110,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
                                                     args.alpha)
                             results.write({
                                 "file": str(file), "target": int(exp.targets[i]),
-                                "score": float(exp.scores[i]), "method": cls.name,
+                                "score": float(exp.scores[i]) if len(exp.scores) else None,
+                                "method": cls.name,
                                 "layer": ",".join(exp.layers), "backend": backend.name,
                                 "overlay": str(target),
                             })

@@ -107,7 +107,8 @@ def _explain(demo: DemoModel, model: Any, backend: str, data: ShapesBatch, x: An
         for i in range(len(data)):
             save_png(out / demo.file(i, name), _display(data.images[i], exp.maps[i]))
             overlays[i][name] = demo.file(i, name)
-        if not predicted:  # every method explains the same top-1 class
+        if not predicted and len(exp.scores):  # every method with a target explains the
+            # same top-1 class (target-free ones explain none)
             predicted = [int(t) for t in exp.targets]
             captions = [f"true: {CLASSES[data.labels[i]]}; predicted: {CLASSES[t]} "
                         f"(logit {exp.scores[i]:.2f})" for i, t in enumerate(predicted)]

@@ -24,6 +24,7 @@ class EigenCAM(CAMMethod):
     name = "eigencam"
     requires = ()
     needs = "activations"
+    target_free = True
 
     def layer_terms(self, activations: np.ndarray, gradients: np.ndarray | None,
                     ctx: LayerContext) -> np.ndarray:

@@ -46,6 +46,9 @@ class MethodInfo:
     takes_layer : bool
         Whether ``layer`` chooses what is explained (the class's ``takes_layer``); False for
         attributions to the input.
+    target_free : bool
+        Whether the method explains no target (the class's ``target_free``): it runs on any
+        model output, and its ``Explanation.scores`` is empty.
     """
 
     name: str
@@ -56,6 +59,7 @@ class MethodInfo:
     source: str
     requires: tuple[str, ...] = ()
     takes_layer: bool = True
+    target_free: bool = False
 
 
 @dataclass(frozen=True)
@@ -168,7 +172,8 @@ def method_info(cls: Any) -> MethodInfo:
     ``takes_layer``) with its :data:`NOTES`."""
     notes = _NOTES[cls.name]
     return MethodInfo(cls.name, notes.description, cls.needs, notes.cost, notes.faithful,
-                      notes.source, requires=tuple(cls.requires), takes_layer=cls.takes_layer)
+                      notes.source, requires=tuple(cls.requires), takes_layer=cls.takes_layer,
+                      target_free=bool(cls.target_free))
 
 
 _NOTES = {notes.name: notes for notes in NOTES}
@@ -188,6 +193,7 @@ def methods_markdown(table: Sequence[MethodInfo] | None = None) -> str:
     rows = sorted(table, key=lambda m: (order[m.needs], m.name))
     lines = ["| method | what the map is | needs | cost per input | faithful when | source |",
              "| --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| `{m.name}` | {m.description} | {m.needs} | {m.cost} | {m.faithful} | "
+    lines += [f"| `{m.name}` | {m.description} | {m.needs}"
+              f"{', no target' if m.target_free else ''} | {m.cost} | {m.faithful} | "
               f"{m.source} |" for m in rows]
     return "\n".join(lines) + "\n"

@@ -142,6 +142,7 @@ class KPCACAM(CAMMethod):
     name = "kpcacam"
     requires = ()
     needs = "activations"
+    target_free = True
 
     def __init__(self, model: Any, layer: Any = None, *, kernel: Kernel = "sigmoid",
                  gamma: float | None = None, coef0: float = 1.0, degree: int = 3,

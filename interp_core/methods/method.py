@@ -23,7 +23,9 @@ instead of keeping a table of exceptions:
 - ``needs``: what that costs, by kind (one of :data:`~interp_core.methods.catalog.NEEDS`);
 - ``takes_layer``: whether ``layer`` chooses what is explained (False: the method attributes to
   the input and ignores it);
-- ``instead``: what to use where the backend lacks a capability.
+- ``instead``: what to use where the backend lacks a capability;
+- ``target_free``: the method explains no target (Eigen-CAM, KPCA-CAM, FEM): it never resolves
+  ``targets``, so it runs on any output (a detector's raw head included).
 
 ``needs_gradients`` (whether the method uses gradients of the target score, at a layer or at
 the input) follows from ``requires``.
@@ -31,6 +33,7 @@ the input) follows from ``requires``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -49,7 +52,7 @@ from interp_core.backend.protocol import (
     Backend,
 )
 from interp_core.backend.registry import get_backend
-from interp_core.backend.target_spec import TargetSpec, resolve_targets
+from interp_core.backend.target_spec import TargetSpec, no_target, resolve_targets
 from interp_core.methods.catalog import Needs
 from interp_core.methods.smoothing import augmented_explanation
 
@@ -84,9 +87,11 @@ class Explanation:
     raw : dict[str, np.ndarray]
         Per layer, the map before ReLU, resizing and normalisation, ``(N, *layer_spatial)``.
     scores : np.ndarray
-        float32 ``(N,)`` target scores.
+        float32 ``(N,)`` target scores; empty, ``(0,)``, for target-free methods
+        (``target_free``: Eigen-CAM, KPCA-CAM, FEM), which score no target.
     targets : np.ndarray
-        int64 ``(N,)`` class explained per sample (``-1`` for non-class targets).
+        int64 ``(N,)`` class explained per sample (``-1`` for non-class targets, and for every
+        sample of a target-free method).
     layers : list[str]
         The layers the maps come from.
     method : str
@@ -166,6 +171,10 @@ class Method:
     instead: ClassVar[str] = "use GradCAM"
     #: Whether the method uses gradients of the target score: derived from ``requires``.
     needs_gradients: ClassVar[bool] = False
+    #: Whether the method explains no target (its map depends on the input alone): ``targets``
+    #: is ignored and never resolved, no output shape is checked, ``Explanation.scores`` is
+    #: empty. Only methods that use no gradient may set it.
+    target_free: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -176,6 +185,9 @@ class Method:
             rest = tuple(c for c in cls.requires if c != GRADIENTS)
             cls.requires = (GRADIENTS, *rest) if own["needs_gradients"] else rest
         cls.needs_gradients = bool(GRADIENT_CAPABILITIES.intersection(cls.requires))
+        if cls.target_free and cls.needs_gradients:
+            raise TypeError(f"{cls.__name__} sets target_free but requires gradients of a "
+                            f"target score ({cls.requires})")
 
     def __init__(
         self,
@@ -232,7 +244,8 @@ class Method:
             A batch in the model's own layout (framework tensor or NumPy array).
         targets : None, int, sequence of int or target objects
             What to explain (None: each sample's top-1 prediction); see
-            :func:`~interp_core.backend.target_spec.resolve_targets`.
+            :func:`~interp_core.backend.target_spec.resolve_targets`. Ignored by target-free
+            methods (``target_free``), which explain no target.
         """
         if self.aug_smooth:
             check_batch(x)
@@ -242,8 +255,12 @@ class Method:
 
     def _explain_once(self, x: Any, targets: Any = None) -> Explanation:
         """:meth:`explain` without test-time augmentation."""
-        spec = resolve_targets(targets, check_batch(x))
-        return self.compute(x, spec)
+        n = check_batch(x)
+        if self.target_free:
+            explanation = self.compute(x, no_target(n))
+            return dataclasses.replace(explanation, scores=np.zeros(0, np.float32),
+                                       targets=np.full(n, -1, np.int64))
+        return self.compute(x, resolve_targets(targets, n))
 
     # -- what subclasses implement ------------------------------------------------------
     def compute(self, x: Any, targets: TargetSpec) -> Explanation:

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from interp_core.backend import patching, protocol
 from interp_core.backend.checks import check_channel_range, check_channels
-from interp_core.backend.compiled import plan_targets
+from interp_core.backend.compiled import needs_output_shape, plan_targets
 from interp_core.backend.inputs import chunks
 from interp_core.backend.layer_choice import deprecated_default_layer
 from interp_core.backend.target_spec import TargetSpec, select_output
@@ -206,7 +206,7 @@ class TensorFlowBackend:
         """The target constants, validated against the selected output's shape."""
         if spec.kind in ("fn", "top1"):
             return []  # top-1 needs none; callables are part of the program key
-        shape = self._output_shape(model, x, output)
+        shape = self._output_shape(model, x, output) if needs_output_shape(spec) else None
         axis = class_axis(model)
         return [tf.convert_to_tensor(c) for c in plan_targets(spec, shape, axis).consts]
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import interp_core as ic
-from interp_core.backend.target_spec import resolve_targets
+from interp_core.backend.target_spec import no_target, resolve_targets
 from interp_core.testing import reference as ref
 from interp_core.testing.suite.capture import assert_capture_equal
 from interp_core.testing.suite.fixtures import ATOL, SuiteFixtures, require_hook
@@ -69,6 +69,20 @@ class TargetTests(SuiteFixtures):
         g = ic.OutputTarget(lambda o: o[:, 0])
         _assert_scored_as_oracle(impl, model, x, oracle, oracle_model, x_np,
                                  resolve_targets([f, g, f, f], 4), variant, batch_size=2)
+
+    def test_no_target(self, impl: Any, model: Any, x: Any, x_np: np.ndarray, oracle: Any,
+                       oracle_model: Any) -> None:
+        """Kind ``"none"`` (target-free methods): activations as for any target, zero scores,
+        targets -1, and no check of the output's shape (here a 3-D one, no class output)."""
+        want = oracle.capture(oracle_model, x_np, [ref.LAYER], resolve_targets(None, 4),
+                              gradients=False)
+        for output in (None, lambda o: o[:, None, :]):
+            got = impl.capture(model, x, [ref.LAYER], no_target(4), gradients=False,
+                               output=output)
+            np.testing.assert_allclose(got.layers[ref.LAYER].activations,
+                                       want.layers[ref.LAYER].activations, atol=ATOL, rtol=1e-5)
+            np.testing.assert_array_equal(np.asarray(got.scores), np.zeros(4, np.float32))
+            np.testing.assert_array_equal(np.asarray(got.targets), np.full(4, -1))
 
     @pytest.mark.parametrize("kind", ["tuple", "dict"])
     def test_structured_outputs(self, impl: Any, model: Any, x: Any,
