@@ -120,19 +120,22 @@ class UltralyticsDetections(Detections):
 
     def __init__(self, head: Any, num_classes: int, min_score: float = 0.0) -> None:
         self.head, self.like, self.num_classes = head, head, num_classes
-        v = values(head).astype(np.float64)
-        cls = v[4:4 + num_classes]
+        v = values(head)
+        cls = v[4:4 + num_classes].astype(np.float64)
         if cls.size and (cls.min() < 0.0 or cls.max() > 1.0):
             raise ValueError(
                 f"rows 4..{3 + num_classes} of the Ultralytics head hold values in "
                 f"[{cls.min():.3g}, {cls.max():.3g}], not class scores in [0, 1]: rows after "
                 "the classes (keypoints, angles) were counted as classes; pass num_classes= "
-                "(yolo.model.nc)")
+                "(the head's nc: yolo.model.model[-1].nc)")
         labels = cls.argmax(axis=0)
         scores = cls[labels, np.arange(cls.shape[1])]
         self.anchors = np.flatnonzero(scores >= min_score)
+        # In the head's dtype, as box() computes them: a box copied from these is then on
+        # the candidate's exactly, and the IoU's ties split as the framework splits them.
         cx, cy, w, h = v[:4, self.anchors]
-        self.boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+        self.boxes = np.stack([cx - w * 0.5, cy - h * 0.5, cx + w * 0.5, cy + h * 0.5],
+                              axis=1).astype(np.float64)
         self.labels = labels[self.anchors].astype(np.int64)
         self.scores = scores[self.anchors]
 
@@ -144,11 +147,11 @@ class UltralyticsDetections(Detections):
         cx, cy, w, h = (self.head[j, a] for j in range(4))
         return (cx - w * 0.5, cy - h * 0.5, cx + w * 0.5, cy + h * 0.5)
 
-    def label_total(self, chosen: np.ndarray, label: int, ops: Any) -> Any:
-        row = self.head[4 + label:5 + label]                            # (1, A)
-        mask = np.zeros((1, int(row.shape[1])), dtype=np.float32)
-        mask[0, self.anchors[chosen]] = 1.0
-        return ops.row_sum(row * ops.const(mask, row))[0]
+    def total(self, chosen: np.ndarray, ops: Any) -> Any:
+        cls = self.head[4:4 + self.num_classes]                         # (C, A)
+        mask = np.zeros(tuple(int(d) for d in cls.shape), dtype=np.float32)
+        mask[self.labels[chosen], self.anchors[chosen]] = 1.0
+        return ops.row_sum(ops.flatten((cls * ops.const(mask, cls))[None]))[0]
 
 
 def detr_output(raw: Any, *, image_size: int | tuple[int, int],
@@ -224,9 +227,10 @@ class DetrDetections(Detections):
         labels = p[:, :-1].argmax(axis=1)
         scores = p[np.arange(len(p)), labels]
         self.queries = np.flatnonzero(scores >= min_score)
-        cx, cy, w, h = values(boxes).astype(np.float64)[self.queries].T
-        self.boxes = np.stack([(cx - w / 2) * self.width, (cy - h / 2) * self.height,
-                               (cx + w / 2) * self.width, (cy + h / 2) * self.height], axis=1)
+        cx, cy, w, h = values(boxes)[self.queries].T      # in their dtype, as box() computes
+        self.boxes = np.stack([(cx - w * 0.5) * self.width, (cy - h * 0.5) * self.height,
+                               (cx + w * 0.5) * self.width, (cy + h * 0.5) * self.height],
+                              axis=1).astype(np.float64)
         self.labels = labels[self.queries].astype(np.int64)
         self.scores = scores[self.queries]
 
@@ -245,9 +249,9 @@ class DetrDetections(Detections):
         return ((cx - w * 0.5) * self.width, (cy - h * 0.5) * self.height,
                 (cx + w * 0.5) * self.width, (cy + h * 0.5) * self.height)
 
-    def label_total(self, chosen: np.ndarray, label: int, ops: Any) -> Any:
+    def total(self, chosen: np.ndarray, ops: Any) -> Any:
         e = self._exp(slice(None), ops)                                 # (Q, C + 1)
-        p = e[:, label] / ops.row_sum(e)                                # (Q,)
-        mask = np.zeros(int(p.shape[0]), dtype=np.float32)
-        mask[self.queries[chosen]] = 1.0
-        return ops.row_sum((p * ops.const(mask, p))[None])[0]
+        p = e / ops.row_sum(e)[:, None]
+        mask = np.zeros(tuple(int(d) for d in p.shape), dtype=np.float32)
+        mask[self.queries[chosen], self.labels[chosen]] = 1.0
+        return ops.row_sum(ops.flatten((p * ops.const(mask, p))[None]))[0]

@@ -122,9 +122,8 @@ class Detections(Mapping[str, np.ndarray]):
         tensor)."""
         raise NotImplementedError
 
-    def label_total(self, chosen: np.ndarray, label: int, ops: Any) -> Any:
-        """The sum of the scores of detections ``chosen`` (int indices, all of class
-        ``label``), a 0-d tensor."""
+    def total(self, chosen: np.ndarray, ops: Any) -> Any:
+        """The sum of the scores of detections ``chosen`` (int indices), a 0-d tensor."""
         raise NotImplementedError
 
     def __getitem__(self, key: str) -> np.ndarray:
@@ -163,7 +162,7 @@ class _MappingDetections(Detections):
     def box(self, k: int, ops: Any) -> Any:
         return self.det["boxes"][k]
 
-    def label_total(self, chosen: np.ndarray, label: int, ops: Any) -> Any:
+    def total(self, chosen: np.ndarray, ops: Any) -> Any:
         scores = self.det["scores"]
         total = scores[int(chosen[0])]
         for k in chosen[1:]:
@@ -202,7 +201,7 @@ def _image_score(det: Detections, spec: TargetSpec, i: int,
     if box is None or np.isnan(box).any():
         if not len(chosen):
             return None, label, found
-        return det.label_total(chosen, label, ops), label, found
+        return det.total(chosen, ops), label, found
     boxes_np = det.boxes
     overlaps = iou(box, boxes_np[chosen]) if len(chosen) else np.zeros(0)
     threshold = float(spec.thresholds[i]) if spec.thresholds is not None else 0.5
