@@ -5,10 +5,12 @@
 # A third builds the documentation: make docs (tutorials executed, site in build/site, checked in
 # Debian's Chromium).
 # The model zoo has its own venv, $(ZOO) (default .venv-zoo, from requirements-zoo.txt: torch
-# with torchvision, timm, transformers, pytorch-grad-cam; 6 GB, ~5 min to build):
-#   make test-zoo      the not-slow half of the torch model sweep, detection, segmentation and
-#                      wrapper tests on real architectures (random weights, nothing downloaded),
-#                      and agreement with the pytorch-grad-cam package itself
+# with torchvision, timm, transformers, pytorch-grad-cam; then requirements-zoo-nodeps.txt:
+# ultralytics without its dependencies; 6 GB, ~5 min to build):
+#   make test-zoo      the not-slow half of the torch model sweep, detection (torchvision,
+#                      Ultralytics YOLO, Hugging Face DETR), segmentation and wrapper tests on
+#                      real architectures (random weights, nothing downloaded), and agreement
+#                      with the pytorch-grad-cam package itself
 #   make models-table  every sweep (torch, keras, flax; slow half included, ~25 min), results in
 #                      .zoo-results/, then docs/models.md from them
 # make dist builds the sdists and wheels of the four distributions into dist/, runs twine check,
@@ -23,7 +25,8 @@ ZOO ?= .venv-zoo
 # link to the system's, whose age says nothing about the venv).
 ZOO_READY = $(ZOO)/installed-requirements-zoo.txt
 ZOO_TESTS = tests/test_zoo_torch.py tests/test_detection.py tests/test_segmentation.py \
-	tests/test_torch_wrappers.py tests/test_pytorch_grad_cam_package.py tests/test_zoo_attention.py
+	tests/test_torch_wrappers.py tests/test_pytorch_grad_cam_package.py tests/test_zoo_attention.py \
+	tests/test_yolo.py tests/test_detr.py
 
 .PHONY: demo test dist test-zoo models-table docs bench
 
@@ -31,14 +34,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# The zoo venv: built, or brought up to date, whenever requirements-zoo.txt is newer than it.
-# It installs from a copy, which becomes the stamp once installed: an edit made meanwhile is
-# installed by the next run.
-$(ZOO_READY): requirements-zoo.txt
+# The zoo venv: built, or brought up to date, whenever requirements-zoo.txt (or
+# requirements-zoo-nodeps.txt) is newer than it. It installs from a copy, which becomes the
+# stamp once installed: an edit made meanwhile is installed by the next run. Ultralytics goes in
+# without its declared dependencies (requirements-zoo-nodeps.txt says why; 1 s, 11 MB).
+$(ZOO_READY): requirements-zoo.txt requirements-zoo-nodeps.txt
 	$(PYTHON) -m venv $(ZOO)
 	$(ZOO)/bin/python -m pip install -q --upgrade pip
 	cp requirements-zoo.txt $@.new
 	$(ZOO)/bin/pip install -q -r $@.new
+	$(ZOO)/bin/pip install -q --no-deps -r requirements-zoo-nodeps.txt
 	mv $@.new $@
 
 demo: $(BIN)/python

@@ -154,6 +154,11 @@ class UltralyticsDetections(Detections):
         return ops.row_sum(ops.flatten((cls * ops.const(mask, cls))[None]))[0]
 
 
+def _field(raw: Any, key: str) -> Any:
+    """``raw[key]`` of a mapping, else ``raw.key``; None where there is none."""
+    return raw.get(key) if isinstance(raw, dict) else getattr(raw, key, None)
+
+
 def detr_output(raw: Any, *, image_size: int | tuple[int, int],
                 min_score: float = 0.0) -> list[DetrDetections]:
     """A DETR model's ``logits`` and ``pred_boxes`` as one set of scored candidates per image.
@@ -185,8 +190,7 @@ def detr_output(raw: Any, *, image_size: int | tuple[int, int],
     ValueError
         ``raw`` has no ``logits``/``pred_boxes``, or their shapes do not fit.
     """
-    get = raw.get if isinstance(raw, dict) else (lambda key: getattr(raw, key, None))
-    logits, boxes = get("logits"), get("pred_boxes")
+    logits, boxes = (_field(raw, key) for key in ("logits", "pred_boxes"))
     if logits is None or boxes is None:
         raise ValueError(f"detr_output needs an output with logits and pred_boxes (a DETR "
                          f"model's); got {type(raw).__name__}")
