@@ -5,7 +5,7 @@ Pass one of these as a method's ``output=``; it turns the model's raw output int
 :class:`~interp_core.targets.DetectionTarget` (and int or ``None`` targets) score as they score
 torchvision's detections::
 
-    cam = ic.GradCAM(yolo.model, "model.21", output=ic.detection.ultralytics_output)
+    cam = ic.GradCAM(yolo.model, "model.15", output=ic.detection.ultralytics_output)
     maps = cam(x, ic.DetectionTarget(label=0, box=[x1, y1, x2, y2]))
 
     cam = ic.GradCAM(detr, "model.backbone.conv_encoder.model.encoder.stages.3",
@@ -63,7 +63,7 @@ def ultralytics_output(raw: Any, *, num_classes: int | None = None,
                        min_score: float = 0.0) -> list[UltralyticsDetections]:
     """An Ultralytics YOLO model's raw output as one set of scored candidates per image.
 
-    For ``output=``: ``ic.GradCAM(yolo.model, "model.21", output=ic.detection.ultralytics_output)``.
+    For ``output=``: ``ic.GradCAM(yolo.model, "model.15", output=ic.detection.ultralytics_output)``.
     Works for YOLOv8, YOLO11 (and other heads with Ultralytics' ``Detect`` output) and their
     segmentation models (``-seg``), whose mask coefficients after the classes are recognised
     from the prototype masks beside them.

@@ -1,4 +1,4 @@
-"""Make the YOLO and DETR pictures of docs/detection.md (run in the zoo venv, ~3 min on 2 cores).
+"""Make the YOLO and DETR pictures of docs/detection.md (zoo venv; 1 to 15 min on 2 cores).
 
     .venv-zoo/bin/python scripts/make_detection_images.py
 
@@ -83,9 +83,9 @@ def yolo_picture() -> None:
     label, box = int(det.labels[k]), det.boxes[k].tolist()
     print(f"YOLO: true {CLASSES[shapes.labels[0]]} {xyxy(shapes.boxes)[0].tolist()}, "
           f"best {CLASSES[label]} {det.scores[k]:.2f} {np.round(box, 1).tolist()}")
-    gradcam = ic.GradCAM(net, "model.21", output=ic.detection.ultralytics_output).explain(
+    gradcam = ic.GradCAM(net, "model.15", output=ic.detection.ultralytics_output).explain(
         x, ic.DetectionTarget(label, box))
-    eigen = ic.EigenCAM(net, "model.21").explain(x)                       # no target
+    eigen = ic.EigenCAM(net, "model.15").explain(x)                       # no target
     image = (shapes.images[0] * 255).astype(np.uint8)
     tiles([(f"best box: {CLASSES[label]} {det.scores[k]:.2f}", with_box(image, box)),
            ("Grad-CAM of that box", with_box(ic.overlay(image, gradcam.maps[0]), box)),

@@ -47,10 +47,12 @@ def build(config: str):
     return ultralytics.YOLO(config, verbose=False).model
 
 
-def neck(net) -> str:
-    """The last neck block the head reads (``model.21`` for YOLOv8n, ``model.22`` for
-    YOLO11n)."""
-    return f"model.{net.model[-1].f[-1]}"
+def neck(net, level: int = 0) -> str:
+    """A neck block the head reads: level 0 is the stride-8 one (``model.15`` for YOLOv8n,
+    ``model.16`` for YOLO11n), which every scale's boxes depend on (the coarser levels are
+    computed from it); level -1 the stride-32 one (``model.21``, ``model.22``), which only the
+    stride-32 anchors read."""
+    return f"model.{net.model[-1].f[level]}"
 
 
 @pytest.fixture(scope="module", params=CONFIGS)
@@ -91,10 +93,11 @@ def _minmax(cam):
 
 
 def _independent_grad_cam(net, x, layer: str, label: int,
-                          box: list[float]) -> tuple[np.ndarray, np.ndarray]:
+                          box: list[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Grad-CAM of ``IoU(box, matched) + score(matched)``, by hand: the head's rows decoded in
     torch, the anchor of ``label`` with the largest IoU matched with torchvision's box_iou.
-    Returns the map before ReLU at the layer's resolution, and the final map."""
+    Returns the map before ReLU at the layer's resolution, the final map, and the final map
+    without the ReLU."""
     store = {}
     module = dict(net.named_modules())[layer]
     handle = module.register_forward_hook(lambda m, a, o: store.update(a=o))
@@ -119,10 +122,13 @@ def _independent_grad_cam(net, x, layer: str, label: int,
     finally:
         handle.remove()
         net.train(training)
-    raw_cam = (g.mean(dim=(2, 3), keepdim=True) * store["a"]).sum(1, keepdim=True)
-    cam = F.interpolate(_minmax(F.relu(raw_cam)), size=x.shape[2:], mode="bilinear",
-                        align_corners=False)
-    return raw_cam[:, 0].detach().numpy(), _minmax(cam)[:, 0].detach().numpy()
+    raw_cam = (g.mean(dim=(2, 3), keepdim=True) * store["a"]).sum(1, keepdim=True).detach()
+
+    def final(cam):
+        cam = F.interpolate(_minmax(cam), size=x.shape[2:], mode="bilinear", align_corners=False)
+        return _minmax(cam)[:, 0].numpy()
+
+    return raw_cam[:, 0].numpy(), final(F.relu(raw_cam)), final(raw_cam)
 
 
 def test_grad_cam_of_one_box_agrees_with_autograd_by_hand(yolo, x):
@@ -135,15 +141,19 @@ def test_grad_cam_of_one_box_agrees_with_autograd_by_hand(yolo, x):
     exp = cam.explain(x, ic.DetectionTarget(label, box))
     assert exp.maps.shape == (1, SIZE, SIZE) and exp.targets.tolist() == [label]
     assert 0.5 < exp.scores[0] < 2.0                          # IoU in (0.5, 1) + a score
-    raw, expected = _independent_grad_cam(yolo, x, layer, label, box)
+    raw, expected, without_relu = _independent_grad_cam(yolo, x, layer, label, box)
     scale = np.abs(raw).max()
     assert scale > 0
     np.testing.assert_allclose(exp.raw[layer], raw, rtol=1e-4, atol=1e-5 * scale)
     np.testing.assert_allclose(exp.maps, expected, atol=1e-5)
+    # Random weights may leave nothing after the ReLU: the whole pipeline without it too.
+    signed = ic.GradCAM(yolo, layer, output=ic.detection.ultralytics_output, relu=False)
+    np.testing.assert_allclose(signed(x, ic.DetectionTarget(label, box)), without_relu,
+                               atol=1e-5)
 
 
 def test_eigen_cam_needs_no_target_and_no_output(yolo, x):
-    exp = ic.EigenCAM(yolo, neck(yolo)).explain(x)
+    exp = ic.EigenCAM(yolo, neck(yolo, -1)).explain(x)       # the issue's "model.21"
     assert exp.maps.shape == (1, SIZE, SIZE) and np.isfinite(exp.maps).all()
     assert exp.maps.max() == pytest.approx(1.0) and exp.scores.shape == (0,)
     assert exp.targets.tolist() == [-1]
@@ -175,7 +185,7 @@ def test_the_model_is_left_as_it_was(mode, x):
     before = _state(net)
     assert not before["fused"] and before["training"][0] == ("", mode == "train")
     out = ic.detection.ultralytics_output
-    ic.GradCAM(net, "model.21", output=out)(x, target)
+    ic.GradCAM(net, "model.15", output=out)(x, target)
     ic.EigenCAM(net, "model.21")(x)
     if mode == "eval":  # Score-CAM folds BatchNorms into a stand-in: 64 channels of model.15
         ic.ScoreCAM(net, "model.15", output=out, batch_size=64)(x, target)

@@ -97,7 +97,7 @@ def targets(model: Any, x: Any, mask: np.ndarray, embedding: np.ndarray) -> None
 def detectors(yolo: Any, detr: Any, x: Any, raw: Any) -> None:
     """docs/detection.md: raw detector heads read by ic.detection."""
     box = [10.0, 12.0, 40.0, 60.0]
-    maps = ic.GradCAM(yolo, "model.21", output=ic.detection.ultralytics_output)(
+    maps = ic.GradCAM(yolo, "model.15", output=ic.detection.ultralytics_output)(
         x, ic.DetectionTarget(label=0, box=box))
     assert_type(maps, np.ndarray)
     output = functools.partial(ic.detection.detr_output, image_size=(96, 96))
