@@ -6,10 +6,11 @@
 # Debian's Chromium).
 # The model zoo has its own venv, $(ZOO) (default .venv-zoo, from requirements-zoo.txt: torch
 # with torchvision, timm, transformers, pytorch-grad-cam; then requirements-zoo-nodeps.txt,
-# without dependencies: quantus; 6 GB, ~5 min to build):
-#   make test-zoo      the not-slow half of the torch model sweep, detection, segmentation and
-#                      wrapper tests on real architectures (random weights, nothing downloaded),
-#                      and agreement with the pytorch-grad-cam and quantus packages themselves
+# without dependencies: quantus and ultralytics; 6 GB, ~5 min to build):
+#   make test-zoo      the not-slow half of the torch model sweep, detection (torchvision,
+#                      Ultralytics YOLO, Hugging Face DETR), segmentation and wrapper tests on
+#                      real architectures (random weights, nothing downloaded), and agreement
+#                      with the pytorch-grad-cam and quantus packages themselves
 #   make models-table  every sweep (torch, keras, flax; slow half included, ~25 min), results in
 #                      .zoo-results/, then docs/models.md from them
 # make dist builds the sdists and wheels of the four distributions into dist/, runs twine check,
@@ -25,7 +26,7 @@ ZOO ?= .venv-zoo
 ZOO_READY = $(ZOO)/installed-requirements-zoo.txt
 ZOO_TESTS = tests/test_zoo_torch.py tests/test_detection.py tests/test_segmentation.py \
 	tests/test_torch_wrappers.py tests/test_pytorch_grad_cam_package.py tests/test_zoo_attention.py \
-	tests/test_metrics_quantus.py
+	tests/test_metrics_quantus.py tests/test_yolo.py tests/test_detr.py
 
 .PHONY: demo test dist test-zoo models-table docs bench
 

@@ -11,6 +11,7 @@ stay importable from here for compatibility).
 >>> maps = cam(x, targets=[3, 7])                  # doctest: +SKIP
 """
 
+from interp_core import detection
 from interp_core.api import explain, methods
 from interp_core.audit import AuditResult, audit
 from interp_core.backend.hookspecs import BackendRegistration, hookimpl
@@ -125,6 +126,7 @@ __all__ = [
     "__version__",
     "audit",
     "backends",
+    "detection",
     "explain",
     "feature_grid",
     "feature_maps",

@@ -62,7 +62,9 @@ class DetectionTarget:
 
     The output is a list with one mapping per image holding ``"boxes"`` ``(K, 4)`` as
     ``(x1, y1, x2, y2)`` in input pixels, ``"labels"`` ``(K,)`` and ``"scores"`` ``(K,)`` (what
-    torchvision's Faster R-CNN, RetinaNet, FCOS, SSD and Mask R-CNN return in eval mode).
+    torchvision's Faster R-CNN, RetinaNet, FCOS, SSD and Mask R-CNN return in eval mode), or
+    what :mod:`interp_core.detection` reads from a raw head (``output=`` its
+    ``ultralytics_output`` for YOLO, ``detr_output`` for DETR).
 
     - With ``box``: the detection of class ``label`` (any class when ``label`` is None) whose
       box overlaps ``box`` most, if that IoU is at least ``iou_threshold``; score = IoU + the

@@ -14,6 +14,7 @@ import zoo_env
 
 import interp_core as ic
 from interp_core.backend.detection import iou
+from interp_core.backend.scoring import NumpyApiOps, target_scores
 from interp_core.backend.target_spec import resolve_targets
 
 # -- the core, without a framework ------------------------------------------------------------
@@ -45,6 +46,92 @@ def test_detection_targets_resolve_per_sample():
 def test_detection_target_checks_its_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ic.DetectionTarget(**kwargs)
+
+
+# -- ic.detection: raw heads read as detections, on NumPy (no framework) -------------------------
+def yolo_head(rows: int = 4 + 3, anchors: int = 6, seed: int = 0) -> np.ndarray:
+    """A raw Ultralytics head ``(1, 4 + C (+ extra), A)``: cx, cy, w, h in pixels, then
+    scores in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    head = rng.uniform(0.05, 0.95, size=(1, rows, anchors)).astype(np.float32)
+    head[:, :2] *= 64.0
+    head[:, 2:4] = head[:, 2:4] * 20.0 + 4.0
+    return head
+
+
+def test_ultralytics_output_reads_boxes_labels_and_scores():
+    head = yolo_head()
+    det, = ic.detection.ultralytics_output((head, {"feats": None}))
+    cx, cy, w, h = head[0, :4].astype(np.float64)
+    np.testing.assert_allclose(det["boxes"], np.stack([cx - w / 2, cy - h / 2, cx + w / 2,
+                                                       cy + h / 2], axis=1))
+    assert det["labels"].tolist() == head[0, 4:].argmax(0).tolist()
+    np.testing.assert_allclose(det["scores"], head[0, 4:].max(0))
+    assert dict(det).keys() == {"boxes", "labels", "scores"}
+    few, = ic.detection.ultralytics_output(head, min_score=float(np.median(det.scores)))
+    assert len(few.scores) == 3 and few.scores.min() >= np.median(det.scores)
+
+
+def test_ultralytics_output_skips_mask_coefficients_and_takes_num_classes():
+    head = yolo_head(rows=4 + 3 + 5)
+    head[:, 7:] = np.random.default_rng(1).normal(0, 4, size=(1, 5, 6))   # mask coefficients
+    protos = np.zeros((1, 5, 8, 8), dtype=np.float32)
+    det, = ic.detection.ultralytics_output(((head, protos), {}))           # a -seg model's output
+    assert det.labels.tolist() == head[0, 4:7].argmax(0).tolist()
+    with pytest.raises(ValueError, match=r"not class scores in \[0, 1\].*num_classes="):
+        ic.detection.ultralytics_output(head)          # the coefficients read as classes
+    det, = ic.detection.ultralytics_output(head, num_classes=3)
+    assert det.labels.tolist() == head[0, 4:7].argmax(0).tolist()
+    with pytest.raises(ValueError, match="num_classes=9 does not fit a head of 12 rows"):
+        ic.detection.ultralytics_output(head, num_classes=9)
+    with pytest.raises(ValueError, match="training mode"):
+        ic.detection.ultralytics_output({"boxes": 0, "scores": 0, "feats": 0})
+
+
+def _numpy_scores(output, targets, n=1):
+    return target_scores(output, resolve_targets(targets, n), NumpyApiOps(channel_axis=1))
+
+
+def test_ultralytics_detections_score_as_detection_targets():
+    head = yolo_head(anchors=8)
+    det, = out = ic.detection.ultralytics_output(head)
+    k = int(np.argmax(det.scores))
+    scores, top1 = _numpy_scores(out, None)
+    assert scores[0] == pytest.approx(det.scores[k]) and top1.tolist() == [det.labels[k]]
+    label = int(det.labels[k])
+    scores, _ = _numpy_scores(out, label)
+    assert scores[0] == pytest.approx(det.scores[det.labels == label].sum(), rel=1e-6)
+    box = det.boxes[k] + [1.0, 0.0, 2.0, -1.0]
+    scores, _ = _numpy_scores(out, ic.DetectionTarget(label, box, iou_threshold=0.0))
+    best = iou(box, det.boxes[det.labels == label]).max()
+    assert scores[0] == pytest.approx(best + det.scores[det.labels == label][
+        iou(box, det.boxes[det.labels == label]).argmax()], rel=1e-6)
+
+
+def test_detr_output_is_a_softmax_without_the_no_object_class():
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(2, 5, 4)).astype(np.float32)          # 3 classes + no object
+    boxes = rng.uniform(0.2, 0.6, size=(2, 5, 4)).astype(np.float32)
+    out = ic.detection.detr_output({"logits": logits, "pred_boxes": boxes}, image_size=(40, 80))
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    for i, det in enumerate(out):
+        assert det.labels.tolist() == p[i, :, :3].argmax(-1).tolist()
+        np.testing.assert_allclose(det.scores, p[i, :, :3].max(-1), rtol=1e-6)
+        cx, cy, w, h = boxes[i].T
+        np.testing.assert_allclose(det.boxes, np.stack([(cx - w / 2) * 80, (cy - h / 2) * 40,
+                                                        (cx + w / 2) * 80, (cy + h / 2) * 40], 1),
+                                   rtol=1e-6)
+    label = int(out[1].labels[0])
+    scores, _ = _numpy_scores(out, [ic.DetectionTarget(), ic.DetectionTarget(label)], n=2)
+    np.testing.assert_allclose(scores, [out[0].scores.sum(),
+                                        out[1].scores[out[1].labels == label].sum()], rtol=1e-6)
+    scores, _ = _numpy_scores(out, None, n=2)
+    np.testing.assert_allclose(scores, [d.scores.max() for d in out], rtol=1e-6)
+    with pytest.raises(ValueError, match="logits and pred_boxes"):
+        ic.detection.detr_output({"logits": logits}, image_size=8)
+    with pytest.raises(ValueError, match="image_size"):
+        ic.detection.detr_output({"logits": logits, "pred_boxes": boxes}, image_size=(0, 3))
 
 
 # -- a tiny detector, by hand -----------------------------------------------------------------
@@ -186,7 +273,8 @@ def test_default_layer_is_the_last_one_that_reaches_the_score(detector, x):
 
 # -- the Ultralytics YOLO recipe of docs/detection.md, on a stand-in with YOLO's output ----------
 def yolo_detections(raw):
-    """docs/detection.md's converter: YOLO's (N, 4 + C, A) to per-image detections."""
+    """The converter docs/detection.md had before ic.detection.ultralytics_output, by hand in
+    torch: YOLO's (N, 4 + C, A) to per-image detections."""
     preds = raw[0] if isinstance(raw, tuple | list) else raw      # (N, 4 + C, A)
     xy, wh, cls = preds[:, 0:2], preds[:, 2:4], preds[:, 4:]
     boxes = torch.cat([xy - wh / 2, xy + wh / 2], dim=1).transpose(1, 2)   # (N, A, 4) xyxy
@@ -219,21 +307,34 @@ class YoloLike(nn.Module):
 
 
 def test_the_yolo_recipe_explains_a_box():
+    """docs/detection.md's one line, ``output=ic.detection.ultralytics_output``: the score and
+    the gradient equal those of the hand-written converter above (torch.cat and max)."""
     net = YoloLike().eval()
     torch.manual_seed(3)
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         det = yolo_detections(net(x))[0]
+        ours = ic.detection.ultralytics_output(net(x))[0]
+    np.testing.assert_allclose(ours.boxes, det["boxes"].numpy(), rtol=1e-6, atol=1e-5)
+    assert ours.labels.tolist() == det["labels"].tolist()
     k = int(det["scores"].argmax())
-    target = ic.DetectionTarget(int(det["labels"][k]), det["boxes"][k].tolist())
-    exp = ic.GradCAM(net, "model", output=yolo_detections).explain(x, target)
-    assert exp.scores[0] == pytest.approx(1.0 + float(det["scores"][k]), rel=1e-5)
+    for shift in ([0.0] * 4, [1.0, -0.5, 0.5, 1.5]):          # on the box (ties), and off it
+        box = (det["boxes"][k].numpy() + shift).tolist()
+        target = ic.DetectionTarget(int(det["labels"][k]), box)
+        exp = ic.GradCAM(net, "model", output=ic.detection.ultralytics_output).explain(x, target)
+        by_hand = ic.GradCAM(net, "model", output=yolo_detections).explain(x, target)
+        assert exp.scores[0] == pytest.approx(by_hand.scores[0], rel=1e-5)
+        np.testing.assert_allclose(exp.raw["model"], by_hand.raw["model"], rtol=1e-4, atol=1e-7)
+    assert exp.scores[0] < 1.0 + float(det["scores"][k])
     raw = _by_hand_layer(net, x, "model",
                          lambda out: yolo_detections(out)[0]["scores"][k] + 1.0,
                          unpack=False)
     # Matched with its own box, the IoU is at its maximum, 1: with ties split as torch splits
     # them its gradient is 0, so the gradient is the score's alone.
-    np.testing.assert_allclose(exp.raw["model"], raw, rtol=1e-4, atol=1e-7)
+    on_box = ic.GradCAM(net, "model", output=ic.detection.ultralytics_output).explain(
+        x, ic.DetectionTarget(int(det["labels"][k]), det["boxes"][k].tolist()))
+    assert on_box.scores[0] == pytest.approx(1.0 + float(det["scores"][k]), rel=1e-5)
+    np.testing.assert_allclose(on_box.raw["model"], raw, rtol=1e-4, atol=1e-7)
 
 
 # -- torchvision detectors (zoo environment) ---------------------------------------------------

@@ -135,6 +135,7 @@ ALLOWED_IMPORTS: dict[str, set[str]] = {
     "targets": set(),
     "split": set(),
     "backend": {"targets"},
+    "detection": {"backend"},
     "imaging": {"backend"},
     "methods": {"backend", "imaging", "targets"},
     "viz": {"methods"},

@@ -1,7 +1,8 @@
-"""The zoo environment's policy: tests that need torchvision, timm, transformers or
-pytorch-grad-cam (``requirements-zoo.txt``, the venv ``make test-zoo`` builds) skip where those
-are missing, unless ``INTERP_TEST_ZOO=1`` (set by ``make test-zoo``, so by CI), which makes a
-missing package a failure instead of a silent skip."""
+"""The zoo environment's policy: tests that need torchvision, timm, transformers,
+pytorch-grad-cam or ultralytics (``requirements-zoo.txt`` and ``requirements-zoo-nodeps.txt``,
+the venv ``make test-zoo`` builds) skip where those are missing, unless ``INTERP_TEST_ZOO=1``
+(set by ``make test-zoo``, so by CI), which makes a missing package a failure instead of a
+silent skip."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from types import ModuleType
 
 import pytest
 
-INSTALL = ("python3 -m venv .venv-zoo && .venv-zoo/bin/pip install -r requirements-zoo.txt "
+INSTALL = ("python3 -m venv .venv-zoo && .venv-zoo/bin/pip install -r requirements-zoo.txt && "
+           ".venv-zoo/bin/pip install --no-deps -r requirements-zoo-nodeps.txt "
            "(or: make test-zoo)")
 
 

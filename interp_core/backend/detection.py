@@ -15,11 +15,17 @@ Target kinds on a detection output:
   one, the label's scores summed;
 - ``"class"`` (an int target): the class's scores summed;
 - ``"top1"`` (no target): the most confident detection's score; its label is the sample's class.
+
+Detectors whose head returns raw tensors rather than ready boxes (Ultralytics YOLO's dense
+``(4 + classes, anchors)`` head, DETR's per-query logits and boxes) give one
+:class:`Detections` per image instead of a plain mapping (:mod:`interp_core.detection` builds
+them): the matching reads their NumPy values, and each computes the chosen detection's score
+and box from the model's own tensors only when asked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -81,6 +87,94 @@ def _iou_tensor(box: np.ndarray, pred: Any, pred_values: np.ndarray) -> Any:
     return inter / (area_pred + area_box - inter)
 
 
+class Detections(Mapping[str, np.ndarray]):
+    """One image's detections kept as the model's tensors and scored lazily.
+
+    The base of detections read from a raw detector head (:mod:`interp_core.detection`). A
+    subclass sets the NumPy values the matching reads and implements the three differentiable
+    reads; it must use only indexing, slicing, arithmetic and ``ops`` on the tensors, so that
+    it works on every framework's tensors. As a mapping it shows the values: ``"boxes"``,
+    ``"labels"``, ``"scores"``.
+
+    Attributes
+    ----------
+    boxes : np.ndarray
+        float64 ``(K, 4)``, ``(x1, y1, x2, y2)`` in input pixels.
+    labels : np.ndarray
+        int64 ``(K,)``.
+    scores : np.ndarray
+        float64 ``(K,)``.
+    like : tensor
+        A tensor of the model output, whose dtype and device constants take.
+    """
+
+    boxes: np.ndarray
+    labels: np.ndarray
+    scores: np.ndarray
+    like: Any
+
+    def score(self, k: int, ops: Any) -> Any:
+        """The score of detection ``k`` as a 0-d tensor."""
+        raise NotImplementedError
+
+    def box(self, k: int, ops: Any) -> Sequence[Any]:
+        """The box of detection ``k``: four 0-d tensors ``(x1, y1, x2, y2)`` (or a ``(4,)``
+        tensor)."""
+        raise NotImplementedError
+
+    def total(self, chosen: np.ndarray, ops: Any) -> Any:
+        """The sum of the scores of detections ``chosen`` (int indices), a 0-d tensor."""
+        raise NotImplementedError
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in DETECTION_KEYS:
+            raise KeyError(key)
+        return getattr(self, key)  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(DETECTION_KEYS)
+
+    def __len__(self) -> int:
+        return len(DETECTION_KEYS)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {_describe(self.labels, self.scores)}>"
+
+
+class _MappingDetections(Detections):
+    """A plain mapping of tensors (torchvision's detections) read as :class:`Detections`."""
+
+    def __init__(self, det: Mapping[str, Any]) -> None:
+        self.det = det
+        self.labels = values(det["labels"]).astype(np.int64).reshape(-1)
+        self.scores = values(det["scores"]).astype(np.float64).reshape(-1)
+        self.like = det["scores"]
+
+    @property  # type: ignore[override]
+    def boxes(self) -> np.ndarray:
+        if "boxes" not in self.det:
+            raise ValueError("DetectionTarget with a box needs a 'boxes' entry in the detections")
+        return values(self.det["boxes"]).astype(np.float64).reshape(-1, 4)
+
+    def score(self, k: int, ops: Any) -> Any:
+        return self.det["scores"][k]
+
+    def box(self, k: int, ops: Any) -> Any:
+        return self.det["boxes"][k]
+
+    def total(self, chosen: np.ndarray, ops: Any) -> Any:
+        scores = self.det["scores"]
+        total = scores[int(chosen[0])]
+        for k in chosen[1:]:
+            total = total + scores[int(k)]
+        return total
+
+
+def as_detections(det: Mapping[str, Any]) -> Detections:
+    """``det`` as :class:`Detections` (a plain mapping of tensors is wrapped)."""
+    return det if isinstance(det, Detections) else _MappingDetections(det)
+
+
 def _describe(labels: np.ndarray, scores: np.ndarray, limit: int = 5) -> str:
     if not len(labels):
         return "no detections"
@@ -90,31 +184,25 @@ def _describe(labels: np.ndarray, scores: np.ndarray, limit: int = 5) -> str:
     return f"{len(labels)} detections ({listed}{more})"
 
 
-def _image_score(det: Mapping[str, Any], spec: TargetSpec, i: int) -> tuple[Any, int, str]:
+def _image_score(det: Detections, spec: TargetSpec, i: int,
+                 ops: Any) -> tuple[Any, int, str]:
     """One image's score (a 0-d tensor, or None when nothing matches), its class, and what it
     found (for the error when no image matches)."""
-    labels = values(det["labels"]).astype(np.int64).reshape(-1)
-    scores_np = values(det["scores"]).astype(np.float64).reshape(-1)
+    labels, scores_np = det.labels, det.scores
     found = _describe(labels, scores_np)
-    scores = det["scores"]
     if spec.kind == "top1":
         if not len(labels):
             return None, -1, found
         k = int(np.argmax(scores_np))
-        return scores[k], int(labels[k]), found
+        return det.score(k, ops), int(labels[k]), found
     label = int(spec.indices[i])
     chosen = np.flatnonzero(labels == label) if label >= 0 else np.arange(len(labels))
     box = None if spec.boxes is None else spec.boxes[i]
     if box is None or np.isnan(box).any():
         if not len(chosen):
             return None, label, found
-        total = scores[int(chosen[0])]
-        for k in chosen[1:]:
-            total = total + scores[int(k)]
-        return total, label, found
-    if "boxes" not in det:
-        raise ValueError("DetectionTarget with a box needs a 'boxes' entry in the detections")
-    boxes_np = values(det["boxes"]).astype(np.float64).reshape(-1, 4)
+        return det.total(chosen, ops), label, found
+    boxes_np = det.boxes
     overlaps = iou(box, boxes_np[chosen]) if len(chosen) else np.zeros(0)
     threshold = float(spec.thresholds[i]) if spec.thresholds is not None else 0.5
     if not len(chosen) or overlaps.max() < threshold:
@@ -122,8 +210,8 @@ def _image_score(det: Mapping[str, Any], spec: TargetSpec, i: int) -> tuple[Any,
         return None, label, f"{found}; {best} with box {box.tolist()}"
     k = int(chosen[int(np.argmax(overlaps))])
     if overlaps.max() <= 0:  # iou_threshold=0 and no overlap: the IoU term is a constant 0
-        return scores[k], label, found
-    return _iou_tensor(box, det["boxes"][k], boxes_np[k]) + scores[k], label, found
+        return det.score(k, ops), label, found
+    return _iou_tensor(box, det.box(k, ops), boxes_np[k]) + det.score(k, ops), label, found
 
 
 def detection_scores(output: Sequence[Mapping[str, Any]], spec: TargetSpec,
@@ -133,7 +221,8 @@ def detection_scores(output: Sequence[Mapping[str, Any]], spec: TargetSpec,
     Parameters
     ----------
     output : list of mappings
-        One mapping per image with ``"labels"``, ``"scores"`` (and ``"boxes"`` for box targets).
+        One mapping per image with ``"labels"``, ``"scores"`` (and ``"boxes"`` for box targets),
+        or one :class:`Detections` per image.
     spec : TargetSpec
         ``"top1"``, ``"class"`` or ``"detection"``.
     ops : TensorOps
@@ -165,16 +254,17 @@ def detection_scores(output: Sequence[Mapping[str, Any]], spec: TargetSpec,
     total = None
     classes = np.full(n, -1, dtype=np.int64)
     notes = []
-    for i, det in enumerate(output):
-        score, classes[i], found = _image_score(det, spec, i)
+    images = [as_detections(det) for det in output]
+    for i, det in enumerate(images):
+        score, classes[i], found = _image_score(det, spec, i, ops)
         notes.append(f"image {i}: {found}")
         if score is None:
             continue
         onehot = np.zeros(n, dtype=np.float32)
         onehot[i] = 1.0
-        part = score * ops.const(onehot, det["scores"])
+        part = score * ops.const(onehot, det.like)
         total = part if total is None else total + part
-    like = output[0]["scores"]
+    like = images[0].like
     if total is None:
         if spec.kind != "top1":
             raise ValueError(

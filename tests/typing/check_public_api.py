@@ -8,6 +8,7 @@ pytest (no ``test_`` prefix); the calls sit in functions that nothing calls.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -100,6 +101,20 @@ def targets(model: Any, x: Any, mask: np.ndarray, embedding: np.ndarray) -> None
     assert_type(ic.ClassTarget(3).index, int)
     assert_type(ic.BinaryTarget().positive, bool)
     assert_type(ic.DetectionTarget().label, int | None)
+
+
+def detectors(yolo: Any, detr: Any, x: Any, raw: Any) -> None:
+    """docs/detection.md: raw detector heads read by ic.detection."""
+    box = [10.0, 12.0, 40.0, 60.0]
+    maps = ic.GradCAM(yolo, "model.15", output=ic.detection.ultralytics_output)(
+        x, ic.DetectionTarget(label=0, box=box))
+    assert_type(maps, np.ndarray)
+    output = functools.partial(ic.detection.detr_output, image_size=(96, 96))
+    ic.GradCAM(detr, "model.backbone.model.encoder.stages.3", output=output)(x)
+    dets = ic.detection.ultralytics_output(raw, num_classes=80, min_score=0.25)
+    assert_type(dets, list[ic.detection.UltralyticsDetections])
+    assert_type(dets[0]["boxes"], np.ndarray)
+    assert_type(ic.detection.detr_output(raw, image_size=96)[0].scores, np.ndarray)
 
 
 def jax_split(x: Any) -> None:
