@@ -305,14 +305,19 @@ def test_resume_refuses_changed_settings_and_out_is_never_clobbered(dataset, tmp
 
 
 # -- options ----------------------------------------------------------------------------------
-def test_faithfulness_metrics_when_asked(dataset, tmp_path):
-    rows = dataset["rows"][:4]
+def first_four(dataset, tmp_path) -> Path:
+    """A manifest of the dataset's first four images (absolute paths)."""
     manifest = tmp_path / "four.csv"
     with open(manifest, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["path", "label"])
         writer.writeheader()
         writer.writerows({"path": str(dataset["manifest"].parent / r["path"]),
-                          "label": r["label"]} for r in rows)
+                          "label": r["label"]} for r in dataset["rows"][:4])
+    return manifest
+
+
+def test_faithfulness_metrics_when_asked(dataset, tmp_path):
+    manifest = first_four(dataset, tmp_path)
     table = audit("demo:torch", manifest, tmp_path / "out", progress=False,
                   faithfulness=("deletion", "insertion", "average_drop")).table()
     images = png_images(table.column("path").to_pylist())
@@ -439,13 +444,7 @@ def test_confidence_intervals():
 
 
 def test_target_free_method_rows_have_no_score_but_a_prediction(dataset, tmp_path):
-    rows = dataset["rows"][:4]
-    manifest = tmp_path / "four.csv"
-    with open(manifest, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["path", "label"])
-        writer.writeheader()
-        writer.writerows({"path": str(dataset["manifest"].parent / r["path"]),
-                          "label": r["label"]} for r in rows)
+    manifest = first_four(dataset, tmp_path)
     table = audit("demo:torch", manifest, tmp_path / "out", progress=False, method="eigencam",
                   faithfulness=("deletion",)).table()
     images = png_images(table.column("path").to_pylist())

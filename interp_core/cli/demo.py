@@ -38,8 +38,10 @@ DEMO_METHODS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "fin
 #: The ViT's methods: CAMs on the token layer that ``layer=None`` finds (the last block's
 #: first norm), input gradients, and the attention methods (issue #22), which read the
 #: attention probabilities. As for the CNN, a name ``interp methods`` does not list is skipped.
-#: (EigenCAM is left out: on these tokens its first component is the background.)
-VIT_METHODS = ("gradcam", "layercam", "saliency", "inputxgradient",
+#: (EigenCAM is left out: on these tokens its first component is the background. ShapleyCAM is
+#: shown here rather than on the CNN, whose ReLUs make its Hessian term 0, so that it equals
+#: Grad-CAM there; the ViT's GELUs, softmax and LayerNorms do not.)
+VIT_METHODS = ("gradcam", "shapleycam", "layercam", "saliency", "inputxgradient",
                "attentionrollout", "gradientrollout", "legrad")
 DEMO_IMAGES = 8
 DEMO_SEED = 7  # held out: the training scripts draw from seeds 1000, 2000 and 3000 onwards
