@@ -260,8 +260,9 @@ class TensorFlowBackend:
         output: Any = None, native_layout: bool = False,
     ) -> protocol.Capture:
         """:meth:`capture` with each layer's Hessian-vector product ``H A`` (capability
-        ``"hvp"``): nested gradient tapes in a compiled pass of its own, cached like
-        :meth:`capture`'s (:class:`~interp_tensorflow.hvp.HvpProgram`)."""
+        ``"hvp"``): second-order symbolic ``tf.gradients`` in a compiled pass of its own,
+        cached like :meth:`capture`'s (:class:`~interp_tensorflow.hvp.HvpProgram`; why not
+        nested tapes: its module docstring)."""
         _check_model(model)
         x = self._prepare(inputs, model)
         paths = tuple(p for p, _ in resolve(model, layers))

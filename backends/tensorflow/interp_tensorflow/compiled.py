@@ -100,6 +100,47 @@ def canonical(t: tf.Tensor, data_format: str) -> tf.Tensor:
     return tf.cast(t, tf.float32)
 
 
+def recording_hooks(layers: Sequence[tuple[str, Any, str]], store: dict[str, tf.Tensor],
+                    watch: Callable[[tf.Tensor], Any] | None = None
+                    ) -> list[tuple[str, Any, Hook]]:
+    """One hook per ``(path, layer, format)`` that records the layer's output in ``store``
+    (``watch`` it first, for a tape), refusing a layer that runs twice."""
+    def make_hook(path: str) -> Hook:
+        def hook(t: tf.Tensor) -> tf.Tensor:
+            if watch is not None:
+                watch(t)
+            if path in store:
+                raise layer_ran_twice_error(path)
+            store[path] = t
+            return t
+        return hook
+
+    return [(p, layer, make_hook(p)) for p, layer, _ in layers]
+
+
+def check_connected(paths: Sequence[str], gradients: Sequence[tf.Tensor | None]) -> None:
+    """Raise ValueError naming the layers whose gradient is None: the score ignores them."""
+    unconnected = [p for p, g in zip(paths, gradients, strict=True) if g is None]
+    if unconnected:
+        raise ValueError(
+            f"layer(s) {unconnected} are not connected to the explained output: the "
+            "target score does not depend on them. Pick a layer on the path to the "
+            "output (or choose the output with output=)"
+        )
+
+
+def mark_non_finite(result: dict[str, Any], x: Any, keys: Sequence[str]) -> dict[str, Any]:
+    """``result`` with the samples of non-finite inputs marked in its ``scores`` and in each
+    list of per-layer tensors under ``keys`` (None lists stay None)."""
+    bad = non_finite_samples(x)
+    if bad is not None:
+        for key in keys:
+            if result[key] is not None:
+                result[key] = [mark_samples(t, bad) for t in result[key]]
+        result["scores"] = mark_samples(result["scores"], bad)
+    return result
+
+
 @dataclasses.dataclass(eq=False)
 class Program:
     """One compiled pass over one model.
@@ -174,18 +215,7 @@ class Program:
         layers = self._layers(model)
         store: dict[str, tf.Tensor] = {}
         tape = tf.GradientTape(watch_accessed_variables=False) if self.gradients else None
-
-        def make_hook(path: str) -> Hook:
-            def hook(t: tf.Tensor) -> tf.Tensor:
-                if tape is not None:
-                    tape.watch(t)
-                if path in store:
-                    raise layer_ran_twice_error(path)
-                store[path] = t
-                return t
-            return hook
-
-        hooks = [(p, layer, make_hook(p)) for p, layer, _ in layers]
+        hooks = recording_hooks(layers, store, None if tape is None else tape.watch)
         with tape if tape is not None else contextlib.nullcontext():
             out = forward(model, x, hooks, self.output)
             missing = [p for p, _, _ in layers if p not in store]
@@ -196,13 +226,7 @@ class Program:
         grads: list[tf.Tensor] | None = None
         if tape is not None:
             raw_grads = tape.gradient(total, [store[p] for p, _, _ in layers])
-            unconnected = [p for (p, _, _), g in zip(layers, raw_grads, strict=True) if g is None]
-            if unconnected:
-                raise ValueError(
-                    f"layer(s) {unconnected} are not connected to the explained output: the "
-                    "target score does not depend on them. Pick a layer on the path to the "
-                    "output (or choose the output with output=)"
-                )
+            check_connected([p for p, _, _ in layers], raw_grads)
             grads = [self._layout(g, fmt) for g, (_, _, fmt) in zip(raw_grads, layers,
                                                                     strict=True)]
         result = {
@@ -211,13 +235,7 @@ class Program:
             "scores": tf.cast(scores, tf.float32),
             "top1": top1,
         }
-        bad = non_finite_samples(x)
-        if bad is not None:
-            mark = lambda t: mark_samples(t, bad)  # noqa: E731
-            result["acts"] = [mark(t) for t in result["acts"]]
-            result["grads"] = None if grads is None else [mark(t) for t in result["grads"]]
-            result["scores"] = mark(result["scores"])
-        return result
+        return mark_non_finite(result, x, ("acts", "grads"))
 
     def _layout(self, t: tf.Tensor, data_format: str) -> tf.Tensor:
         return tf.cast(t, tf.float32) if self.native_layout else canonical(t, data_format)

@@ -28,11 +28,16 @@ from typing import Any
 
 import tensorflow as tf
 
-from interp_core.backend.layers import layer_ran_twice_error, missing_layers_error
+from interp_core.backend.layers import missing_layers_error
 from interp_core.backend.scoring import target_scores
 from interp_core.backend.target_spec import TargetSpec
-from interp_tensorflow.compiled import Program, forward, mark_samples, non_finite_samples
-from interp_tensorflow.layers import Hook
+from interp_tensorflow.compiled import (
+    Program,
+    check_connected,
+    forward,
+    mark_non_finite,
+    recording_hooks,
+)
 
 #: The gradient the ``StopGradient`` ops of a traced forward pass get in :func:`exact_moments`.
 MOMENTS_STOP_GRADIENT = "InterpCoreMomentsStopGradient"
@@ -65,16 +70,7 @@ class HvpProgram(Program):
         """Activations, gradients, ``H A`` per layer, scores and top-1 classes."""
         layers = self._layers(model)
         store: dict[str, tf.Tensor] = {}
-
-        def make_hook(path: str) -> Hook:
-            def hook(t: tf.Tensor) -> tf.Tensor:
-                if path in store:
-                    raise layer_ran_twice_error(path)
-                store[path] = t
-                return t
-            return hook
-
-        hooks = [(p, layer, make_hook(p)) for p, layer, _ in layers]
+        hooks = recording_hooks(layers, store)
         with exact_moments():
             out = forward(model, x, hooks, self.output)
         missing = [p for p, _, _ in layers if p not in store]
@@ -83,13 +79,7 @@ class HvpProgram(Program):
         scores, top1 = target_scores(out, spec, self._ops(consts))
         acts = [store[p] for p, _, _ in layers]
         grads = tf.gradients(tf.reduce_sum(scores), acts)
-        unconnected = [p for (p, _, _), g in zip(layers, grads, strict=True) if g is None]
-        if unconnected:
-            raise ValueError(
-                f"layer(s) {unconnected} are not connected to the explained output: the "
-                "target score does not depend on them. Pick a layer on the path to the "
-                "output (or choose the output with output=)"
-            )
+        check_connected([p for p, _, _ in layers], grads)
         products = []
         for a, g in zip(acts, grads, strict=True):
             (h,) = tf.gradients(g, [a], grad_ys=[a],
@@ -103,9 +93,4 @@ class HvpProgram(Program):
             "scores": tf.cast(scores, tf.float32),
             "top1": top1,
         }
-        bad = non_finite_samples(x)
-        if bad is not None:
-            for key in ("acts", "grads", "hvp"):
-                result[key] = [mark_samples(t, bad) for t in result[key]]
-            result["scores"] = mark_samples(result["scores"], bad)
-        return result
+        return mark_non_finite(result, x, ("acts", "grads", "hvp"))
