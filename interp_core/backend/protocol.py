@@ -239,9 +239,10 @@ class HvpBackend(Protocol):
     Where ``G = d(S)/dA`` is the gradient of the summed target scores ``S`` at a layer's
     activations ``A``, the Hessian-vector product is ``H A = d(G . stop_gradient(A))/dA``: one
     forward pass, a backward pass that is itself recorded, and a second backward pass through
-    it (torch ``autograd.grad(..., create_graph=True)`` twice, nested TensorFlow tapes, JAX
-    ``jvp`` of ``grad``). For networks that are piecewise linear above the layer (ReLU,
-    max-pooling, eval-mode batch norm) and a target linear in the output (a logit), ``H A`` is
+    it (torch ``autograd.grad(..., create_graph=True)`` then ``autograd.grad`` of that,
+    TensorFlow second-order symbolic ``tf.gradients``, JAX ``linearize`` of ``grad``). For
+    networks that are piecewise linear above the layer (ReLU, max-pooling, eval-mode batch
+    norm) and a target linear in the output (a logit), ``H A`` is
     zero; it is not with smooth activations (SiLU, GELU) or a softmax target.
     """
 

@@ -101,12 +101,9 @@ class CAMMethod(Method):
         raw: dict[str, np.ndarray] = {}
         weights: dict[str, np.ndarray] = {}
         for layer, (name, layer_capture) in zip(layers, capture.layers.items(), strict=True):
-            acts, grads, channel_axis = self._canonical(
-                name, layer_capture.activations, layer_capture.gradients, capture.input_spatial)
-            hvp = None
-            if layer_capture.hvp is not None:  # the same reshaping as the gradients'
-                hvp = self._canonical(name, layer_capture.activations, layer_capture.hvp,
-                                      capture.input_spatial)[1]
+            acts, grads, hvp, channel_axis = self._canonical(
+                name, layer_capture.activations, layer_capture.gradients, capture.input_spatial,
+                layer_capture.hvp)
             ctx = LayerContext(self.backend, self.model, x, targets, capture, layer, name,
                                channel_axis, hvp)
             raw[name], layer_weights = self._checked_map(name, acts, grads, ctx)
@@ -170,23 +167,27 @@ class CAMMethod(Method):
 
     def _canonical(
         self, name: str, acts: np.ndarray, grads: np.ndarray | None,
-        input_spatial: Sequence[int] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray | None, int | None]:
-        """The layer's arrays as ``(N, *spatial, C)``, and the native channel axis where it
-        is not the framework's usual one (see :class:`LayerContext`)."""
+        input_spatial: Sequence[int] | None = None, hvp: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, int | None]:
+        """The layer's arrays (activations, gradients, Hessian-vector product) as
+        ``(N, *spatial, C)``, all read alike, and the native channel axis where it is not the
+        framework's usual one (see :class:`LayerContext`)."""
         channel_axis = None
         native_first = declared_layout(self.backend, self.model) == CHANNELS_FIRST
         if self.reshape is not None:
             if native_first and acts.ndim == 3:  # tokens (N, T, C), as tokens_to_grid reads them
                 channel_axis = 2
-            acts = np.asarray(self.reshape(acts), dtype=np.float32)
-            grads = None if grads is None else np.asarray(self.reshape(grads), dtype=np.float32)
+            reshape = self.reshape
+            acts = np.asarray(reshape(acts), dtype=np.float32)
+            grads, hvp = (None if a is None else np.asarray(reshape(a), dtype=np.float32)
+                          for a in (grads, hvp))
         elif input_spatial is not None:
             # Token layers (N, T, C) and channels-last grids become (N, *grid, C) on their own.
             ndim = acts.ndim
             acts, grads, layout = as_grid(acts, grads, input_spatial,
                                           native_channels_first=native_first)
             if layout is not None and not layout.is_identity:
+                hvp = None if hvp is None else layout.apply(hvp)
                 axis = layout.native_channel_axis(ndim, native_first)
                 usual = 1 if native_first else ndim - 1
                 channel_axis = None if axis == usual else axis
@@ -196,7 +197,7 @@ class CAMMethod(Method):
                 f"{type(self).__name__} needs a layer with a spatial output (N, *spatial, C), "
                 "e.g. a convolution block, or reshape=tokens_to_grid(...) for token layers"
             )
-        return acts, grads, channel_axis
+        return acts, grads, hvp, channel_axis
 
     def _checked_map(
         self, name: str, acts: np.ndarray, grads: np.ndarray | None, ctx: LayerContext
