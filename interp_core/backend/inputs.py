@@ -75,12 +75,17 @@ def check_batch(inputs: Any) -> int:
     return n
 
 
+def check_positive_int(value: Any, name: str) -> int:
+    """``value`` as an int, or a ``ValueError`` naming ``name`` unless it is a positive int
+    (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
 def check_batch_size(batch_size: Any) -> int:
     """``batch_size`` as an int, or a ``ValueError`` unless it is a positive int."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) \
-            or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    return int(batch_size)
+    return check_positive_int(batch_size, "batch_size")
 
 
 def chunks(n: int, batch_size: int) -> Iterator[slice]:

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from interp_core.backend.inputs import check_batch_size
+from interp_core.backend.inputs import check_batch_size, check_positive_int
 from interp_core.backend.layout import CHANNELS_FIRST, input_layout
 from interp_core.backend.protocol import SCORE_INPUT_GRADIENTS, InputGradients
 from interp_core.backend.target_spec import TargetSpec, fixed_targets
@@ -300,12 +300,10 @@ class SmoothGrad(InputGradientMethod):
     def __init__(self, model: Any, layer: Any = None, *, n_samples: int = 50,
                  noise_level: float = 0.15, seed: int = 0, **kwargs: Any) -> None:
         super().__init__(model, layer, **kwargs)
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int | np.integer) \
-                or n_samples < 1:
-            raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
+        n_samples = check_positive_int(n_samples, "n_samples")
         if not math.isfinite(noise_level) or noise_level < 0:
             raise ValueError(f"noise_level must be a finite number >= 0, got {noise_level!r}")
-        self.n_samples = int(n_samples)
+        self.n_samples = n_samples
         self.noise_level = float(noise_level)
         self.seed = int(seed)
 

@@ -118,12 +118,6 @@ def _order(maps: np.ndarray, most_first: bool = True) -> np.ndarray:
     return ranks
 
 
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
-
-
 def _check_order(order: Any, allowed: tuple[str, ...] = ("morf", "lerf")) -> str:
     if order not in allowed:
         names = {"morf": "'morf' (most relevant first)", "lerf": "'lerf' (least relevant first)",

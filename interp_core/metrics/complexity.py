@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from interp_core.backend.inputs import check_positive_int
 from interp_core.metrics._common import _check_maps
 
 
@@ -99,8 +100,7 @@ def histogram_entropy(maps: Any, n_bins: int = 100) -> np.ndarray:
     np.ndarray
         float32 ``(N,)`` in [0, log n_bins].
     """
-    if isinstance(n_bins, bool) or not isinstance(n_bins, int | np.integer) or n_bins < 1:
-        raise ValueError(f"n_bins must be a positive int, got {n_bins!r}")
+    n_bins = check_positive_int(n_bins, "n_bins")
     flat = _check_maps(maps)
     flat = flat.reshape(len(flat), -1)
     # np.histogram per map: each map has its own range, and bin membership must match

@@ -6,8 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from interp_core.backend.inputs import check_positive_int
 from interp_core.backend.layout import CHANNELS_FIRST, NO_CHANNELS
-from interp_core.metrics._common import _check_positive_int, _setup, make_baseline
+from interp_core.metrics._common import _setup, make_baseline
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -93,8 +94,8 @@ def faithfulness_correlation(model: Any, inputs: Any, maps: Any, targets: Any = 
     s = _setup(model, inputs, maps, targets, backend, batch_size, output)
     pixels = int(np.prod(s.spatial))
     if subsets is None:
-        nr_runs = _check_positive_int("nr_runs", nr_runs)
-        subset_size = _check_positive_int("subset_size", subset_size)
+        nr_runs = check_positive_int(nr_runs, "nr_runs")
+        subset_size = check_positive_int(subset_size, "subset_size")
         if subset_size > pixels:
             raise ValueError(f"subset_size={subset_size} is larger than the maps' {pixels} "
                              "pixels")

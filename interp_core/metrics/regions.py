@@ -6,8 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from interp_core.backend.inputs import check_positive_int
 from interp_core.imaging import blend
-from interp_core.metrics._common import _check_order, _check_positive_int, _setup, make_baseline
+from interp_core.metrics._common import _check_order, _setup, make_baseline
 from interp_core.metrics.faithfulness import Curve
 
 
@@ -72,10 +73,10 @@ def region_perturbation_curve(model: Any, inputs: Any, maps: Any, targets: Any =
         ``scores (N, K + 1)``.
     """
     order = _check_order(order, ("morf", "lerf", "random"))
-    patch_size = _check_positive_int("patch_size", patch_size)
+    patch_size = check_positive_int(patch_size, "patch_size")
     s = _setup(model, inputs, maps, targets, backend, batch_size, output)
     ids, count = patch_grid(s.spatial, patch_size)
-    steps = count if regions is None else min(_check_positive_int("regions", regions), count)
+    steps = count if regions is None else min(check_positive_int(regions, "regions"), count)
     flat = s.maps.reshape(s.n, -1).astype(np.float64)
     offsets = np.arange(s.n)[:, None] * count
     sums = np.bincount((ids[None, :] + offsets).ravel(), weights=flat.ravel(),
