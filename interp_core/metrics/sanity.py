@@ -91,7 +91,7 @@ def _original_and_randomized(model: Any, inputs: Any, randomize: Callable[[Any],
     cls = method_class(method)
     first = cls(model, layer, backend=backend, **method_options).explain(inputs, targets)
     fixed = targets
-    if targets is None and not getattr(cls, "target_free", False):
+    if targets is None and not cls.target_free:
         fixed = [int(t) for t in first.targets]
     randomized = randomize(model)
     if randomized is model:
