@@ -42,13 +42,17 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    """torchvision's ResNet layout with :class:`Bottleneck` blocks."""
+    """torchvision's ResNet layout, with ``block``s (:class:`Bottleneck` by default; any block
+    class with an ``expansion`` and torchvision's ``(inplanes, planes, stride, downsample)``
+    arguments, e.g. ``resnet18_torch.BasicBlock``)."""
 
     def __init__(self, layers: tuple[int, int, int, int] = (3, 4, 6, 3),
-                 num_classes: int = 1000) -> None:
+                 num_classes: int = 1000, block: type[nn.Module] = Bottleneck,
+                 in_channels: int = 3) -> None:
         super().__init__()
+        self.block = block
         self.inplanes = 64
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
@@ -57,7 +61,7 @@ class ResNet(nn.Module):
         self.layer3 = self._make_layer(256, layers[2], stride=2)
         self.layer4 = self._make_layer(512, layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(512 * Bottleneck.expansion, num_classes)
+        self.fc = nn.Linear(512 * block.expansion, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -66,15 +70,16 @@ class ResNet(nn.Module):
                 nn.init.constant_(m.bias, 0)
 
     def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        width = planes * self.block.expansion
         downsample = None
-        if stride != 1 or self.inplanes != planes * Bottleneck.expansion:
+        if stride != 1 or self.inplanes != width:
             downsample = nn.Sequential(
-                nn.Conv2d(self.inplanes, planes * Bottleneck.expansion, 1, stride, bias=False),
-                nn.BatchNorm2d(planes * Bottleneck.expansion),
+                nn.Conv2d(self.inplanes, width, 1, stride, bias=False),
+                nn.BatchNorm2d(width),
             )
-        layers = [Bottleneck(self.inplanes, planes, stride, downsample)]
-        self.inplanes = planes * Bottleneck.expansion
-        layers += [Bottleneck(self.inplanes, planes) for _ in range(1, blocks)]
+        layers = [self.block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = width
+        layers += [self.block(self.inplanes, planes) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
