@@ -1,4 +1,4 @@
-"""``interp view PATH [PATH2] [--port N] [--host H] [--no-browser]``: look at a folder in the browser.
+"""``interp view PATH [PATH2] [--port N] [--host H] [--no-browser]``: folders in the browser.
 
 Wired into the ``interp`` command by :func:`add_view_parser`. See :mod:`interp_core.view`.
 Importing this module imports none of the ``view`` extra (DuckDB, Starlette, uvicorn).
@@ -29,7 +29,7 @@ def _port(text: str) -> int:
 
 def add_view_parser(sub: Any) -> argparse.ArgumentParser:
     """Add ``view`` to the ``interp`` sub-commands."""
-    view = sub.add_parser("view", help=HELP, **parser_kwargs(HELP))
+    view: argparse.ArgumentParser = sub.add_parser("view", help=HELP, **parser_kwargs(HELP))
     view.add_argument("paths", nargs="+", metavar="PATH",
                       help="an audit folder (results.parquet), an interp explain folder "
                            "(results.jsonl) or a training-log folder (log.json); two audit "

@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import quote
 
 from interp_core.view.folders import Source, ViewError, detect_all
-from interp_core.view.queries import Database, NotFound, json_value, parse_filters
+from interp_core.view.queries import Database, NotFoundError, json_value, parse_filters
 
 log = logging.getLogger("interp_core.view")
 
@@ -140,7 +140,7 @@ class Viewer:
                 continue
             try:
                 match = self.decorate(other, self.db.row(other.index, id_))
-            except NotFound:
+            except NotFoundError:
                 continue
             others.append({"source": other.index, "name": other.name,
                            "method": other.method, "layer": match.get("layer", other.layer),
@@ -197,11 +197,11 @@ class Viewer:
         row = self.db.row(source.index, id_)
         path = row.get("path") or row.get("file")
         if not path:
-            raise NotFound(f"the row of id {id_!r} names no image file")
+            raise NotFoundError(f"the row of id {id_!r} names no image file")
         try:
             return image_png(str(path))
         except FileReadError as exc:
-            raise NotFound(f"the image of id {id_!r} cannot be read: {exc.reason}") from None
+            raise NotFoundError(f"the image of id {id_!r} cannot be read: {exc.reason}") from None
 
     def mask_png(self, request: Any) -> bytes:
         from interp_core.io.errors import FileReadError
@@ -211,21 +211,21 @@ class Viewer:
         id_ = _required(request, "id")
         row = self.db.row(source.index, id_)
         if not row.get("mask") or not row.get("width") or not row.get("height"):
-            raise NotFound(f"the row of id {id_!r} has no mask")
+            raise NotFoundError(f"the row of id {id_!r} has no mask")
         mask = Path(str(row["mask"]))
         if not mask.is_absolute():
             mask = Path(str(row.get("path") or "")).parent / mask
         try:
             return mask_png(str(mask), int(row["height"]), int(row["width"]))
         except FileReadError as exc:
-            raise NotFound(f"the mask of id {id_!r} cannot be read: {exc.reason}") from None
+            raise NotFoundError(f"the mask of id {id_!r} cannot be read: {exc.reason}") from None
 
     def file_path(self, request: Any, rel: str) -> Path:
-        """The file ``rel`` under the source's folder, or :class:`NotFound`."""
+        """The file ``rel`` under the source's folder, or :class:`NotFoundError`."""
         source = self.source(request)
         found = safe_path(source.path, rel)
         if found is None:
-            raise NotFound(f"no file {rel!r} in the viewed folder")
+            raise NotFoundError(f"no file {rel!r} in the viewed folder")
         return found
 
 
@@ -331,7 +331,7 @@ def create_app(paths: Sequence[str | os.PathLike[str]], *,
                 response = endpoint(request)
             except ViewError as exc:
                 return error(400, str(exc))
-            except NotFound as exc:
+            except NotFoundError as exc:
                 return error(404, str(exc.args[0] if exc.args else "not found"))
             except Exception as exc:  # never a traceback to the browser
                 log.exception("interp view: %s failed", request.url.path)
@@ -368,7 +368,7 @@ def create_app(paths: Sequence[str | os.PathLike[str]], *,
             if name == "index.html":
                 return Response(PLACEHOLDER, media_type=media[".html"],
                                 headers={"Content-Security-Policy": CSP})
-            raise NotFound(f"no static file {name!r}")
+            raise NotFoundError(f"no static file {name!r}")
         return Response(item.read_bytes(), media_type=media[suffix], headers={
             "Cache-Control": "no-cache", "Content-Security-Policy": CSP})
 

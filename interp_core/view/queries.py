@@ -43,7 +43,7 @@ RANGE_COLUMNS = ("prediction_score", "energy_in_box", "score")
 OVERVIEW_KEYS = {"by_class": "label", "by_group": "group"}
 
 
-class NotFound(LookupError):
+class NotFoundError(LookupError):
     """No such row (404)."""
 
 
@@ -295,7 +295,8 @@ class Database:
                             f"{sorted(self.tables)}")
         return self.tables[source]
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
+    def query(self, sql: str, params: Sequence[Any] = ()
+              ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Column names and rows of ``sql``, on a cursor of this request's own."""
         cursor = self.con.cursor()
         try:
@@ -357,26 +358,26 @@ class Database:
                 "rows": [full[i] for i in indexes if i in full]}
 
     def row(self, source: int, id_: str) -> dict[str, Any]:
-        """The row of ``id_`` (without the map); :class:`NotFound` if none."""
+        """The row of ``id_`` (without the map); :class:`NotFoundError` if none."""
         table = self.table(source)
         columns = table.row_columns
         names, rows = self.query(
             f"SELECT {', '.join(ident(c) for c in columns)} FROM {table.sql} "
             f"WHERE {ident('id')} = ? LIMIT 1", [id_])
         if not rows:
-            raise NotFound(f"no row with id {id_!r} in source {source}")
+            raise NotFoundError(f"no row with id {id_!r} in source {source}")
         return {n: json_value(v) for n, v in zip(names, rows[0], strict=True)}
 
     def map_of(self, source: int, id_: str) -> tuple[bytes, int, int]:
         """The stored map bytes and their height and width."""
         table = self.table(source)
         if not table.has("map"):
-            raise NotFound(f"source {source} stores no maps")
+            raise NotFoundError(f"source {source} stores no maps")
         _, rows = self.query(
             f"SELECT map, map_height, map_width FROM {table.sql} WHERE {ident('id')} = ? "
             "LIMIT 1", [id_])
         if not rows or rows[0][0] is None:
-            raise NotFound(f"no map for id {id_!r} in source {source}")
+            raise NotFoundError(f"no map for id {id_!r} in source {source}")
         blob, height, width = rows[0]
         return bytes(blob), int(height), int(width)
 
