@@ -260,6 +260,7 @@ class Database:
         self._lock = threading.Lock()
         self._cache: dict[tuple[Any, ...], Any] = {}
         self.tables: dict[int, Table] = {}
+        self.sources = {source.index: source for source in sources}
         for source in sources:
             name = f"source_{source.index}"
             if source.kind == "audit":
@@ -291,6 +292,9 @@ class Database:
     # -- helpers -------------------------------------------------------------------------
     def table(self, source: int) -> Table:
         if source not in self.tables:
+            if source in self.sources:
+                raise ViewError(f"source {source} is a {self.sources[source].kind} folder: it "
+                                "has no table of rows (/api/training lists its images)")
             raise ViewError(f"source={source} has no table; sources with one: "
                             f"{sorted(self.tables)}")
         return self.tables[source]
