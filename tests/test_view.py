@@ -416,6 +416,7 @@ def test_files_inside_the_folder_are_served(audit_server, folders):
 
 def test_page_and_headers(audit_server):
     status, headers, body = audit_server.raw("/")
+    assert body.lower().startswith(b"<!doctype html")
     assert status == 200 and headers["content-type"].startswith("text/html")
     assert "default-src 'self'" in headers["content-security-policy"]
     assert audit_server.raw("/static/nothing.js")[0] == 404
