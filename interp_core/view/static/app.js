@@ -645,7 +645,7 @@
       stage(data.image, o.map, data.box, null, data.width, data.height, null),
       el("figcaption", {},
         el("a", { href: detailHref(o.source, row.id), text: `${"AB"[o.source] || o.source}: ${o.name}` }),
-        el("span", { class: "muted", text: ` · ${[o.method, o.layer && `layer ${o.layer}`].filter(Boolean).join(" · ")}` }),
+        el("span", { class: "muted", text: [o.method, o.layer && `layer ${o.layer}`].filter(Boolean).join(" · ") }),
         el("div", { class: "card-meta" }, rowBadges(o.row),
           el("span", { class: "metric", text: `pred ${short(o.row.display_prediction ?? "—", 24)}` }),
           el("span", { class: "metric", text: `score ${fmt(o.row.prediction_score ?? o.row.score)}` })))));
@@ -660,15 +660,16 @@
       el("div", { class: "toolbar" }, el("a", { href: backHref(source), class: "button secondary", id: "back", text: "← Grid" }),
         title, el("span", { class: "spacer" }), nav),
       summary,
-      el("div", { class: "detail-layout" },
+      el("div", { class: `detail-layout${others.length ? " with-others" : ""}` },
         el("div", { class: "detail-main" },
-          view,
+          el("figure", { class: "main-figure" }, view,
+            el("figcaption", { class: "muted small", text: [state.info.sources.length > 1 ? `${"AB"[source]}: ${info.name}` : info.name,
+              info.method, info.layer && `layer ${info.layer}`, data.width && `${data.width}×${data.height} px`].filter(Boolean).join(" · ") })),
           el("div", { class: "controls" },
             layer ? el("label", { class: "inline", for: "opacity" }, "Map opacity ", opacity, " ", opacityText) : null,
-            toggles),
-          el("p", { class: "muted small", text: [info.method, info.layer && `layer ${info.layer}`,
-            data.width && `${data.width}×${data.height} px`].filter(Boolean).join(" · ") }),
-          others.length ? el("section", {}, el("h2", { text: "Other sources" }), el("div", { class: "others", id: "others" }, others)) : null),
+            toggles)),
+        others.length ? el("section", { class: "detail-others" }, el("h2", { text: "Same id, other audit" }),
+          el("div", { class: "others", id: "others" }, others)) : null,
         el("div", { class: "detail-side" }, el("h2", { text: "Row" }), rowTable(row, "detail-row"))));
     setOpacity();
   }
@@ -782,7 +783,9 @@
     if (stale(token)) return;
     const steps = data.steps;
     const players = [];
-    const all = el("input", { type: "range", id: "epoch-all", min: 0, max: Math.max(0, steps.length - 1), value: Math.max(0, steps.length - 1), "aria-label": "epoch of every sample" });
+    const all = el("input", { type: "range", id: "epoch-all", min: 0, max: Math.max(0, steps.length - 1), value: Math.max(0, steps.length - 1),
+      "aria-label": "epoch of every sample", list: "epoch-ticks" });
+    const ticks = el("datalist", { id: "epoch-ticks" }, steps.map((step, i) => el("option", { value: i, label: String(step) })));
     const allLabel = el("output", { id: "epoch-all-label", text: steps.length ? `epoch ${steps[steps.length - 1]}` : "" });
     all.addEventListener("input", () => {
       allLabel.textContent = `epoch ${steps[all.value]}`;
@@ -815,7 +818,7 @@
         el("span", { class: "spacer" }),
         steps.length > 1 ? el("div", { class: "epoch-control" }, allPlay, all, allLabel) : null),
       steps.length ? null : el("p", { class: "empty", text: "The log holds no images yet." }),
-      el("div", { class: "samples", id: "samples" }, samples));
+      el("div", { class: "samples", id: "samples" }, samples), ticks);
   }
 
   function samplePlayer(sample, steps, index) {
@@ -830,7 +833,7 @@
         el("figcaption", { text: track.kind === "features" ? `feature maps · ${track.tag.replace(/^features\//, "")}` : track.tag })) };
     });
     const slider = el("input", { type: "range", class: "epoch", min: 0, max: Math.max(0, steps.length - 1), value: Math.max(0, steps.length - 1),
-      "aria-label": `epoch of ${sample.name}` });
+      "aria-label": `epoch of ${sample.name}`, list: "epoch-ticks" });
     const label = el("output", { class: "epoch-label" });
     const play = el("button", { type: "button", class: "secondary play", text: "▶ Play" });
     let timer = 0;
