@@ -635,6 +635,31 @@ def test_cli_serves_until_ctrl_c(folders):
     assert "Traceback" not in err and "Traceback" not in out
 
 
+def test_cli_warns_off_loopback_and_stops_on_sigterm(folders):
+    # is_loopback is made to say no, so that the warning shows while the socket stays on
+    # 127.0.0.1 (tests bind nothing else)
+    code = ("import sys, interp_core.view as v; v.is_loopback = lambda host: False; "
+            "from interp_core.cli.command import main; sys.exit(main(sys.argv[1:]))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), str(ROOT / "backends" / "torch"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "view", str(folders["training"]), "--no-browser",
+         "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        assert "serving training" in line
+        url = line.split(" at ")[1].split()[0]
+        assert Client(url).json("/api/training")["steps"] == [0, 1, 2, 3]
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert "warning: --host 127.0.0.1 serves the viewed folders to every machine" in err
+    assert proc.returncode in (0, 143) and "Traceback" not in err
+
+
 def test_cli_errors_are_one_line(folders, tmp_path, capsys, monkeypatch):
     from interp_core.cli.command import main
 

@@ -302,7 +302,8 @@ class Database:
     def query(self, sql: str, params: Sequence[Any] = ()
               ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Column names and rows of ``sql``, on a cursor of this request's own."""
-        cursor = self.con.cursor()
+        with self._lock:  # cursors are made one at a time; each then runs on its own
+            cursor = self.con.cursor()
         try:
             result = cursor.execute(sql, list(params))
             names = [d[0] for d in result.description or []]
