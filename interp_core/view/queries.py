@@ -285,10 +285,11 @@ class Database:
                    ("layer", "VARCHAR"), ("backend", "VARCHAR"), ("overlay", "VARCHAR"))
         self.con.execute(f"CREATE TABLE {ident(name)} ("
                          + ", ".join(f"{ident(c)} {t}" for c, t in columns) + ")")
-        if entries:
-            self.con.executemany(
-                f"INSERT INTO {ident(name)} VALUES ({', '.join('?' * len(columns))})",
-                [[e[c] for c, _ in columns] for e in entries])
+        if entries:  # one statement with a list per column (executemany: ~2,500 rows/s)
+            self.con.execute(
+                f"INSERT INTO {ident(name)} SELECT "
+                + ", ".join(f"unnest(?::{t}[])" for _, t in columns),
+                [[e[c] for e in entries] for c, _ in columns])
 
     def close(self) -> None:
         """Close the database and remove its temporary folder."""
