@@ -410,8 +410,11 @@ def test_files_inside_the_folder_are_served(audit_server, folders):
     status, headers, body = audit_server.raw("/files/" + quote(row["overlay"]))
     assert status == 200 and headers["content-type"] == "image/png"
     assert body == (folders["a"] / row["overlay"]).read_bytes()
-    status, _, body = audit_server.raw("/files/link_in.html")  # a link that stays inside
+    status, headers, body = audit_server.raw("/files/link_in.html")  # a link staying inside
     assert status == 200 and body == (folders["a"] / "report.html").read_bytes()
+    # the folder's own HTML opens sandboxed: no script, no calls to the API as the page
+    assert headers["content-security-policy"].startswith("sandbox;")
+    assert headers["x-content-type-options"] == "nosniff"
 
 
 def test_page_and_headers(audit_server):

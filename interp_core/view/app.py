@@ -40,6 +40,9 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
        "script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
        "form-action 'self'")
+#: Files of the viewed folder are data: an HTML or SVG file among them opens sandboxed (no
+#: script, an origin of its own), so it cannot call the API as the page does.
+FILES_CSP = "sandbox; default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'"
 PLACEHOLDER = ("<!doctype html><meta charset='utf-8'><title>interp view</title>"
                "<p>The interp view page is not installed (interp_core/view/static/index.html "
                "is missing); the API answers at <a href='/api/info'>/api/info</a>.</p>")
@@ -352,7 +355,8 @@ def create_app(paths: Sequence[str | os.PathLike[str]], *,
         from starlette.responses import FileResponse
 
         return FileResponse(viewer.file_path(request, request.path_params["rel"]),
-                            headers={"Cache-Control": "max-age=3600"})
+                            headers={"Cache-Control": "max-age=3600",
+                                     "Content-Security-Policy": FILES_CSP})
 
     static_root = resources.files("interp_core.view") / "static"
 
