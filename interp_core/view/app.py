@@ -9,10 +9,40 @@ decoding, no keep-alive tuning and a hand-written shutdown. uvicorn gives HTTP/1
 ``--port 0`` can print the port it got. Both are small, pure Python (uvicorn without its
 ``[standard]`` extras) and need no build.
 
-The endpoints are those of ``docs/view.md`` (the contract between server and page). Every
-answer about the data is JSON with the data's text as it is; the page escapes it. Errors are
-JSON ``{"error": ...}`` with 400 or 404, never a traceback. Nothing under the viewed folders is
-written: files are opened for reading, DuckDB keeps its database in memory.
+Endpoints (``source`` = 0, or 1 for the second audit of a comparison; default 0):
+
+==========================  =================================================================
+``/``, ``/static/<file>``   the page (``interp_core/view/static``); a placeholder without it
+``/api/info``               kind, title, sources (rows, method, layer, model, classes),
+                            columns and their types, the views that apply
+``/api/facets``             counts per label, group, prediction (class numbers; names in
+                            ``info.sources[i].classes``), target; min/max of the scores
+``/api/rows``               a page of rows: filters ``label``, ``group``, ``prediction`` (a
+                            number or a class name), ``target`` (repeatable; ``__null__`` is
+                            "none"), ``correct=true|false``, ``pointing=hit|miss``,
+                            ``score_min/max``, ``energy_min/max``, ``q``; ``sort`` (a numeric
+                            column, ``id``, ``index``), ``order``, ``offset``, ``limit`` <= 500
+``/api/row?id=``            every column of one row, its image, map, overlay and mask URLs,
+                            box, size, and the same id in the other source (``others``)
+``/api/overview``           overall, per class and per group: accuracy, pointing game (Wilson),
+                            energy in box (t), each a 95% interval; ``flags`` (see
+                            :func:`interp_core.view.queries.flags`)
+``/api/compare``            the ids of both audits side by side, A's filters and sort,
+                            ``changed=none|all`` (no filter), ``any``, ``prediction``,
+                            ``pointing``, ``unchanged``; ``counts``
+``/api/training``           steps, tags, and per sample its tracks of frames (``cam``,
+                            ``features``, ``other``)
+``/api/map.png?id=``        the stored map in colour, alpha = value (``&mode=opaque``: 255)
+``/api/image?id=``          the row's ``path`` decoded, as an 8-bit PNG
+``/api/mask.png?id=``       the row's mask at the image's size, white on transparent
+``/files/<path>``           a file under the folder (``?source=1`` under the second one)
+==========================  =================================================================
+
+Every answer about the data is JSON with the data's text as it is; the page escapes it.
+Errors are JSON ``{"error": ...}`` with 400 or 404, never a traceback. Nothing under the
+viewed folders is written: files are opened for reading, DuckDB keeps its database in memory.
+Only ``Host: 127.0.0.1`` / ``localhost`` is answered when bound to loopback (a web page
+elsewhere cannot reach the server through DNS rebinding).
 
 Files under a folder (``/files/<path>``) are served only when the path, resolved (symbolic
 links followed), lies inside that folder: ``..`` in any spelling, absolute paths and links out
