@@ -449,7 +449,8 @@ def test_nothing_under_the_folders_changes(folders):
     os.chdir(folders["a"])  # DuckDB must not write .tmp/ or a .wal into the current folder
     try:
         for paths in ([folders["a"], folders["b"]], [folders["explain"]], [folders["training"]]):
-            with BackgroundServer(paths) as url:
+            server = BackgroundServer(paths)
+            with server as url:
                 client = Client(url)
                 info = client.json("/api/info")
                 if info["kind"] == "training":
@@ -465,6 +466,7 @@ def test_nothing_under_the_folders_changes(folders):
                             assert client.raw(detail[key])[0] == 200
                 if info["kind"] == "compare":
                     client.json("/api/compare", changed="any")
+            assert not Path(server.app.state.viewer.db._tmp).exists()  # DuckDB's temp folder
     finally:
         os.chdir(cwd)
     assert snapshot(*watched) == before

@@ -275,6 +275,7 @@ class Database:
                 self.con.read_parquet(str(source.data)).create_view(name)
             elif source.kind == "explain":
                 self._explain_table(name, source.entries)
+                source.entries = []  # the table holds them now
             else:
                 continue
             columns = [(r[0], r[1]) for r in self.con.execute(
