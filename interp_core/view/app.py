@@ -367,7 +367,8 @@ def create_app(paths: Sequence[str | os.PathLike[str]], *,
             except NotFoundError as exc:
                 return error(404, str(exc.args[0] if exc.args else "not found"))
             except Exception as exc:  # never a traceback to the browser
-                log.exception("interp view: %s failed", request.url.path)
+                log.error("interp view: %s failed: %s: %s", request.url.path,
+                          type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
                 return error(500, f"internal error: {type(exc).__name__}: {exc}")
             response.headers.setdefault("X-Content-Type-Options", "nosniff")
             return response
