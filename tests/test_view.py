@@ -711,3 +711,15 @@ def test_a_served_page_survives_concurrent_requests(audit_server):
         statuses = list(pool.map(lambda p: audit_server.raw(p)[0], paths))
     assert statuses == [200] * len(paths)
     assert time.perf_counter() - start < 20
+
+
+def test_an_internal_error_is_json_without_a_traceback(folders):
+    server = BackgroundServer([folders["a"]])
+    with server as url:
+        def broken(source: int) -> dict:
+            raise RuntimeError("disk on fire")
+
+        server.app.state.viewer.db.facets = broken
+        status, headers, body = Client(url).raw("/api/facets")
+    assert status == 500 and headers["content-type"].startswith("application/json")
+    assert json.loads(body) == {"error": "internal error: RuntimeError: disk on fire"}
