@@ -13,11 +13,13 @@ cold: nothing cached by the server):
 3. count by group: ``/api/facets`` (counts of every categorical column) and
    ``/api/overview`` (per class and group statistics);
 4. deep page: ``/api/rows?offset=990000``, and the same sorted by ``energy_in_box``;
-5. the server's peak memory (``VmHWM`` of its process, read before it is stopped).
+5. the server's peak memory (``VmHWM`` of its process, read before it is stopped);
+6. ``interp view DIR DIR-b`` (the same file twice): ``/api/compare``, first page and a
+   filter plus sort, and that server's peak memory.
 
 Goals on a 2-core machine: first page < 0.5 s, filter plus sort < 1 s, memory < 500 MB.
 
-    python benchmarks/view.py [--rows 1000000] [--keep DIR] [--repeats 3]
+    python benchmarks/view.py [--rows 1000000] [--keep DIR] [--repeats 3] [--no-compare]
 """
 
 from __future__ import annotations
@@ -126,6 +128,16 @@ def get(url: str, path: str) -> tuple[float, dict]:
     return seconds, json.loads(body) if is_json else {}
 
 
+def stop(proc: subprocess.Popen[str]) -> None:
+    """Ctrl-C the server and wait for it."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+
+
 def peak_mb(pid: int) -> float:
     """Peak resident memory (VmHWM) of process ``pid`` in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -138,6 +150,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3, help="warm repeats per request")
+    parser.add_argument("--no-compare", dest="compare", action="store_false",
+                        help="skip the comparison of two million-row audits")
     parser.add_argument("--keep", default=None,
                         help="folder for the generated audit (kept; reused when it exists)")
     args = parser.parse_args()
@@ -192,14 +206,34 @@ def main() -> int:
         memory = peak_mb(proc.pid)
         measured.append(("peak memory (MB)", memory, GOALS["peak memory (MB)"], "VmHWM"))
     finally:
-        proc.send_signal(signal.SIGINT)
+        stop(proc)
+    if args.compare:
+        # the same file under a second folder (a hard link, else a copy): the join of two
+        # million-row audits on id, every id in both
+        other = folder.parent / f"{folder.name}-b"
+        other.mkdir(exist_ok=True)
+        if not (other / "results.parquet").exists():
+            try:
+                os.link(results, other / "results.parquet")
+            except OSError:
+                shutil.copy(results, other / "results.parquet")
+        proc = subprocess.Popen([sys.executable, "-m", "interp_core.cli", "view", str(folder),
+                                 str(other), "--no-browser", "--port", "0"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env)
         try:
-            proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-        if not args.keep:
-            shutil.rmtree(folder, ignore_errors=True)
+            line = proc.stdout.readline() if proc.stdout else ""
+            url = line.split(" at ")[1].split()[0]
+            timed("compare: first page (joins the ids)", "/api/compare")
+            timed("compare: group=g3 sorted by energy", "/api/compare?group=g3"
+                  "&sort=energy_in_box&order=desc")
+            measured.append(("compare: peak memory (MB)", peak_mb(proc.pid), None, "VmHWM"))
+        finally:
+            stop(proc)
+            if not args.keep:
+                shutil.rmtree(other, ignore_errors=True)
+    if not args.keep:
+        shutil.rmtree(folder, ignore_errors=True)
 
     print(f"\ninterp view on {args.rows:,} rows (filter + sort keeps {total:,}); "
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")

@@ -410,8 +410,11 @@ def test_files_inside_the_folder_are_served(audit_server, folders):
     status, headers, body = audit_server.raw("/files/" + quote(row["overlay"]))
     assert status == 200 and headers["content-type"] == "image/png"
     assert body == (folders["a"] / row["overlay"]).read_bytes()
-    status, _, body = audit_server.raw("/files/link_in.html")  # a link that stays inside
+    status, headers, body = audit_server.raw("/files/link_in.html")  # a link staying inside
     assert status == 200 and body == (folders["a"] / "report.html").read_bytes()
+    # the folder's own HTML opens sandboxed: no script, no calls to the API as the page
+    assert headers["content-security-policy"].startswith("sandbox;")
+    assert headers["x-content-type-options"] == "nosniff"
 
 
 def test_page_and_headers(audit_server):
@@ -446,7 +449,8 @@ def test_nothing_under_the_folders_changes(folders):
     os.chdir(folders["a"])  # DuckDB must not write .tmp/ or a .wal into the current folder
     try:
         for paths in ([folders["a"], folders["b"]], [folders["explain"]], [folders["training"]]):
-            with BackgroundServer(paths) as url:
+            server = BackgroundServer(paths)
+            with server as url:
                 client = Client(url)
                 info = client.json("/api/info")
                 if info["kind"] == "training":
@@ -462,6 +466,7 @@ def test_nothing_under_the_folders_changes(folders):
                             assert client.raw(detail[key])[0] == 200
                 if info["kind"] == "compare":
                     client.json("/api/compare", changed="any")
+            assert not Path(server.app.state.viewer.db._tmp).exists()  # DuckDB's temp folder
     finally:
         os.chdir(cwd)
     assert snapshot(*watched) == before
@@ -631,8 +636,34 @@ def test_cli_serves_until_ctrl_c(folders):
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode in (0, 130), err
-    assert "Traceback" not in err and "Traceback" not in out
+    assert proc.returncode == 0, err  # Ctrl-C is how it ends
+    assert out == "interp view: stopped\n" and err == ""
+
+
+def test_cli_warns_off_loopback_and_stops_on_sigterm(folders):
+    # is_loopback is made to say no, so that the warning shows while the socket stays on
+    # 127.0.0.1 (tests bind nothing else)
+    code = ("import sys, interp_core.view as v; v.is_loopback = lambda host: False; "
+            "from interp_core.cli.command import main; sys.exit(main(sys.argv[1:]))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), str(ROOT / "backends" / "torch"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "view", str(folders["training"]), "--no-browser",
+         "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        assert "serving training" in line
+        url = line.split(" at ")[1].split()[0]
+        assert Client(url).json("/api/training")["steps"] == [0, 1, 2, 3]
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert "warning: --host 127.0.0.1 serves the viewed folders to every machine" in err
+    assert proc.returncode == 143 and "Traceback" not in err
+    assert err.endswith("interp: terminated (SIGTERM)\n")
 
 
 def test_cli_errors_are_one_line(folders, tmp_path, capsys, monkeypatch):
@@ -680,3 +711,15 @@ def test_a_served_page_survives_concurrent_requests(audit_server):
         statuses = list(pool.map(lambda p: audit_server.raw(p)[0], paths))
     assert statuses == [200] * len(paths)
     assert time.perf_counter() - start < 20
+
+
+def test_an_internal_error_is_json_without_a_traceback(folders):
+    server = BackgroundServer([folders["a"]])
+    with server as url:
+        def broken(source: int) -> dict:
+            raise RuntimeError("disk on fire")
+
+        server.app.state.viewer.db.facets = broken
+        status, headers, body = Client(url).raw("/api/facets")
+    assert status == 500 and headers["content-type"].startswith("application/json")
+    assert json.loads(body) == {"error": "internal error: RuntimeError: disk on fire"}

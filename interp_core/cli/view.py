@@ -35,10 +35,10 @@ def add_view_parser(sub: Any) -> argparse.ArgumentParser:
                            "(results.jsonl) or a training-log folder (log.json); two audit "
                            "folders to compare them")
     view.add_argument("--port", type=_port, default=0,
-                      help="port to listen on (default 0: any free port)")
+                      help="port to listen on; 0 picks a free one")
     view.add_argument("--host", default="127.0.0.1",
-                      help="address to bind (default 127.0.0.1, this machine only; any "
-                           "other prints a warning)")
+                      help="address to bind: 127.0.0.1 is this machine only; any other "
+                           "prints a warning")
     view.add_argument("--no-browser", action="store_true",
                       help="print the address without opening a browser")
     view.set_defaults(func=cmd_view)

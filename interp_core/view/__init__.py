@@ -133,9 +133,21 @@ class BackgroundServer:
         self.stop()
 
 
+def _announce(server: Any, line: str, url: str | None) -> None:
+    """Once ``server`` listens: print ``line``, and open ``url`` (if any) in the browser."""
+    import time
+
+    while not server.started and not server.should_exit:
+        time.sleep(0.02)
+    if server.started:
+        print(line, flush=True)
+        if url is not None:
+            webbrowser.open(url)
+
+
 def serve(paths: Sequence[str | os.PathLike[str]], host: str = "127.0.0.1", port: int = 0,
           open_browser: bool = True) -> int:
-    """Serve ``paths`` until Ctrl-C; prints the address first. Returns 0.
+    """Serve ``paths`` until Ctrl-C; prints the address first. Returns 0 (also after Ctrl-C).
 
     Parameters
     ----------
@@ -164,28 +176,28 @@ def serve(paths: Sequence[str | os.PathLike[str]], host: str = "127.0.0.1", port
                      else None)
     viewer = app.state.viewer
     try:
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
         sock = _socket(host, port)
         url = _url(host, int(sock.getsockname()[1]))
-        if not loopback:
-            print(f"interp view: warning: --host {host} serves the viewed folders to every "
-                  "machine that can reach this one, without a password; use 127.0.0.1 "
-                  "unless you mean it", file=sys.stderr)
-        what = (f"{viewer.kind} {', '.join(str(s.path) for s in viewer.sources)}")
-        print(f"interp view: serving {what} at {url} (Ctrl-C stops)", flush=True)
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        if open_browser:
-            def opener() -> None:
-                import time
-
-                while not server.started and not server.should_exit:
-                    time.sleep(0.05)
-                if server.started:
-                    webbrowser.open(url)
-            threading.Thread(target=opener, daemon=True).start()
         try:
+            if not loopback:
+                print(f"interp view: warning: --host {host} serves the viewed folders to "
+                      "every machine that can reach this one, without a password; use "
+                      "127.0.0.1 unless you mean it", file=sys.stderr)
+            what = f"{viewer.kind} {', '.join(str(s.path) for s in viewer.sources)}"
+            line = f"interp view: serving {what} at {url} (Ctrl-C stops)"
+            threading.Thread(target=_announce, args=(server, line, url if open_browser
+                                                     else None), daemon=True).start()
             server.run(sockets=[sock])
+        except KeyboardInterrupt as exc:
+            # Ctrl-C is the normal end: uvicorn shuts down, then raises the signal again (or
+            # it came before uvicorn was listening). SIGTERM, which the command line maps to
+            # a subclass, goes on up.
+            if type(exc) is not KeyboardInterrupt:
+                raise
         finally:
             sock.close()
+        print("interp view: stopped", flush=True)
     finally:
         viewer.close()
     return 0

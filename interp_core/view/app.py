@@ -9,10 +9,40 @@ decoding, no keep-alive tuning and a hand-written shutdown. uvicorn gives HTTP/1
 ``--port 0`` can print the port it got. Both are small, pure Python (uvicorn without its
 ``[standard]`` extras) and need no build.
 
-The endpoints are those of ``docs/view.md`` (the contract between server and page). Every
-answer about the data is JSON with the data's text as it is; the page escapes it. Errors are
-JSON ``{"error": ...}`` with 400 or 404, never a traceback. Nothing under the viewed folders is
-written: files are opened for reading, DuckDB keeps its database in memory.
+Endpoints (``source`` = 0, or 1 for the second audit of a comparison; default 0):
+
+==========================  =================================================================
+``/``, ``/static/<file>``   the page (``interp_core/view/static``); a placeholder without it
+``/api/info``               kind, title, sources (rows, method, layer, model, classes),
+                            columns and their types, the views that apply
+``/api/facets``             counts per label, group, prediction (class numbers; names in
+                            ``info.sources[i].classes``), target; min/max of the scores
+``/api/rows``               a page of rows: filters ``label``, ``group``, ``prediction`` (a
+                            number or a class name), ``target`` (repeatable; ``__null__`` is
+                            "none"), ``correct=true|false``, ``pointing=hit|miss``,
+                            ``score_min/max``, ``energy_min/max``, ``q``; ``sort`` (a numeric
+                            column, ``id``, ``index``), ``order``, ``offset``, ``limit`` <= 500
+``/api/row?id=``            every column of one row, its image, map, overlay and mask URLs,
+                            box, size, and the same id in the other source (``others``)
+``/api/overview``           overall, per class and per group: accuracy, pointing game (Wilson),
+                            energy in box (t), each a 95% interval; ``flags`` (see
+                            :func:`interp_core.view.queries.flags`)
+``/api/compare``            the ids of both audits side by side, A's filters and sort,
+                            ``changed=none|all`` (no filter), ``any``, ``prediction``,
+                            ``pointing``, ``unchanged``; ``counts``
+``/api/training``           steps, tags, and per sample its tracks of frames (``cam``,
+                            ``features``, ``other``)
+``/api/map.png?id=``        the stored map in colour, alpha = value (``&mode=opaque``: 255)
+``/api/image?id=``          the row's ``path`` decoded, as an 8-bit PNG
+``/api/mask.png?id=``       the row's mask at the image's size, white on transparent
+``/files/<path>``           a file under the folder (``?source=1`` under the second one)
+==========================  =================================================================
+
+Every answer about the data is JSON with the data's text as it is; the page escapes it.
+Errors are JSON ``{"error": ...}`` with 400 or 404, never a traceback. Nothing under the
+viewed folders is written: files are opened for reading, DuckDB keeps its database in memory.
+Only ``Host: 127.0.0.1`` / ``localhost`` is answered when bound to loopback (a web page
+elsewhere cannot reach the server through DNS rebinding).
 
 Files under a folder (``/files/<path>``) are served only when the path, resolved (symbolic
 links followed), lies inside that folder: ``..`` in any spelling, absolute paths and links out
@@ -40,6 +70,9 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
        "script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
        "form-action 'self'")
+#: Files of the viewed folder are data: an HTML or SVG file among them opens sandboxed (no
+#: script, an origin of its own), so it cannot call the API as the page does.
+FILES_CSP = "sandbox; default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'"
 PLACEHOLDER = ("<!doctype html><meta charset='utf-8'><title>interp view</title>"
                "<p>The interp view page is not installed (interp_core/view/static/index.html "
                "is missing); the API answers at <a href='/api/info'>/api/info</a>.</p>")
@@ -334,7 +367,8 @@ def create_app(paths: Sequence[str | os.PathLike[str]], *,
             except NotFoundError as exc:
                 return error(404, str(exc.args[0] if exc.args else "not found"))
             except Exception as exc:  # never a traceback to the browser
-                log.exception("interp view: %s failed", request.url.path)
+                log.error("interp view: %s failed: %s: %s", request.url.path,
+                          type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
                 return error(500, f"internal error: {type(exc).__name__}: {exc}")
             response.headers.setdefault("X-Content-Type-Options", "nosniff")
             return response
@@ -352,7 +386,8 @@ def create_app(paths: Sequence[str | os.PathLike[str]], *,
         from starlette.responses import FileResponse
 
         return FileResponse(viewer.file_path(request, request.path_params["rel"]),
-                            headers={"Cache-Control": "max-age=3600"})
+                            headers={"Cache-Control": "max-age=3600",
+                                     "Content-Security-Policy": FILES_CSP})
 
     static_root = resources.files("interp_core.view") / "static"
 

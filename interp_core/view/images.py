@@ -9,7 +9,6 @@ Source images go through the project's reader (:func:`interp_core.io.images.read
 from __future__ import annotations
 
 import io
-from typing import Any
 
 import numpy as np
 
@@ -65,9 +64,3 @@ def mask_png(path: str, height: int, width: int) -> bytes:
     out[mask] = (255, 255, 255, 255)
     return png_bytes(out)
 
-
-def as_int(value: Any, default: int = 0) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default

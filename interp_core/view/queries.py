@@ -6,6 +6,13 @@ cursors are). An audit is a view over ``read_parquet`` of its ``results.parquet`
 reads only the columns and row groups a query needs, so the file is never loaded whole (the
 ``map`` column is read for one row at a time). An explain folder's few lines are a small table.
 
+A view rather than a table loaded at start-up, measured on 1,000,000 rows (2 cores): the
+view answers a filter plus sort in ~0.15 s and the server peaks at ~200 MB; a table (every
+column but ``map``) answers in ~0.015 s but takes 1.1 s to load and ~250 MB more, growing
+with the rows. The view meets the goals (first page < 0.5 s, filter plus sort < 1 s) with
+room, and its memory stays within DuckDB's limit whatever the file's size
+(``benchmarks/view.py``).
+
 Every value from a request goes into SQL as a parameter (``?``). Column names are never
 taken from a request as they are: a sort column must be one of the table's own columns
 (:meth:`Table.sort_column`), and identifiers are quoted by :func:`ident`.
@@ -258,6 +265,7 @@ class Database:
             "temp_directory": self._tmp,
         })
         self._lock = threading.Lock()
+        self._pairs_lock = threading.Lock()
         self._cache: dict[tuple[Any, ...], Any] = {}
         self.tables: dict[int, Table] = {}
         self.sources = {source.index: source for source in sources}
@@ -267,6 +275,7 @@ class Database:
                 self.con.read_parquet(str(source.data)).create_view(name)
             elif source.kind == "explain":
                 self._explain_table(name, source.entries)
+                source.entries = []  # the table holds them now
             else:
                 continue
             columns = [(r[0], r[1]) for r in self.con.execute(
@@ -279,10 +288,11 @@ class Database:
                    ("layer", "VARCHAR"), ("backend", "VARCHAR"), ("overlay", "VARCHAR"))
         self.con.execute(f"CREATE TABLE {ident(name)} ("
                          + ", ".join(f"{ident(c)} {t}" for c, t in columns) + ")")
-        if entries:
-            self.con.executemany(
-                f"INSERT INTO {ident(name)} VALUES ({', '.join('?' * len(columns))})",
-                [[e[c] for c, _ in columns] for e in entries])
+        if entries:  # one statement with a list per column (executemany: ~2,500 rows/s)
+            self.con.execute(
+                f"INSERT INTO {ident(name)} SELECT "
+                + ", ".join(f"unnest(?::{t}[])" for _, t in columns),
+                [[e[c] for e in entries] for c, _ in columns])
 
     def close(self) -> None:
         """Close the database and remove its temporary folder."""
@@ -302,7 +312,8 @@ class Database:
     def query(self, sql: str, params: Sequence[Any] = ()
               ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Column names and rows of ``sql``, on a cursor of this request's own."""
-        cursor = self.con.cursor()
+        with self._lock:  # cursors are made one at a time; each then runs on its own
+            cursor = self.con.cursor()
         try:
             result = cursor.execute(sql, list(params))
             names = [d[0] for d in result.description or []]
@@ -462,10 +473,33 @@ class Database:
                 for value, agg in self._aggregates(table, key)]
         return out
 
+    def _pairs(self) -> tuple[str, int]:
+        """The table of ids in both audits, made once: positions in A and B and whether the
+        prediction and the pointing game changed (~20 bytes an id); and its row count."""
+        def compute() -> tuple[str, int]:
+            a, b = self.table(0), self.table(1)
+            pred = ("a.prediction IS DISTINCT FROM b.prediction" if a.has("prediction")
+                    and b.has("prediction") else "FALSE")
+            point = ("a.pointing_game IS DISTINCT FROM b.pointing_game"
+                     if a.has("pointing_game") and b.has("pointing_game") else "FALSE")
+            self.con.execute(
+                f"CREATE TABLE compare_pairs AS SELECT a.{ident('index')} AS ai, "
+                f"b.{ident('index')} AS bi, ({pred}) AS pc, ({point}) AS gc "
+                f"FROM {a.sql} AS a JOIN {b.sql} AS b ON a.{ident('id')} = b.{ident('id')}")
+            return "compare_pairs", int(self.query("SELECT count(*) FROM compare_pairs")[1][0][0])
+
+        with self._pairs_lock:
+            result: tuple[str, int] = self.cached(("pairs",), compute)
+        return result
+
     def compare(self, filters: Filters, changed: str | None = None, sort: str | None = None,
                 order: str | None = None, offset: int = 0,
                 limit: int = DEFAULT_LIMIT) -> dict[str, Any]:
-        """The ids of sources 0 (A) and 1 (B) side by side; see :data:`CHANGED`."""
+        """The ids of sources 0 (A) and 1 (B) side by side; see :data:`CHANGED`.
+
+        ``counts``: ``both``, ``prediction_changed``, ``pointing_changed`` and ``only_a`` count
+        the A rows the filters keep; ``only_b`` the B ids not in A (no filter).
+        """
         a, b = self.table(0), self.table(1)
         kind = (changed or "none").lower()
         if kind not in CHANGED:
@@ -473,32 +507,23 @@ class Database:
         column = a.sort_column(sort)
         direction = _direction(order)
         offset, limit = _page(offset, limit)
+        pairs_table, n_pairs = self._pairs()
         where, params = a.where(filters, alias="a")
-        join = (f"FROM {a.sql} AS a JOIN {b.sql} AS b ON a.{ident('id')} = b.{ident('id')}")
-        pred = ("a.prediction IS DISTINCT FROM b.prediction" if a.has("prediction")
-                and b.has("prediction") else "FALSE")
-        point = ("a.pointing_game IS DISTINCT FROM b.pointing_game" if a.has("pointing_game")
-                 and b.has("pointing_game") else "FALSE")
-        condition = CHANGED[kind].format(pred=pred, point=point)
-        filtered = where + (f" AND ({condition})" if where else f" WHERE ({condition})")
+        join = f"FROM {a.sql} AS a JOIN {pairs_table} AS p ON p.ai = a.{ident('index')}"
+        condition = CHANGED[kind].format(pred="p.pc", point="p.gc")
         _, counted = self.query(
-            f"SELECT count(*), count(*) FILTER (WHERE {pred}), "
-            f"count(*) FILTER (WHERE {point}) {join}{where}", params)
-        both, pred_changed, point_changed = (int(v) for v in counted[0])
-        _, only = self.query(
-            f"SELECT count(*) FROM {a.sql} AS a{where}"
-            f"{' AND' if where else ' WHERE'} NOT EXISTS (SELECT 1 FROM {b.sql} AS b "
-            f"WHERE b.{ident('id')} = a.{ident('id')})", params)
-        _, only_b = self.query(
-            f"SELECT count(*) FROM {b.sql} AS b WHERE NOT EXISTS (SELECT 1 FROM {a.sql} AS a "
-            f"WHERE a.{ident('id')} = b.{ident('id')})")
-        total = int(self.query(f"SELECT count(*) {join}{filtered}", params)[1][0][0])
+            "SELECT count(*), count(*) FILTER (WHERE p.pc), count(*) FILTER (WHERE p.gc), "
+            f"count(*) FILTER (WHERE {condition}) {join}{where}", params)
+        both, pred_changed, point_changed, total = (int(v) for v in counted[0])
+        kept_a = (self.count(a) if not where else
+                  int(self.query(f"SELECT count(*) FROM {a.sql} AS a{where}", params)[1][0][0]))
+        filtered = where + (f" AND ({condition})" if where else f" WHERE ({condition})")
         order_by = f"a.{ident(column)} {direction} NULLS LAST"
         if column != "index":
             order_by += f", a.{ident('index')} {direction}"
         _, pairs = self.query(
-            f"SELECT a.{ident('index')}, b.{ident('index')}, ({pred}), ({point}) "
-            f"{join}{filtered} ORDER BY {order_by} LIMIT ? OFFSET ?", [*params, limit, offset])
+            f"SELECT p.ai, p.bi, p.pc, p.gc {join}{filtered} ORDER BY {order_by} "
+            "LIMIT ? OFFSET ?", [*params, limit, offset])
         rows_a = self.rows_by_index(a, [int(p[0]) for p in pairs])
         rows_b = self.rows_by_index(b, [int(p[1]) for p in pairs])
         rows = []
@@ -509,7 +534,7 @@ class Database:
                              "changed": [n for n, c in (("prediction", p_changed),
                                                         ("pointing", g_changed)) if c]})
         return {"total": total, "offset": offset, "rows": rows, "counts": {
-            "both": both, "only_a": int(only[0][0]), "only_b": int(only_b[0][0]),
+            "both": both, "only_a": kept_a - both, "only_b": self.count(b) - n_pairs,
             "prediction_changed": pred_changed, "pointing_changed": point_changed}}
 
 
