@@ -77,13 +77,13 @@ def _chromium() -> str:
 # -- fixtures --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from tests.view_fixtures import make_compare, make_training_log
+    from tests.view_fixtures import make_compare, make_explain, make_training_log
 
     root = tmp_path_factory.mktemp("view-browser")
     a, b = make_compare(root / "cmp")
     training = (TUTORIAL_LOG if (TUTORIAL_LOG / "log.json").is_file()
                 else make_training_log(root / "training", epochs=5))
-    return {"a": a, "b": b, "training": training}
+    return {"a": a, "b": b, "training": training, "explain": make_explain(root / "explain")}
 
 
 @pytest.fixture(scope="module")
@@ -497,3 +497,29 @@ def test_training_epoch_slider_and_play(browser: Any, training_url: str) -> None
         tab.clean()
     finally:
         tab.close()
+
+
+def test_explain_folder_grid_detail_and_counts(browser: Any, folders: dict[str, Path]) -> None:
+    server = BackgroundServer([folders["explain"]])
+    tab = _Tab(browser, server.start())
+    try:
+        tab.open("#/overview")
+        overview = tab.api("/api/overview")
+        assert tab.texts("#overview-n") == [str(overview["overall"]["n"])]
+        assert tab.count("#overview-by_class svg .bar") == len(overview["by_class"])
+        tab.open("#/grid?sort=score&order=desc")
+        rows = tab.api("/api/rows", sort="score", order="desc")["rows"]
+        assert tab.attrs("#cards .card", "data-id") == [r["id"] for r in rows]
+        assert tab.attrs("#cards .card img", "src") == [r["thumb"] for r in rows]
+        tab.act(lambda: tab.page.select_option("#f-target", str(rows[0]["target"])))
+        same = tab.api("/api/rows", target=rows[0]["target"], sort="score", order="desc")
+        assert tab.attrs("#cards .card", "data-id") == [r["id"] for r in same["rows"]]
+        tab.act(lambda: tab.page.click("#cards .card >> nth=0"))
+        row = tab.api("/api/row", id=rows[0]["id"])
+        assert row["map"] is None  # explain keeps no map: its overlay goes over the image
+        assert tab.attrs("#detail-image", "src") == [row["image"]]
+        assert tab.attrs("#detail-map", "src") == [row["overlay"]]
+        tab.clean()
+    finally:
+        tab.close()
+        server.stop()

@@ -527,11 +527,17 @@
     return out;
   }
 
+  /** A thumbnail that becomes a note when its file is missing (an audit copied without overlays/). */
+  function thumbnail(src, alt, size) {
+    if (!src) return el("div", { class: "no-thumb", text: "no overlay" });
+    const img = el("img", { src, alt, loading: "lazy", width: size, height: size });
+    img.addEventListener("error", () => img.replaceWith(el("div", { class: "no-thumb", text: "overlay file not found" })), { once: true });
+    return img;
+  }
+
   function card(row, source) {
     const score = row.prediction_score !== undefined ? row.prediction_score : row.score;
-    const thumb = row.thumb
-      ? el("img", { src: row.thumb, alt: `overlay of ${row.id}`, loading: "lazy", width: 160, height: 160 })
-      : el("div", { class: "no-thumb", text: "no overlay" });
+    const thumb = thumbnail(row.thumb, `overlay of ${row.id}`, 160);
     const label = row.label !== undefined ? row.label : null;
     return el("a", { class: "card", href: detailHref(source, row.id), dataset: { id: row.id } },
       el("div", { class: "thumb" }, thumb),
@@ -759,8 +765,7 @@
     results.append(pager(page.total, page.offset, page.rows.length, onPage));
     if (!page.rows.length) results.append(el("p", { class: "empty", text: "No ids in both audits match." }));
     const side = (row, source) => el("a", { class: "side", href: detailHref(source, row.id) },
-      row.thumb ? el("img", { src: row.thumb, alt: `${"AB"[source]} overlay`, loading: "lazy", width: 112, height: 112 })
-        : el("div", { class: "no-thumb", text: "no overlay" }),
+      thumbnail(row.thumb, `${"AB"[source]} overlay`, 112),
       el("div", { class: "side-text" },
         el("div", { class: "muted small", text: `${"AB"[source]}: ${sourceInfo(source).name}` }),
         el("div", { class: "prediction", text: short(row.display_prediction ?? "—", 28) }),
