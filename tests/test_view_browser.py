@@ -473,26 +473,27 @@ def test_training_epoch_slider_and_play(browser: Any, training_url: str) -> None
         label = "#sample-0 .epoch-label"
         # the last epoch first; the slider goes back to the first
         assert tab.attrs(frame, "src") == [track["frames"][str(steps[-1])]]
-        assert tab.texts(label) == [f"epoch {steps[-1]}"]
+        # the loggers' step is the epoch counted from 0; the page counts from 1, as Keras does
+        assert tab.texts(label) == [f"epoch {steps[-1] + 1}"]
         sample.locator("input.epoch").fill("0")
         assert tab.attrs(frame, "src") == [track["frames"][str(steps[0])]]
-        assert tab.texts(label) == [f"epoch {steps[0]}"]
+        assert tab.texts(label) == [f"epoch {steps[0] + 1}"]
         features = [t for t in data["samples"][0]["tracks"] if t["kind"] == "features"]
         if features:
             shown = tab.attrs(f"#sample-0 img.frame[data-tag='{features[0]['tag']}']", "src")
             assert shown == [features[0]["frames"][str(steps[0])]]
         # play moves through the epochs; pause stops
         sample.locator("button.play").click()
-        tab.until(f"document.querySelector({label!r}).textContent !== 'epoch {steps[0]}'",
+        tab.until(f"document.querySelector({label!r}).textContent !== 'epoch {steps[0] + 1}'",
                   "play to move on")
         sample.locator("button.play").click()
         paused = tab.texts(label)
         time.sleep(1.0)
         assert tab.texts(label) == paused
-        assert tab.attrs(frame, "src") == [track["frames"][paused[0].split()[-1]]]
+        assert tab.attrs(frame, "src") == [track["frames"][str(int(paused[0].split()[-1]) - 1)]]
         # the slider of all samples
         tab.page.fill("#epoch-all", str(len(steps) - 1))
-        assert set(tab.texts("#samples .epoch-label")) == {f"epoch {steps[-1]}"}
+        assert set(tab.texts("#samples .epoch-label")) == {f"epoch {steps[-1] + 1}"}
         _keep_screenshot(tab.page, "view_training.png")
         tab.clean()
     finally:

@@ -555,7 +555,9 @@
 
   async function grid(token, params) {
     const source = params.get("source") || "0";
-    const fc = await facets(source);
+    // The facets (the filters' choices) and the page are asked for at once.
+    const query = gridQuery(params, source);
+    const [fc, page] = await Promise.all([facets(source), api("/api/rows", query)]);
     if (stale(token)) return;
     const key = `grid:${source}`;
     if (state.mounted !== key || !$("#grid-results")) {
@@ -568,9 +570,6 @@
     } else {
       syncForm(params);
     }
-    const query = gridQuery(params, source);
-    const page = await api("/api/rows", query);
-    if (stale(token)) return;
     state.list = { view: "grid", params: new URLSearchParams(params), source, offset: page.offset, total: page.total,
       ids: page.rows.map((r) => r.id) };
     const results = clear($("#grid-results"));
@@ -723,7 +722,10 @@
 
   // -- compare ------------------------------------------------------------------------------
   async function compare(token, params) {
-    const fc = await facets("0");
+    const query = gridQuery(params, "0");
+    query.delete("source");
+    query.set("changed", params.get("changed") || "any");
+    const [fc, page] = await Promise.all([facets("0"), api("/api/compare", query)]);
     if (stale(token)) return;
     if (state.mounted !== "compare" || !$("#compare-results")) {
       const changed = el("select", { name: "changed", id: "f-changed" },
@@ -741,11 +743,6 @@
           el("section", { class: "results", id: "compare-results" })));
       state.mounted = "compare";
     } else syncForm(params);
-    const query = gridQuery(params, "0");
-    query.delete("source");
-    query.set("changed", params.get("changed") || "any");
-    const page = await api("/api/compare", query);
-    if (stale(token)) return;
     const c = page.counts;
     const counts = clear($("#compare-counts"));
     for (const [key, label] of [["both", "In both"], ["prediction_changed", "Prediction changed"],
@@ -791,9 +788,9 @@
     const all = el("input", { type: "range", id: "epoch-all", min: 0, max: Math.max(0, steps.length - 1), value: Math.max(0, steps.length - 1),
       "aria-label": "epoch of every sample", list: "epoch-ticks" });
     const ticks = el("datalist", { id: "epoch-ticks" }, steps.map((step, i) => el("option", { value: i, label: String(step) })));
-    const allLabel = el("output", { id: "epoch-all-label", text: steps.length ? `epoch ${steps[steps.length - 1]}` : "" });
+    const allLabel = el("output", { id: "epoch-all-label", text: steps.length ? epochName(steps[steps.length - 1]) : "" });
     all.addEventListener("input", () => {
-      allLabel.textContent = `epoch ${steps[all.value]}`;
+      allLabel.textContent = epochName(steps[all.value]);
       players.forEach((p) => p.show(Number(all.value)));
     });
     const allPlay = el("button", { type: "button", id: "play-all", class: "primary", text: "▶ Play all" });
@@ -819,11 +816,16 @@
     });
     setView(
       el("div", { class: "toolbar" }, el("h1", { text: "Training" }),
-        el("span", { class: "muted", text: `${data.samples.length} samples · ${steps.length} epochs · ${data.tags.join(", ")}` }),
+        el("span", { class: "muted", text: `${data.samples.length} samples · ${steps.length} logged epochs · ${data.tags.join(", ")}` }),
         el("span", { class: "spacer" }),
         steps.length > 1 ? el("div", { class: "epoch-control" }, allPlay, all, allLabel) : null),
       steps.length ? null : el("p", { class: "empty", text: "The log holds no images yet." }),
       el("div", { class: "samples", id: "samples" }, samples), ticks);
+  }
+
+  /** The loggers log after an epoch with step = the epoch counted from 0 (Keras counts from 1). */
+  function epochName(step) {
+    return `epoch ${Number(step) + 1}`;
   }
 
   function samplePlayer(sample, steps, index) {
@@ -845,7 +847,8 @@
     const show = (at) => {
       slider.value = String(at);
       const step = steps[at];
-      label.textContent = `epoch ${step}`;
+      label.textContent = epochName(step);
+      label.title = `step ${step} in log.json`;
       for (const f of frames) {
         const url = f.track.frames[String(step)];
         f.img.hidden = !url;
