@@ -122,24 +122,30 @@ class LocalCluster:
         """Stop every node, worker nodes first, then remove the temp folder."""
         for k in reversed(range(len(self.nodes))):
             self.stop_node(k, grace=1.0 if k == 0 else 0.0)
-        leftover = self.processes()
-        for pid in leftover:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        end = time.monotonic() + 10
+        while (leftover := self.processes()) and time.monotonic() < end:
+            for pid in leftover:  # workers that outlive their raylet for a moment
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.2)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def processes(self) -> list[int]:
-        """Live processes of this cluster (their command line names its temp folder)."""
+        """Live processes of this cluster: their command line names its temp folder, or
+        they work in it (Ray's workers, whose command line is ``ray::...``)."""
         found = []
+        root = str(self.root)
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
             try:
                 cmd = (entry / "cmdline").read_bytes()
-                state = (entry / "stat").read_text().split()[2]
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                cwd = os.readlink(entry / "cwd")
             except OSError:
                 continue
-            if str(self.root).encode() in cmd and state != "Z":
+            ours = root.encode() in cmd or cwd == root or cwd.startswith(root + os.sep)
+            if ours and state != "Z":
                 found.append(int(entry.name))
         return found
 

@@ -234,6 +234,22 @@ def test_the_audit_runs_on_both_nodes_with_the_model_from_the_drivers_folder(
         assert "runtime_resources" in file and not file.startswith(str(job.work)), file
 
 
+def test_an_address_where_no_cluster_answers_is_an_error_not_a_ray_of_our_own(data, tmp_path):
+    from tests.ray_cluster import free_port
+
+    done = subprocess.run(
+        [sys.executable, "-m", "interp_core.cli", "audit", "demo:torch", str(data["manifest"]),
+         "--out", str(tmp_path / "out"), "--engine", "ray", "--ray-address",
+         f"127.0.0.1:{free_port()}", "--no-progress"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(
+            str(ROOT / p) for p in ("", "backends/torch"))})
+    assert done.returncode == 2
+    assert "no Ray cluster answers at ray_address='127.0.0.1:" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out" / "results.parquet").exists()
+
+
 def test_the_python_api_joins_the_cluster_given(cluster, data, tmp_path):
     job = Job(cluster, data, tmp_path, pause=0.25)
     code = textwrap.dedent(f"""
@@ -264,6 +280,7 @@ def test_a_worker_killed_with_sigkill_is_restarted_and_its_batch_retried(
     built_before = len(job.builds())
     os.kill(victim, signal.SIGKILL)
     out = job.finish(proc)
+    print(out)  # what Ray and the engine did (shown with pytest -s)
     assert proc.returncode == 0, out[-3000:]
     assert len(job.builds()) > built_before  # Ray restarted the actor
     assert_each_image_once(job)
@@ -288,9 +305,12 @@ def test_an_interrupted_driver_resumes_on_the_same_cluster(cluster, data, tmp_pa
 
 
 SINK_SCRIPT = '''
+import importlib
 import os
-import interp_core.audit.engine_ray as engine
+
 from interp_core.audit import audit
+
+engine = importlib.import_module("interp_core.audit.engine_ray")
 
 MARKER = {marker!r}
 
@@ -340,6 +360,7 @@ def test_the_run_completes_on_the_head_when_the_worker_node_stops(cluster, data,
              proc=proc)
     cluster.stop_node(1)
     out = job.finish(proc)
+    print(out)  # what Ray and the engine did (shown with pytest -s)
     assert proc.returncode == 0, out[-3000:]
     assert_each_image_once(job)
     assert cluster.alive_nodes() == [head]

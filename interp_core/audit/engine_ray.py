@@ -7,8 +7,9 @@ engine uses, so both engines give the same rows. Ray's write tasks store each bu
 with :func:`~interp_core.audit.results.write_part` (temporary name, then rename), so a killed
 run keeps every part already written and ``resume`` redoes only the rest.
 
-Faults: Ray restarts an actor that dies and retries its batch (``max_restarts`` and
-``max_task_retries`` are set, without limit, in the pool's remote arguments). Where Ray Data
+Faults: Ray restarts an actor that dies and retries its batch (Ray Data's actor pools set
+``max_restarts=-1`` and ``max_task_retries=-1``; passing them ourselves goes through
+``**ray_remote_args``, deprecated in Ray 2.60 and removed in 2.64). Where Ray Data
 gives up on the whole run (a node that leaves takes the blocks it held), the engine submits
 what has no part yet again, up to :data:`ATTEMPTS` times. A batch done twice (a write task
 retried after its part was written) gives two rows for its ids in the parts; the merge keeps
@@ -29,6 +30,7 @@ import importlib.util
 import logging
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import warnings
@@ -45,7 +47,12 @@ from interp_core.audit.config import AuditConfig, is_demo_spec, is_factory, thre
 from interp_core.audit.results import finished_ids, write_part
 from interp_core.audit.worker import BatchWorker
 
-BATCHES_PER_BLOCK = 4
+#: The most batches in one input block (one actor task). Blocks shrink so that each actor
+#: gets at least :data:`BLOCKS_PER_ACTOR` of them (a short list still spreads over all nodes);
+#: large lists get large blocks, whose per-task cost (scheduling, object store, the part
+#: write) is spread over more images.
+BATCHES_PER_BLOCK = 32
+BLOCKS_PER_ACTOR = 4
 #: Runs of the Ray Data pipeline before the engine gives up: the first, then re-submissions
 #: of what has no part yet after Ray Data failed (a lost node, lost blocks).
 ATTEMPTS = 3
@@ -167,6 +174,7 @@ def connect(address: str | None = None, runtime_env: dict[str, Any] | None = Non
     quiet: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False,
                              "runtime_env": runtime_env}
     if address:
+        _check_reachable(address)  # ray.init would retry for minutes
         try:
             ray.init(address=address, **quiet)
         except (ConnectionError, RuntimeError) as exc:
@@ -180,6 +188,20 @@ def connect(address: str | None = None, runtime_env: dict[str, Any] | None = Non
     except (ConnectionError, RuntimeError):
         ray.init(include_dashboard=False, **quiet)
     return True
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """A quick TCP check of a ``HOST:PORT`` address (``auto`` and ``ray://`` pass)."""
+    host, sep, port = address.rpartition(":")
+    if address == "auto" or address.startswith("ray://") or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConnectionError(
+            f"no Ray cluster answers at ray_address={address!r} ({exc.strerror or exc}): "
+            "start one with `ray start --head`, or check the address (host:port of the head "
+            "node's GCS, or 'auto' on a node of the cluster)") from None
 
 
 def _same_address(a: str, b: str) -> bool:
@@ -331,12 +353,11 @@ def run_ray(todo: Any, config: AuditConfig, parts_dir: Path, *, workers: int | N
         data_context = ray.data.DataContext.get_current()
         data_context.enable_progress_bars = progress
         data_context.print_on_execution_start = progress
-        remote_args: dict[str, Any] = {"max_restarts": -1, "max_task_retries": -1}
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 _execute(todo, actor_config, parts_dir, workers=workers, threads=threads,
                          gpus=gpus, part_size=part_size, worker_class=worker_class,
-                         sink_class=sink_class, remote_args=remote_args)
+                         sink_class=sink_class)
                 break
             except Exception as exc:
                 lost = _lost(exc)
@@ -375,15 +396,15 @@ def _lost(exc: BaseException) -> str | None:
 
 
 def _execute(todo: Any, config: AuditConfig, parts_dir: Path, *, workers: int, threads: int,
-             gpus: float, part_size: int, worker_class: type, sink_class: type[PartsDatasink],
-             remote_args: dict[str, Any]) -> None:
+             gpus: float, part_size: int, worker_class: type,
+             sink_class: type[PartsDatasink]) -> None:
     """One run of the Ray Data pipeline over ``todo``."""
     bs = config.batch_size
     # Input blocks of a few whole batches: Ray cuts them into the same batches as the
     # local engine (boundaries at multiples of batch_size) with less per-block overhead.
     batches = -(-todo.num_rows // bs)
     workers = max(1, min(workers, batches))  # no idle actors on a short list
-    rows = bs * max(1, min(BATCHES_PER_BLOCK, batches // workers))
+    rows = bs * max(1, min(BATCHES_PER_BLOCK, batches // (workers * BLOCKS_PER_ACTOR)))
     blocks = [todo.slice(start, rows) for start in range(0, todo.num_rows, rows)]
     dataset = ray.data.from_arrow(blocks).map_batches(
         worker_class,
@@ -393,7 +414,6 @@ def _execute(todo: Any, config: AuditConfig, parts_dir: Path, *, workers: int, t
         batch_format="pyarrow",
         num_cpus=threads,
         num_gpus=gpus or None,
-        **remote_args,
     )
     sink = sink_class(parts_dir, part_size)
     # Write tasks take no CPU slot: the actors hold them all, and parts must be written
