@@ -40,6 +40,7 @@ images/s/CPU >= 0.8x local's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import functools
 import json
@@ -249,6 +250,7 @@ class CPUSampler:
         self.cluster = cluster
         self.every = every
         self.seen: dict[int, float] = {}
+        self.names: dict[int, str] = {}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.tick = os.sysconf("SC_CLK_TCK")
@@ -261,6 +263,14 @@ class CPUSampler:
                 except OSError:
                     continue
                 self.seen[pid] = (int(fields[11]) + int(fields[12])) / self.tick
+                if not self.names.get(pid, "").startswith("ray::"):  # retitled once started
+                    with contextlib.suppress(OSError):
+                        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                        words = [w.decode() for w in cmd if w][:3]
+                        name = next((w for w in words if w.startswith("ray::")), None) or next(
+                            (Path(w).name for w in words if w.endswith(".py")),
+                            Path(words[0]).name if words else "?")
+                        self.names[pid] = name.split("(")[0].split(" ")[0][:40]
             self.stop.wait(self.every)
 
     def __enter__(self) -> CPUSampler:
@@ -274,6 +284,17 @@ class CPUSampler:
     @property
     def seconds(self) -> float:
         return sum(self.seen.values())
+
+    def by_name(self, top: int = 6) -> str:
+        """The largest CPU users, by process name."""
+        totals: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        for pid, cpu in self.seen.items():
+            name = self.names.get(pid, "?")
+            totals[name] = totals.get(name, 0.0) + cpu
+            counts[name] = counts.get(name, 0) + 1
+        ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:top]
+        return ", ".join(f"{name} {cpu:.1f} s ({counts[name]})" for name, cpu in ranked)
 
 
 def cluster_mode(n: int, size: int) -> None:
@@ -310,7 +331,8 @@ def cluster_mode(n: int, size: int) -> None:
                   f", {n / everything:6.1f} in all (driver {found['cpu']:.1f} s, cluster "
                   f"{used.seconds:.1f} s of CPU, start-up included)"
                   f"; start-up: nodes {cluster.start_seconds:.1f} s, audit call to first "
-                  f"batch {found['ray_init']:.1f} s")
+                  f"batch {found['ray_init']:.1f} s\n      cluster CPU by process: "
+                  f"{used.by_name()}")
         for label in ("Ray, 1 node", "Ray, 2 nodes"):
             print(f"{label} / local, steady images/s/CPU: {rates[label] / rates['local']:.2f} "
                   "(goal >= 0.8)")
