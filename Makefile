@@ -86,7 +86,7 @@ models-table: $(BIN)/python $(ZOO_READY)
 docs: $(BIN)/python
 	$(BIN)/pip install -q -r requirements-dev.txt -r requirements-docs.txt
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
-	INTERP_TEST_DOCS=1 $(BIN)/python -m pytest -q -m docs tests/test_docs_site.py
+	INTERP_TEST_DOCS=1 $(BIN)/python -m pytest -q -m docs tests/test_docs_site.py tests/test_view_browser.py
 
 bench: $(BIN)/python
 	$(BIN)/python benchmarks/bench_torch.py

@@ -48,13 +48,19 @@ for name in names:
                    *(data if name == "interp_core" else ())):
         assert needed in files, f"{wheel.name}: no {needed}"
     assert any(f.endswith(".dist-info/licenses/LICENSE") for f in files), f"{wheel.name}: LICENSE"
+    if name == "interp_core":  # interp view's page: every file of the checkout's static/
+        static = sorted(p.relative_to(".").as_posix()
+                        for p in Path("interp_core/view/static").glob("*") if p.is_file())
+        missing = [f for f in static if f not in files]
+        assert not missing, f"{wheel.name}: no {missing}"
+        assert "interp_core/view/app.py" in files, f"{wheel.name}: no interp_core/view"
     (sdist,) = dist.glob(f"{name}-*.tar.gz")
     members = tarfile.open(sdist).getnames()
     top = sdist.name.removesuffix(".tar.gz")
     for needed in ("LICENSE", "README.md", "pyproject.toml", f"{name}/py.typed"):
         assert f"{top}/{needed}" in members, f"{sdist.name}: no {needed}"
 print(f"{len(names)} wheels and {len(names)} sdists carry LICENSE, README.md and py.typed; "
-      "interp-core carries the demo weights")
+      "interp-core carries the demo weights and interp view's static files")
 PY
 
 read -r -a backends <<< "${DIST_BACKENDS:-torch tensorflow jax}"

@@ -147,7 +147,8 @@ ALLOWED_IMPORTS: dict[str, set[str]] = {
     "logging": {"backend", "features", "methods", "viz", "targets"},
     "audit": {"backend", "datasets", "io", "logging", "methods", "metrics", "viz", "targets"},
     "cli": {"api", "audit", "backend", "datasets", "io", "methods", "viz", "features",
-            "metrics", "targets"},
+            "metrics", "targets", "view"},
+    "view": {"audit", "io", "methods", "viz"},
     "testing": {"interp_core", "backend", "datasets", "methods", "targets"},
     "interp_core": {"*"},
 }

@@ -31,6 +31,7 @@
 import json
 import os
 from pathlib import Path
+from urllib.request import urlopen
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("WANDB_MODE", "offline")  # W&B writes locally; nothing leaves the machine
@@ -45,6 +46,7 @@ from interp_core import metrics
 from interp_core.datasets import make_shapes
 from interp_core.datasets.demo import demo_model
 from interp_core.logging.sinks import FolderSink, WandbSink
+from interp_core.view import BackgroundServer
 
 keras.utils.set_random_seed(0)
 print("keras", keras.__version__, "| backends:", ic.backends())
@@ -315,6 +317,32 @@ for method in (ic.HiResCAM, ic.GradCAM):
 #   shows *when* the model starts looking at the object, not only *whether* it does.
 # - The loggers never change the model: weights, trainable flags and the optimizer are as
 #   training left them.
+
+# %% [markdown]
+# ## The same log in the browser: `interp view`
 #
+# The folder the callbacks wrote is also a page to play with. In a terminal:
+#
+# ```bash
+# pip install 'interp-core[view]'
+# interp view runs/circle
+# ```
+#
+# opens it on `http://127.0.0.1:PORT/` (this machine only, read-only): for each logged image,
+# its Grad-CAM overlay and its `block3` feature maps, an epoch slider and play / pause, the
+# experiment tracker's view without an account or a network.
+#
+# ![interp view runs/circle: overlays and feature maps, epoch by epoch](../images/view_training.png)
+#
+# Here, without a browser, the server runs for a moment in the background and answers what the
+# page would show ([Look at an audit in the browser](../how-to/view.md) has the other views):
+
+# %%
+with BackgroundServer(["runs/circle"]) as url, urlopen(url + "api/training") as response:
+    training = json.loads(response.read())
+print(len(training["samples"]), "samples,", len(training["steps"]), "epochs, tracks:",
+      ", ".join(training["tags"]))
+
+# %% [markdown]
 # Next: [the Grad-CAM family compared](gradcam_family_torch.md), or
 # [the training-logger guide](../how-to/training-loggers.md) for PyTorch and Lightning.

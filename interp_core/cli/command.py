@@ -4,6 +4,7 @@
     interp explain MODEL FILES... --method gradcam --layer NAME [--target N] [--out DIR]
                    [--resume | --overwrite] [--channels C] [--trust-model] [--weights FILE]
     interp audit MODEL SOURCE --out DIR [--engine local|ray] [--resume]
+    interp view PATH [PATH2] [--port N] [--host H] [--no-browser]
     interp backends [--verbose] | methods | layers MODEL
 
 Errors print one line in the command line's words and exit with status 2 (``--debug`` shows
@@ -39,6 +40,7 @@ from interp_core.cli.options import (
 )
 from interp_core.cli.records import JsonLinesWriter, read_records
 from interp_core.cli.summary import layer_phrase
+from interp_core.cli.view import add_view_parser
 from interp_core.io.errors import FileReadError
 from interp_core.io.images import IMAGE_SUFFIXES, find_files
 from interp_core.io.models import load_model
@@ -277,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.set_defaults(func=cmd_explain)
 
     add_audit_parser(sub)
+    add_view_parser(sub)
 
     help_ = "installed backends"
     listing = sub.add_parser("backends", help=help_, **parser_kwargs(help_))
