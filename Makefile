@@ -2,6 +2,9 @@
 #   make demo   venv + core + torch adapter, then `interp demo` on the bundled model
 #   make test   venv + everything (torch, tensorflow, jax adapters, Ray, dev tools), then ruff,
 #               mypy --strict on the public API ([tool.mypy] in pyproject.toml) and the tests
+#   make test-cluster  the audit on a real two-node Ray cluster started on this machine
+#               (`ray start`, 1 CPU per node) and its fault tests: marked `cluster`, each wait
+#               with a timeout; about 2 minutes
 # A third builds the documentation: make docs (tutorials executed, site in build/site, checked in
 # Debian's Chromium).
 # The model zoo has its own venv, $(ZOO) (default .venv-zoo, from requirements-zoo.txt: torch
@@ -16,7 +19,7 @@
 # make dist builds the sdists and wheels of the four distributions into dist/, runs twine check,
 # installs the wheels in a fresh venv (build/dist-venv) and runs the installed `interp` and a
 # smoke test there (scripts/check_dist.sh; 1.5 to 2.5 minutes; DIST_BACKENDS=torch: 1).
-# CI (.ci/run) runs make test, make dist, make test-zoo, then make docs.
+# CI (.ci/run) runs make test, make test-cluster, make dist, make test-zoo, then make docs.
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
@@ -28,7 +31,7 @@ ZOO_TESTS = tests/test_zoo_torch.py tests/test_detection.py tests/test_segmentat
 	tests/test_torch_wrappers.py tests/test_pytorch_grad_cam_package.py tests/test_zoo_attention.py \
 	tests/test_metrics_quantus.py tests/test_yolo.py tests/test_detr.py
 
-.PHONY: demo test dist test-zoo models-table docs bench
+.PHONY: demo test test-cluster dist test-zoo models-table docs bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,7 +62,12 @@ test: $(BIN)/python
 	$(BIN)/pip install -q --no-deps $(KERAS_HUB)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	INTERP_TEST_BACKENDS=torch,tensorflow,jax INTERP_TEST_RAY=1 WANDB_MODE=offline $(BIN)/python -m pytest -q -m "not docs and not slow"
+	INTERP_TEST_BACKENDS=torch,tensorflow,jax INTERP_TEST_RAY=1 WANDB_MODE=offline $(BIN)/python -m pytest -q -m "not docs and not slow and not cluster"
+
+# Ray nodes of their own (not the tests' Ray of `make test`): run after it, not beside it.
+test-cluster: $(BIN)/python
+	$(BIN)/pip install -q -r requirements-dev.txt
+	INTERP_TEST_BACKENDS=torch INTERP_TEST_RAY=1 $(BIN)/python -m pytest -q -m cluster tests/test_audit_cluster.py
 
 dist: $(BIN)/python
 	$(BIN)/pip install -q -r requirements-dev.txt

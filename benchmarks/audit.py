@@ -23,11 +23,24 @@ machine the wall-clock ratios are noise; run it on a quiet one.
 
     python benchmarks/audit.py [--images 2000] [--size 64] [--big 20000] [--repeats 2]
                                [--skip-ray] [--skip-memory]
+
+Cluster mode (``--cluster``): on ``--cluster-images`` (20,000) generated images, images per
+second per CPU for the local engine (1 CPU), Ray on one node (``ray start --head
+--num-cpus=1``) and Ray on two nodes (a head and a worker node, 1 CPU each; both on this
+machine, :mod:`tests.ray_cluster`), each in a fresh driver process that joins the cluster
+through ``RAY_ADDRESS``. Steady state: the images over the time from the first batch's start
+to the last batch's end in the workers (no start-up, no merge), divided by the CPUs. Ray's
+start-up is reported separately: starting the nodes (``ray start``), and from the audit call
+to the first batch (joining, the set-up check, the actor pool). Goal: Ray's steady-state
+images/s/CPU >= 0.8x local's.
+
+    python benchmarks/audit.py --cluster [--cluster-images 20000]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import functools
 import json
@@ -148,7 +161,12 @@ def child(kind: str, manifest: Path, out: Path, size: int) -> dict[str, object]:
     demo_model("torch")  # adapter and weights loaded once, as a warm process has them
     trace = out / "batches.jsonl"
     init = 0.0
-    if kind == "ray":
+    if kind == "ray-cluster":  # join the cluster RAY_ADDRESS names
+        from interp_core.audit import engine_ray
+
+        engine_ray.run_ray = functools.partial(
+            engine_ray.run_ray, worker_class=traced(engine_ray.RayBatchWorker, str(trace)))
+    elif kind == "ray":
         import logging
 
         import ray
@@ -168,9 +186,13 @@ def child(kind: str, manifest: Path, out: Path, size: int) -> dict[str, object]:
     if kind == "hand":
         images = hand_loop(manifest, out / "run")
     else:
-        result = audit("demo:torch", manifest, out / "run", engine=kind, threads=1, size=size,
+        result = audit("demo:torch", manifest, out / "run", threads=1, size=size,
+                       engine="local" if kind == "local" else "ray",
                        workers=2 if kind == "ray" else None, progress=False)
         images = result.images
+        if kind == "ray-cluster" and trace.exists():
+            first = min(json.loads(line)[1] for line in trace.read_text().splitlines())
+            init += first - (time.time() - (time.perf_counter() - start))
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
     found = {"seconds": seconds, "cpu": cpu, "images": images, "ray_init": init,
@@ -178,8 +200,10 @@ def child(kind: str, manifest: Path, out: Path, size: int) -> dict[str, object]:
     return {**found, **(steady_state(trace) if trace.exists() else {})}
 
 
-def run_child(kind: str, manifest: Path, out: Path, size: int) -> dict[str, object]:
-    env = {**os.environ, **dict.fromkeys(THREAD_VARS, "1"), "TF_CPP_MIN_LOG_LEVEL": "2"}
+def run_child(kind: str, manifest: Path, out: Path, size: int,
+              env_extra: dict[str, str] | None = None) -> dict[str, object]:
+    env = {**os.environ, **dict.fromkeys(THREAD_VARS, "1"), "TF_CPP_MIN_LOG_LEVEL": "2",
+           **(env_extra or {})}
     shutil.rmtree(out, ignore_errors=True)
     (out / "run").mkdir(parents=True)
     os.sync()  # the previous run's files are flushed before this one's clock starts
@@ -191,6 +215,132 @@ def run_child(kind: str, manifest: Path, out: Path, size: int) -> dict[str, obje
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def make_many(root: Path, n: int, size: int = 64, chunk: int = 2000) -> Path:
+    """``n`` distinct shapes PNGs (made ``chunk`` at a time) and their manifest."""
+    from interp_core.datasets import CLASSES, make_shapes
+    from interp_core.viz import save_png
+
+    rows = []
+    for start in range(0, n, chunk):
+        count = min(chunk, n - start)
+        data = make_shapes(count, size=size, seed=100 + start)
+        for j in range(count):
+            i = start + j
+            save_png(root / "images" / f"{i:05d}.png", data.images[j])
+            y0, x0, y1, x1 = (int(v) for v in data.boxes[j])
+            rows.append({"id": f"{i:05d}", "path": f"images/{i:05d}.png",
+                         "label": CLASSES[int(data.labels[j])], "group": "ab"[i % 2],
+                         "x0": x0, "y0": y0, "x1": x1, "y1": y1})
+    manifest = root / "manifest.csv"
+    with open(manifest, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
+
+
+class CPUSampler:
+    """CPU seconds used by a cluster's processes (Ray's own and the workers), sampled from
+    ``/proc`` every ``every`` seconds while a run goes on (the last sample of a process that
+    ends is kept)."""
+
+    def __init__(self, cluster: object, every: float = 0.25) -> None:
+        import threading
+
+        self.cluster = cluster
+        self.every = every
+        self.seen: dict[int, float] = {}
+        self.names: dict[int, str] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            for pid in self.cluster.processes():  # type: ignore[attr-defined]
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                self.seen[pid] = (int(fields[11]) + int(fields[12])) / self.tick
+                if not self.names.get(pid, "").startswith("ray::"):  # retitled once started
+                    with contextlib.suppress(OSError):
+                        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                        words = [w.decode() for w in cmd if w][:3]
+                        name = next((w for w in words if w.startswith("ray::")), None) or next(
+                            (Path(w).name for w in words if w.endswith(".py")),
+                            Path(words[0]).name if words else "?")
+                        self.names[pid] = name.split("(")[0].split(" ")[0][:40]
+            self.stop.wait(self.every)
+
+    def __enter__(self) -> CPUSampler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.seen.values())
+
+    def by_name(self, top: int = 6) -> str:
+        """The largest CPU users, by process name."""
+        totals: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        for pid, cpu in self.seen.items():
+            name = self.names.get(pid, "?")
+            totals[name] = totals.get(name, 0.0) + cpu
+            counts[name] = counts.get(name, 0) + 1
+        ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:top]
+        return ", ".join(f"{name} {cpu:.1f} s ({counts[name]})" for name, cpu in ranked)
+
+
+def cluster_mode(n: int, size: int) -> None:
+    """Images/s per CPU: local, Ray on one node, Ray on two nodes (see the docstring)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.ray_cluster import LocalCluster
+
+    root = Path(tempfile.mkdtemp(prefix="interp-audit-cluster-"))
+    try:
+        t = time.perf_counter()
+        manifest = make_many(root, n, size)
+        print(f"{n} shapes PNGs {size}x{size} written in {time.perf_counter() - t:.1f} s; "
+              f"Grad-CAM block3 + pointing game + overlays, batch {BATCH}, 1 thread per "
+              f"process/actor; cores: {os.cpu_count()}; load average before: "
+              f"{os.getloadavg()[0]:.1f}")
+        rates: dict[str, float] = {}
+        local = run_child("local", manifest, root / "out-local", size)
+        rates["local"] = local["steady_rate"]
+        print(f"  local, 1 CPU:        {local['steady_rate']:6.1f} images/s/CPU steady "
+              f"({n / local['seconds']:6.1f} images/s end to end, {local['seconds']:.1f} s); "
+              f"{1 / local['cpu_per_image']:6.1f} images per CPU-second in the worker; "
+              f"{n / local['cpu']:6.1f} images per CPU-second in all")
+        for label, workers in (("Ray, 1 node", 0), ("Ray, 2 nodes", 1)):
+            cpus = 1 + workers
+            with LocalCluster(workers=workers, cpus=1) as cluster, CPUSampler(cluster) as used:
+                found = run_child("ray-cluster", manifest, root / f"out-{cpus}", size,
+                                  env_extra=cluster.env)
+            everything = found["cpu"] + used.seconds  # the driver's, and the cluster's
+            rates[label] = found["steady_rate"] / cpus
+            print(f"  {label + ',':<13} {cpus} CPU: {rates[label]:6.1f} images/s/CPU steady "
+                  f"({found['steady_rate']:6.1f} images/s, {found['workers']} actors; "
+                  f"{n / found['seconds']:6.1f} images/s end to end, {found['seconds']:.1f} s)"
+                  f"; {1 / found['cpu_per_image']:6.1f} images per CPU-second in the workers"
+                  f", {n / everything:6.1f} in all (driver {found['cpu']:.1f} s, cluster "
+                  f"{used.seconds:.1f} s of CPU, start-up included)"
+                  f"; start-up: nodes {cluster.start_seconds:.1f} s, audit call to first "
+                  f"batch {found['ray_init']:.1f} s\n      cluster CPU by process: "
+                  f"{used.by_name()}")
+        for label in ("Ray, 1 node", "Ray, 2 nodes"):
+            print(f"{label} / local, steady images/s/CPU: {rates[label] / rates['local']:.2f} "
+                  "(goal >= 0.8)")
+        print(f"load average after: {os.getloadavg()[0]:.1f}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000)
@@ -200,11 +350,17 @@ def main() -> None:
                         help="processes per variant, run in turn (the fastest is kept)")
     parser.add_argument("--skip-ray", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--cluster", action="store_true",
+                        help="cluster mode: local vs Ray on one and two nodes")
+    parser.add_argument("--cluster-images", type=int, default=20000)
     parser.add_argument("--child", nargs=4, metavar=("KIND", "MANIFEST", "OUT", "SIZE"))
     args = parser.parse_args()
     if args.child:
         kind, manifest, out, size = args.child
         print(json.dumps(child(kind, Path(manifest), Path(out), int(size))))
+        return
+    if args.cluster:
+        cluster_mode(args.cluster_images, args.size)
         return
 
     root = Path(tempfile.mkdtemp(prefix="interp-audit-bench-"))

@@ -3,36 +3,67 @@
 Imported only when ``engine="ray"`` is chosen (Ray is the optional extra
 ``interp-core[ray]``). Each actor is a :class:`~interp_core.audit.worker.BatchWorker` that
 builds the model once from the config; batches are the same consecutive slices the local
-engine uses, so both engines give the same rows. Ray restarts an actor that dies and retries
-its batch (Ray Data's default for actor pools, without limit). Ray's write tasks store each
-bundle of rows with :func:`~interp_core.audit.results.write_part` (temporary name, then
-rename), so a killed run keeps every part already written and ``resume`` redoes only the
-rest.
+engine uses, so both engines give the same rows. Ray's write tasks store each bundle of rows
+with :func:`~interp_core.audit.results.write_part` (temporary name, then rename), so a killed
+run keeps every part already written and ``resume`` redoes only the rest.
 
-Cluster: an already-initialised Ray is used as it is; otherwise ``RAY_ADDRESS`` (or a
-cluster started with ``ray start`` on this machine) is joined; otherwise a local instance is
-started for the run and stopped after it.
+Faults: Ray restarts an actor that dies and retries its batch (Ray Data's actor pools set
+``max_restarts=-1`` and ``max_task_retries=-1``; passing them ourselves goes through
+``**ray_remote_args``, deprecated in Ray 2.60 and removed in 2.64). Where Ray Data
+gives up on the whole run (a node that leaves takes the blocks it held), the engine submits
+what has no part yet again, up to :data:`ATTEMPTS` times. A batch done twice (a write task
+retried after its part was written) gives two rows for its ids in the parts; the merge keeps
+one. Each row records the node that explained it (the part-only ``node`` column).
+
+Cluster: ``address`` (``ray_address=``, ``--ray-address``) or ``RAY_ADDRESS`` is joined
+(never a Ray of our own: an unreachable cluster is an error); otherwise an already-initialised
+Ray is used as it is; otherwise a cluster started with ``ray start`` on this machine is
+joined, or a local instance is started for the run and stopped after it. A ``module:attr``
+model that lives in the driver's folder travels to the workers in the job's ``runtime_env``
+(:func:`model_runtime_env`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import os
+import shutil
+import socket
+import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 from ray.data import ActorPoolStrategy, Datasink
 from ray.data.block import BlockAccessor
 
-from interp_core.audit.config import AuditConfig, thread_env
-from interp_core.audit.results import write_part
+from interp_core.audit.config import AuditConfig, is_demo_spec, is_factory, thread_env
+from interp_core.audit.results import finished_ids, write_part
 from interp_core.audit.worker import BatchWorker
 
-BATCHES_PER_BLOCK = 4
+#: The most batches in one input block (one actor task). Blocks shrink so that each actor
+#: gets at least :data:`BLOCKS_PER_ACTOR` of them (a short list still spreads over all nodes);
+#: large lists get large blocks, whose per-task cost (scheduling, object store, the part
+#: write) is spread over more images.
+BATCHES_PER_BLOCK = 32
+BLOCKS_PER_ACTOR = 4
+#: Runs of the Ray Data pipeline before the engine gives up: the first, then re-submissions
+#: of what has no part yet after Ray Data failed (a lost node, lost blocks).
+ATTEMPTS = 3
+#: Ray's errors that say a process, node or object went away: the work is submitted again.
+#: Any other error (the model's own, raised in every retry) ends the run.
+LOST = ("ActorDiedError", "ActorUnavailableError", "ActorUnschedulableError",
+        "NodeDiedError", "ObjectLostError", "ObjectFetchTimedOutError", "OwnerDiedError",
+        "ObjectReconstructionFailedError", "ObjectReconstructionFailedMaxAttemptsExceededError",
+        "ObjectReconstructionFailedLineageEvictedError", "ReferenceCountingAssertionError",
+        "WorkerCrashedError", "LocalRayletDiedError", "RaySystemError", "TaskUnschedulableError",
+        "GetTimeoutError")
 
 
 class RayBatchWorker(BatchWorker):
@@ -41,11 +72,19 @@ class RayBatchWorker(BatchWorker):
     Ray itself sets ``OMP_NUM_THREADS`` to the actor's CPUs (OpenMP, MKL and OpenBLAS follow
     it) and the worker holds torch to ``config.threads``."""
 
+    raise_setup_errors = False  # check_setup did, on one row
+
     def __init__(self, config: AuditConfig) -> None:
         for name, value in thread_env(config.threads).items():
             os.environ.setdefault(name, value)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         super().__init__(config)
+        self.node = ray.get_runtime_context().get_node_id()
+
+    def __call__(self, batch: Any) -> Any:
+        rows = super().__call__(batch)
+        at = rows.schema.get_field_index("node")
+        return rows.set_column(at, "node", pa.array([self.node] * rows.num_rows, pa.string()))
 
 
 def check_setup(todo: Any, config: AuditConfig, threads: int) -> None:
@@ -77,6 +116,7 @@ def check_setup(todo: Any, config: AuditConfig, threads: int) -> None:
 
 def _run_first_row(config: AuditConfig, first: Any) -> None:
     worker = RayBatchWorker(config)
+    worker.raise_setup_errors = True
     try:
         worker(first)  # the row is discarded: the pool explains it again
     finally:
@@ -108,20 +148,142 @@ class PartsDatasink(Datasink):
         return "AuditParts"
 
 
-def connect() -> bool:
-    """Make sure Ray is initialised; True when this call did it (so the run shuts it down)."""
+def connect(address: str | None = None, runtime_env: dict[str, Any] | None = None) -> bool:
+    """Make sure Ray is initialised; True when this call did it (so the run shuts it down).
+
+    ``address`` (else ``RAY_ADDRESS``) names the cluster to join; an unreachable one is an
+    error, never a reason to start a Ray of our own. ``runtime_env`` becomes the job's
+    (where this call initialises Ray; an initialised Ray keeps its own).
+
+    Raises
+    ------
+    ConnectionError
+        No Ray cluster answers at ``address``.
+    ValueError
+        Ray is already initialised in this process, connected elsewhere.
+    """
+    if address is None:
+        address = os.environ.get("RAY_ADDRESS") or None
     if ray.is_initialized():
+        current = ray.get_runtime_context().gcs_address
+        if address and address != "auto" and not _same_address(address, current):
+            raise ValueError(f"ray_address={address!r}, but this process is already connected "
+                             f"to the Ray cluster at {current}: call ray.shutdown() first, "
+                             "or leave ray_address out to use that cluster")
         return False
-    quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
-    address = os.environ.get("RAY_ADDRESS")
-    if address:  # an unreachable cluster is an error, not a reason to run locally
-        ray.init(address=address, **quiet)
+    quiet: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False,
+                             "runtime_env": runtime_env}
+    if address:
+        _check_reachable(address)  # ray.init would retry for minutes
+        try:
+            ray.init(address=address, **quiet)
+        except (ConnectionError, RuntimeError) as exc:
+            raise ConnectionError(
+                f"no Ray cluster answers at ray_address={address!r} ({_first_line(exc)}): "
+                "start one with `ray start --head`, or check the address (host:port of the "
+                "head node's GCS, or 'auto' on a node of the cluster)") from None
         return True
     try:  # a cluster started on this machine with `ray start`
         ray.init(address="auto", **quiet)
     except (ConnectionError, RuntimeError):
         ray.init(include_dashboard=False, **quiet)
     return True
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """A quick TCP check of a ``HOST:PORT`` address (``auto`` and ``ray://`` pass)."""
+    host, sep, port = address.rpartition(":")
+    if address == "auto" or address.startswith("ray://") or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConnectionError(
+            f"no Ray cluster answers at ray_address={address!r} ({exc.strerror or exc}): "
+            "start one with `ray start --head`, or check the address (host:port of the head "
+            "node's GCS, or 'auto' on a node of the cluster)") from None
+
+
+def _same_address(a: str, b: str) -> bool:
+    def split(text: str) -> tuple[str, str]:
+        host, _, port = text.removeprefix("ray://").rpartition(":")
+        return host, port
+
+    (host_a, port_a), (host_b, port_b) = split(a), split(b)
+    local = ("127.0.0.1", "localhost", ray.util.get_node_ip_address())
+    return port_a == port_b and (host_a == host_b or (host_a in local and host_b in local))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _user_module(name: str, cwd: str) -> str | None:
+    """The file or package folder of top-level module ``name`` when it lives under ``cwd``
+    (the driver's folder, not an installed package); else None."""
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        found = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    finally:
+        if added:
+            sys.path.remove(cwd)
+    if found is None or not found.origin or not os.path.isabs(found.origin):
+        return None
+    origin = os.path.realpath(found.origin)
+    root = os.path.realpath(cwd)
+    if not origin.startswith(root + os.sep):
+        return None
+    if found.submodule_search_locations:  # a package: ship its folder
+        return os.path.dirname(origin)
+    return origin
+
+
+def model_runtime_env(config: AuditConfig, staging: str | os.PathLike[str]
+                      ) -> tuple[AuditConfig, dict[str, Any] | None]:
+    """The config the workers get, and the ``runtime_env`` that carries the model's code.
+
+    A ``module:attr`` spec (or a factory defined in a module) whose top-level module is a
+    file or package in the driver's working folder is copied into ``staging``, which becomes
+    the job's ``working_dir``; a ``file.py:attr`` spec ships that file and becomes
+    ``file:attr``. The workers then import the copy Ray unpacks on their node (their working
+    folder), so nodes need not share the driver's folder, and the driver's folder is not put
+    on their ``sys.path`` (Ray adds it to every worker's path only without a
+    ``working_dir``). Demo models, model files (``.pt``, ``.keras``: on a shared file
+    system) and installed modules travel as they are.
+
+    Ray uploads local files only with the job's own ``runtime_env`` (``ray.init``): the
+    engine uses it where it connects to Ray itself. In a process that initialised Ray
+    already, or a driver run by ``ray job submit`` (whose ``--working-dir`` is the job's),
+    the model is imported as it is.
+    """
+    model = config.model
+    found: str | None = None
+    shipped = model
+    if isinstance(model, str) and not is_demo_spec(model) and not os.path.isfile(model):
+        module, sep, attr = model.rpartition(":")
+        if sep and module.endswith(".py") and os.path.isfile(module):
+            found = os.path.abspath(module)
+            shipped = f"{os.path.splitext(os.path.basename(module))[0]}:{attr}"
+        elif sep and module:
+            found = _user_module(module.split(".")[0], config.cwd)
+    elif is_factory(model):
+        name = getattr(getattr(model, "func", model), "__module__", "") or ""
+        if name not in ("", "__main__"):
+            found = _user_module(name.split(".")[0], config.cwd)
+    if found is None or os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
+        return config, None
+    target = os.path.join(staging, os.path.basename(found))
+    if os.path.isdir(found):
+        shutil.copytree(found, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    else:
+        shutil.copy2(found, target)
+    return (dataclasses.replace(config, model=shipped, cwd=""),
+            {"working_dir": os.fspath(staging)})
 
 
 def plan_resources(workers: int | None, threads: int | None, gpus: float | None
@@ -151,7 +313,8 @@ def plan_resources(workers: int | None, threads: int | None, gpus: float | None
 
 def run_ray(todo: Any, config: AuditConfig, parts_dir: Path, *, workers: int | None = None,
             threads: int | None = None, gpus: float | None = None, part_size: int = 1024,
-            progress: bool = True, worker_class: type = RayBatchWorker) -> int:
+            progress: bool = True, worker_class: type = RayBatchWorker,
+            address: str | None = None, sink_class: type[PartsDatasink] = PartsDatasink) -> int:
     """Explain every row of ``todo`` on Ray; returns the rows written.
 
     Parameters
@@ -165,45 +328,94 @@ def run_ray(todo: Any, config: AuditConfig, parts_dir: Path, *, workers: int | N
         GPUs per actor; default one (or a share) when the cluster has GPUs, else none.
     worker_class : type
         The actor: :class:`RayBatchWorker` or a subclass (to trace or extend each batch).
+    address : str, optional
+        The Ray cluster to join (default ``RAY_ADDRESS``; see :func:`connect`).
+    sink_class : type
+        What writes the parts: :class:`PartsDatasink` or a subclass.
     """
-    if todo.num_rows == 0:
+    total = todo.num_rows
+    if total == 0:
         return 0
-    started = connect()
+    with tempfile.TemporaryDirectory(prefix="interp-audit-env-") as staging:
+        shipped, runtime_env = model_runtime_env(config, staging)
+        started = connect(address, runtime_env)  # uploads the working_dir
+    if started:
+        config = shipped
     data_logger = logging.getLogger("ray.data")
     level = data_logger.level
     if not progress:
         data_logger.setLevel(logging.WARNING)
     try:
         workers, threads, gpus = plan_resources(workers, threads, gpus)
-        actor_config = dataclasses.replace(
-            config, threads=threads, device="cuda" if gpus > 0 else None)
+        actor_config = dataclasses.replace(config, threads=threads,
+                                           device="cuda" if gpus > 0 else None)
         check_setup(todo, actor_config, threads)
         data_context = ray.data.DataContext.get_current()
         data_context.enable_progress_bars = progress
         data_context.print_on_execution_start = progress
-        bs = config.batch_size
-        # Input blocks of a few whole batches: Ray cuts them into the same batches as the
-        # local engine (boundaries at multiples of batch_size) with less per-block overhead.
-        batches = -(-todo.num_rows // bs)
-        workers = min(workers, batches)  # no idle actors on a short list
-        rows = bs * max(1, min(BATCHES_PER_BLOCK, batches // workers))
-        blocks = [todo.slice(start, rows) for start in range(0, todo.num_rows, rows)]
-        dataset = ray.data.from_arrow(blocks).map_batches(
-            worker_class,
-            fn_constructor_kwargs={"config": actor_config},
-            compute=ActorPoolStrategy(size=workers),
-            batch_size=bs,
-            batch_format="pyarrow",
-            num_cpus=threads,
-            num_gpus=gpus or None,
-        )
-        sink = PartsDatasink(parts_dir, part_size)
-        # Write tasks take no CPU slot: the actors hold them all, and parts must be written
-        # while the run goes on (not after it), so that a killed run keeps them.
-        dataset.write_datasink(sink, ray_remote_args={"num_cpus": 0})
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                _execute(todo, actor_config, parts_dir, workers=workers, threads=threads,
+                         gpus=gpus, part_size=part_size, worker_class=worker_class,
+                         sink_class=sink_class)
+                break
+            except Exception as exc:
+                lost = _lost(exc)
+                if lost is None or attempt == ATTEMPTS:
+                    raise
+                done = finished_ids(parts_dir)
+                todo = todo.filter(pc.invert(pc.is_in(todo.column("id"), value_set=done)))
+                warnings.warn(
+                    f"Ray lost part of the audit ({lost}); submitting the {todo.num_rows} "
+                    f"image(s) without a result again (attempt {attempt + 1} of {ATTEMPTS})",
+                    RuntimeWarning, stacklevel=2)
+                if todo.num_rows == 0:
+                    break
+                workers = min(workers, plan_resources(None, threads, gpus)[0])
     finally:
         data_logger.setLevel(level)
         if started:
             ray.shutdown()
-    return todo.num_rows
+    return total
 
+
+def _lost(exc: BaseException) -> str | None:
+    """The name of the Ray error in ``exc``'s chain that says something went away."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        for cls in type(current).__mro__:
+            if cls.__name__ in LOST and cls.__module__.startswith("ray"):
+                return cls.__name__
+        stack += [current.__cause__, current.__context__, getattr(current, "cause", None)]
+    return None
+
+
+def _execute(todo: Any, config: AuditConfig, parts_dir: Path, *, workers: int, threads: int,
+             gpus: float, part_size: int, worker_class: type,
+             sink_class: type[PartsDatasink]) -> None:
+    """One run of the Ray Data pipeline over ``todo``."""
+    bs = config.batch_size
+    # Input blocks of a few whole batches: Ray cuts them into the same batches as the
+    # local engine (boundaries at multiples of batch_size) with less per-block overhead.
+    batches = -(-todo.num_rows // bs)
+    workers = max(1, min(workers, batches))  # no idle actors on a short list
+    rows = bs * max(1, min(BATCHES_PER_BLOCK, batches // (workers * BLOCKS_PER_ACTOR)))
+    blocks = [todo.slice(start, rows) for start in range(0, todo.num_rows, rows)]
+    dataset = ray.data.from_arrow(blocks).map_batches(
+        worker_class,
+        fn_constructor_kwargs={"config": config},
+        compute=ActorPoolStrategy(size=workers),
+        batch_size=bs,
+        batch_format="pyarrow",
+        num_cpus=threads,
+        num_gpus=gpus or None,
+    )
+    sink = sink_class(parts_dir, part_size)
+    # Write tasks take no CPU slot: the actors hold them all, and parts must be written
+    # while the run goes on (not after it), so that a killed run keeps them.
+    dataset.write_datasink(sink, ray_remote_args={"num_cpus": 0})

@@ -47,9 +47,12 @@ Metrics are computed on the full-resolution map before it is stored at reduced s
 Images that could not be read are not rows: they are in ``errors.jsonl``.
 
 Nothing is lost when a run dies: workers write ``parts/part-*.parquet`` (the columns above
-plus ``error``) to a temporary name and rename it, so a part is either complete or absent;
-:func:`finalise` merges the parts, keeps one row per id and writes ``results.parquet`` and
-``errors.jsonl`` the same way.
+plus ``error``, the reason an image has no result, and ``node``, the id of the Ray node that
+explained it, null on the local engine) to a temporary name and rename it, so a part is
+either complete or absent; :func:`finalise` merges the parts, keeps one row per id (a batch
+done twice, by a retry or a resumed run, adds nothing) and writes ``results.parquet`` and
+``errors.jsonl`` the same way. ``node`` stays in the parts: :func:`rows_per_node` counts the
+merged rows per node, and ``results.parquet`` keeps schema version 3.
 """
 
 from __future__ import annotations
@@ -93,10 +96,12 @@ def result_schema() -> Any:
 
 @lru_cache(maxsize=1)
 def part_schema() -> Any:
-    """The schema of part files: the result columns plus ``error`` (null on success)."""
+    """The schema of part files: the result columns plus ``error`` (null on success) and
+    ``node`` (the Ray node id that explained the row; null on the local engine)."""
     import pyarrow as pa
 
-    return result_schema().append(pa.field("error", pa.string()))
+    return result_schema().append(pa.field("error", pa.string())).append(
+        pa.field("node", pa.string()))
 
 
 def layers_used(results: str | os.PathLike[str]) -> tuple[str, ...]:
@@ -177,11 +182,12 @@ def finished_ids(parts_dir: str | os.PathLike[str]) -> Any:
 
 
 # -- the final merge -----------------------------------------------------------------------
-def _merge_keys(files: Sequence[Path], wanted_ids: Any) -> Any:
+def _merge_keys(files: Sequence[Path], wanted_ids: Any, nodes: bool = False) -> Any:
     """One row per id to keep: (part, row) sorted by source index.
 
     Where an id has several rows (a resumed run redid a batch), a result beats an error and
-    a later part beats an earlier one. Ids not in ``wanted_ids`` are dropped.
+    a later part beats an earlier one. Ids not in ``wanted_ids`` are dropped. With
+    ``nodes``, the keys hold the ``node`` column too (null in parts written before it).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -189,18 +195,22 @@ def _merge_keys(files: Sequence[Path], wanted_ids: Any) -> Any:
 
     pieces = []
     for k, path in enumerate(files):
-        t = pq.read_table(path, columns=["id", "index", "error"])
+        columns = ["id", "index", "error", *(["node"] if nodes else [])]
+        t = pq.read_table(path, schema=part_schema()).select(columns) if nodes else (
+            pq.read_table(path, columns=columns))
         n = t.num_rows
         pieces.append(pa.table({
             "id": t.column("id"), "index": t.column("index"),
             "ok": pc.cast(pc.is_null(t.column("error")), pa.int8()),
             "part": pa.array(np.full(n, k, dtype=np.int32)),
             "row": pa.array(np.arange(n, dtype=np.int64)),
+            **({"node": t.column("node")} if nodes else {}),
         }))
     keys = pa.concat_tables(pieces) if pieces else pa.table({
         "id": pa.array([], pa.string()), "index": pa.array([], pa.int64()),
         "ok": pa.array([], pa.int8()), "part": pa.array([], pa.int32()),
-        "row": pa.array([], pa.int64())})
+        "row": pa.array([], pa.int64()),
+        **({"node": pa.array([], pa.string())} if nodes else {})})
     if wanted_ids is not None:
         keys = keys.filter(pc.is_in(keys.column("id"), value_set=wanted_ids))
     order = pc.sort_indices(keys, sort_keys=[("id", "ascending"), ("ok", "descending"),
@@ -214,6 +224,26 @@ def _merge_keys(files: Sequence[Path], wanted_ids: Any) -> Any:
         keys = keys.filter(pa.array(first))
     return keys.take(pc.sort_indices(keys, sort_keys=[("index", "ascending"),
                                                       ("id", "ascending")]))
+
+
+def rows_per_node(parts_dir: str | os.PathLike[str], wanted_ids: Any = None
+                  ) -> dict[str, int]:
+    """Rows (results and errors) per Ray node id, counted as the merge keeps them (one per
+    id); rows of the local engine (no node) are not counted.
+
+    Parameters
+    ----------
+    parts_dir : path
+        The audit's ``parts`` folder.
+    wanted_ids : pyarrow array, optional
+        Count only these ids (the current source); None counts every id.
+    """
+    import pyarrow.compute as pc
+
+    keys = _merge_keys(part_files(parts_dir), wanted_ids, nodes=True)
+    counts = pc.value_counts(keys.column("node").drop_null()).to_pylist()
+    return {c["values"]: int(c["counts"]) for c in sorted(
+        counts, key=lambda c: (-c["counts"], c["values"]))}
 
 
 class _PartCache:

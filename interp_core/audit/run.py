@@ -53,6 +53,9 @@ class AuditResult:
     layers : tuple of str
         The names of the layers explained, as the workers resolved them (with ``layer=None``,
         the default layer's name), from the ``layer`` column.
+    nodes : dict
+        Ray engine: rows (results and errors, one per image) per Ray node id, as kept by
+        the merge, resumed rows included; empty for the local engine.
     """
 
     out: Path
@@ -65,6 +68,7 @@ class AuditResult:
     seconds: float
     summary: dict[str, Any] = field(repr=False)
     layers: tuple[str, ...] = ()
+    nodes: dict[str, int] = field(default_factory=dict)
 
     def table(self, columns: Sequence[str] | None = None) -> Any:
         """``results.parquet`` as a pyarrow Table."""
@@ -117,6 +121,7 @@ def audit(
     channels: int | None = None,
     trust_model: bool = False,
     weights: str | os.PathLike[str] | None = None,
+    ray_address: str | None = None,
 ) -> AuditResult:
     """Explain every image of a dataset, score the maps, and write a report.
 
@@ -184,6 +189,10 @@ def audit(
     weights : path, optional
         Weights (``.safetensors``, a state dict ``.pt``, Keras ``.weights.h5``) loaded into
         the model that ``model`` builds.
+    ray_address : str, optional
+        ``engine="ray"``: the cluster to join (``"HOST:PORT"`` of the head node, or
+        ``"auto"``); default ``RAY_ADDRESS``. A cluster given is joined, never replaced by a
+        Ray of our own. See "Running on a cluster" in ``docs/audit.md``.
 
     Returns
     -------
@@ -193,6 +202,8 @@ def audit(
     if engine not in ENGINES:
         raise ValueError(f"engine={engine!r} must be one of {list(ENGINES)}")
     check_engine_model(model, engine)
+    if ray_address is not None and engine != "ray":
+        raise ValueError(f"ray_address={ray_address!r} needs engine='ray' (engine={engine!r})")
     method = method_class(method).name  # a typo fails here, before anything is written
     defaults = demo_defaults(model)
     options = dict(method_options or {})
@@ -222,7 +233,8 @@ def audit(
     try:
         todo, resumed = _todo(work, out_dir, resume)
         _run_engine(engine, todo, config, out_dir, model=model, workers=workers,
-                    threads=threads, gpus=gpus, part_size=part_size, progress=progress)
+                    threads=threads, gpus=gpus, part_size=part_size, progress=progress,
+                    ray_address=ray_address)
     except BaseException:
         folder.abandon()  # only when no result was written: nothing blocks a corrected rerun
         raise
@@ -247,7 +259,7 @@ def _todo(work: Any, out: Path, resume: bool) -> tuple[Any, int]:
 
 def _run_engine(engine: str, todo: Any, config: AuditConfig, out: Path, *, model: Any,
                 workers: int | None, threads: int | None, gpus: float | None, part_size: int,
-                progress: bool) -> None:
+                progress: bool, ray_address: str | None = None) -> None:
     from interp_core.audit.results import PARTS
 
     if engine == "local":
@@ -264,14 +276,20 @@ def _run_engine(engine: str, todo: Any, config: AuditConfig, out: Path, *, model
             f"engine='ray' needs Ray Data: pip install 'interp-core[ray]' ({exc})"
         ) from exc
     run_ray(todo, config, out / PARTS, workers=workers, threads=threads, gpus=gpus,
-            part_size=part_size, progress=progress)
+            part_size=part_size, progress=progress, address=ray_address)
 
 
 def _finish(folder: OutputFolder, work: Any, config: AuditConfig, resumed: int,
             start: float, *, report: bool, wandb: bool, wandb_project: str | None,
             wandb_rows: int) -> AuditResult:
     from interp_core.audit.report import load_report_data, write_report
-    from interp_core.audit.results import SCHEMA_VERSION, finalise, layers_used
+    from interp_core.audit.results import (
+        PARTS,
+        SCHEMA_VERSION,
+        finalise,
+        layers_used,
+        rows_per_node,
+    )
     from interp_core.audit.stats import summarise
 
     out = folder.path
@@ -286,6 +304,7 @@ def _finish(folder: OutputFolder, work: Any, config: AuditConfig, resumed: int,
     data = load_report_data(results)
     summary = summarise(data.metrics, data.by)
     layers = layers_used(results)
+    nodes = rows_per_node(out / PARTS, work.column("id"))
     report_path = None
     if report:
         report_path = write_report(out, data, summary, described,
@@ -293,7 +312,7 @@ def _finish(folder: OutputFolder, work: Any, config: AuditConfig, resumed: int,
     seconds = time.perf_counter() - start
     folder.save(status="complete", schema_version=SCHEMA_VERSION, layers=list(layers),
                 images=n_ok, failed=n_err, resumed=resumed, seconds=round(seconds, 3),
-                summary=summary)
+                nodes=nodes, summary=summary)
     if wandb:
         from interp_core.audit.tracking import log_wandb
 
@@ -301,4 +320,4 @@ def _finish(folder: OutputFolder, work: Any, config: AuditConfig, resumed: int,
                   max_rows=wandb_rows)
     return AuditResult(out=out, results=results, errors=errors, report=report_path,
                        images=n_ok, failed=n_err, resumed=resumed, seconds=seconds,
-                       summary=summary, layers=layers)
+                       summary=summary, layers=layers, nodes=nodes)

@@ -101,6 +101,11 @@ class BatchWorker:
         A live model to use instead (the local engine with a model object).
     """
 
+    #: A first batch that fails on every image raises (a setup error) instead of giving error
+    #: rows. The Ray engine checks its setup on one row before the pool starts, so its
+    #: actors (restarted ones too) need not.
+    raise_setup_errors = True
+
     def __init__(self, config: AuditConfig, model: Any = None) -> None:
         self.config = config
         self.model = (build_model(config.model, config.cwd, trust=config.trust_model,
@@ -116,6 +121,7 @@ class BatchWorker:
                                                **config.method_options)
         self.map_hw = stored_map_size(self.format.size, config.map_size)
         self.out = Path(config.out)
+        self.explained = 0  # images explained so far (a first batch that all fails raises)
 
     def close(self) -> None:
         """Give the framework back its thread count (the local engine's process is the
@@ -143,8 +149,48 @@ class BatchWorker:
             inputs.append(read)
             regions.append(region)
         if loaded:
-            self._explain(items, rows, loaded, inputs, regions)
+            self._explain_isolated(items, rows, loaded, inputs, regions)
         return pa.Table.from_pylist(rows, schema=part_schema())
+
+    def _explain_isolated(self, items: list[dict[str, Any]], rows: list[dict[str, Any]],
+                          loaded: list[int], inputs: list[LoadedInput],
+                          regions: list[np.ndarray | None]) -> None:
+        """Explain the batch; where that raises, each image alone, so that the images the
+        model cannot take get an ``error`` row and the others their results.
+
+        A worker that has not explained any image yet and fails on every one of its first
+        batch raises the first error (a setup error: a wrong layer, inputs of the wrong
+        shape), rather than turning the whole dataset into error rows.
+        """
+        try:
+            self._explain(items, rows, loaded, inputs, regions)
+            self.explained += len(loaded)
+            return
+        except Exception as exc:
+            if len(loaded) > 1:
+                first = exc
+            elif self.explained or not self.raise_setup_errors:
+                self._failed(items[loaded[0]], rows, loaded[0], exc)
+                return
+            else:
+                raise
+        ok = 0
+        for k, i in enumerate(loaded):
+            try:
+                self._explain(items, rows, [i], [inputs[k]], [regions[k]])
+                ok += 1
+            except Exception as exc:
+                self._failed(items[i], rows, i, exc)
+        if not ok and not self.explained and self.raise_setup_errors:
+            raise first
+        self.explained += ok
+
+    @staticmethod
+    def _failed(item: dict[str, Any], rows: list[dict[str, Any]], i: int,
+                exc: Exception) -> None:
+        rows[i] = {**_base_row(item), "width": rows[i].get("width"),
+                   "height": rows[i].get("height"),
+                   "error": f"explaining failed: {type(exc).__name__}: {exc}"}
 
     def _region(self, item: dict[str, Any], read: LoadedInput) -> np.ndarray | None:
         if item.get("mask") is None and item.get("box_x0") is None:

@@ -70,6 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="CPU threads per worker")
     parser.add_argument("--gpus", type=float, default=None, help="GPUs per Ray actor")
+    parser.add_argument("--ray-address", default=None, metavar="HOST:PORT",
+                        help="--engine ray: the Ray cluster to join (the head node's address, "
+                             "or auto); default RAY_ADDRESS")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out, skipping finished images")
     parser.add_argument("--overwrite", action="store_true",
@@ -115,7 +118,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         gpus=args.gpus, resume=args.resume, overwrite=args.overwrite,
         part_size=args.part_size, progress=not args.no_progress,
         report=not args.no_report, wandb=args.wandb, wandb_project=args.wandb_project,
-        wandb_rows=args.wandb_rows,
+        wandb_rows=args.wandb_rows, ray_address=args.ray_address,
     )
     overall = result.summary["overall"]
     # The layers the workers used (empty when nothing was explained: then what was asked for).
@@ -125,6 +128,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
           f"{result.resumed} already done, in {result.seconds:.1f} s; accuracy "
           f"{_percent(overall.get('accuracy'))}, pointing game "
           f"{_percent(overall.get('pointing_game'))}")
+    if result.nodes:
+        print(f"rows per Ray node ({len(result.nodes)} node(s)): " + ", ".join(
+            f"{node[:12]} {rows}" for node, rows in result.nodes.items()))
     print(f"wrote {result.results}" + (f" and {result.report}" if result.report else ""))
     if result.images == 0 and result.resumed == 0:
         raise CLIError(f"nothing was explained: none of the {result.failed} files could be "
