@@ -22,6 +22,7 @@ the tests skip. ``INTERP_CHROMIUM`` overrides the browser binary.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -478,6 +479,35 @@ def test_explain_folder_grid_detail_and_counts(browser: Any, folders: dict[str, 
         assert row["map"] is None  # explain keeps no map: its overlay goes over the image
         assert tab.attrs("#detail-image", "src") == [row["image"]]
         assert tab.attrs("#detail-map", "src") == [row["overlay"]]
+        tab.clean()
+    finally:
+        tab.close()
+        server.stop()
+
+
+def test_detail_without_the_original_image_shows_the_overlay(browser: Any, folders: dict[str, Path],
+                                                             tmp_path: Path) -> None:
+    """An audit whose images moved (or were never copied along): no broken picture."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    copy = tmp_path / "moved"
+    shutil.copytree(folders["a"], copy)
+    table = pq.read_table(copy / "results.parquet")
+    paths = [str(tmp_path / "elsewhere" / Path(p).name) for p in table.column("path").to_pylist()]
+    column = table.schema.get_field_index("path")
+    pq.write_table(table.set_column(column, "path", pa.array(paths)), copy / "results.parquet")
+    server = BackgroundServer([copy])
+    tab = _Tab(browser, server.start())
+    try:
+        id_ = table.column("id")[0].as_py()
+        row = tab.api("/api/row", id=id_)
+        assert row["image"] is None and row["image_missing"] == paths[0]
+        tab.open(f"#/detail/0/{quote(id_, safe='')}")
+        assert paths[0] in tab.texts("#image-missing")[0]
+        assert tab.attrs("#detail-image", "src") == [row["overlay"]]
+        assert tab.js("document.querySelector('#detail-image').naturalWidth") > 0
+        assert tab.count("#detail-map") == 0  # the overlay already holds the map
         tab.clean()
     finally:
         tab.close()
