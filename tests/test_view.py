@@ -394,7 +394,8 @@ def test_unreadable_image_is_404(folders, tmp_path):
         detail = json.loads(Client(url).raw(f"/api/row?id={id_}")[2])
         assert detail["image"] is None and detail["image_missing"] == paths[0]
         assert detail["overlay"] and detail["map"]
-        kept = json.loads(Client(url).raw(f"/api/row?id={quote(table['id'][1].as_py(), safe='')}")[2])
+        kept_id = quote(table["id"][1].as_py(), safe="")
+        kept = json.loads(Client(url).raw(f"/api/row?id={kept_id}")[2])
         assert kept["image"] and kept["image_missing"] is None
 
 
