@@ -419,7 +419,9 @@ def _execute(todo: Any, config: AuditConfig, parts_dir: Path, *, workers: int, t
     workers = max(1, min(workers, batches))  # no idle actors on a short list
     rows = bs * max(1, min(BATCHES_PER_BLOCK, batches // (workers * BLOCKS_PER_ACTOR)))
     blocks = [todo.slice(start, rows) for start in range(0, todo.num_rows, rows)]
-    dataset = ray.data.from_arrow(blocks).map_batches(
+    # from_blocks keeps the blocks as they are and reads their metadata here (from_arrow
+    # starts a Ray task, a worker process, for that).
+    dataset = ray.data.from_blocks(blocks).map_batches(
         worker_class,
         fn_constructor_kwargs={"config": config, "parts_dir": os.fspath(parts_dir),
                                "part_size": part_size},
