@@ -9,7 +9,7 @@ blocks hold only the manifest's rows) and store their rows with
 killed run keeps every part already written and ``resume`` redoes only the rest; only a
 one-row status per block goes back through Ray.
 
-Faults: Ray restarts an actor that dies and retries its batch (Ray Data's actor pools set
+Faults: Ray restarts an actor that dies and retries its block (Ray Data's actor pools set
 ``max_restarts=-1`` and ``max_task_retries=-1``; passing them ourselves goes through
 ``**ray_remote_args``, deprecated in Ray 2.60 and removed in 2.64). Where Ray Data
 gives up on the whole run (a node that leaves takes the blocks it held), the engine submits
