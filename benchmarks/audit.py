@@ -29,10 +29,11 @@ second per CPU for the local engine (1 CPU), Ray on one node (``ray start --head
 --num-cpus=1``) and Ray on two nodes (a head and a worker node, 1 CPU each; both on this
 machine, :mod:`tests.ray_cluster`), each in a fresh driver process that joins the cluster
 through ``RAY_ADDRESS``. Steady state: the images over the time from the first batch's start
-to the last batch's end in the workers (no start-up, no merge), divided by the CPUs. Ray's
-start-up is reported separately: starting the nodes (``ray start``), and from the audit call
-to the first batch (joining, the set-up check, the actor pool). Goal: Ray's steady-state
-images/s/CPU >= 0.8x local's.
+to the last batch's end in the workers (no start-up, no merge), divided by the CPUs; also the
+rate while every actor is at work, and the CPU each cluster process used (in all, and in the
+steady state). Ray's start-up is reported separately: starting the nodes (``ray start``),
+and from the audit call to the first batch (joining, the set-up check, the actor pool).
+Goal: Ray's steady-state images/s/CPU >= 0.8x local's.
 
     python benchmarks/audit.py --cluster [--cluster-images 20000]
 """
