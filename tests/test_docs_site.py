@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -26,37 +25,25 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlparse
 
-import numpy as np
 import pytest
+
+from tests.browser_support import (
+    REQUIRED,
+    ROOT,
+    VIEWPORT,
+    keep_screenshot,
+    launched_chromium,
+    unavailable,
+)
 
 pytestmark = pytest.mark.docs
 
-ROOT = Path(__file__).resolve().parents[1]
 SITE = Path(os.environ.get("INTERP_DOCS_SITE", ROOT / "build" / "site"))
-SHOTS = ROOT / "build" / "screenshots"
-IMAGES = ROOT / "docs" / "images"
-REQUIRED = os.environ.get("INTERP_TEST_DOCS") == "1"
-VIEWPORT = {"width": 1280, "height": 800}
-#: Mean absolute difference (0-255) above which a screenshot counts as changed.
-CHANGED = 1.0
-
-
-def _unavailable(reason: str) -> None:
-    if REQUIRED:
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 if not REQUIRED:
     pytest.skip("the docs site test runs with make docs (INTERP_TEST_DOCS=1)",
                 allow_module_level=True)
-
-
-def _chromium() -> str:
-    path = os.environ.get("INTERP_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).exists():
-        _unavailable(f"no Chromium at {path}: apt-get install chromium (or set INTERP_CHROMIUM)")
-    return path
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -82,7 +69,7 @@ def _pages(folder: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def site_url() -> str:
     if not (SITE / "index.html").is_file():
-        _unavailable(f"no built site in {SITE}: run make docs (mkdocs build --strict)")
+        unavailable(f"no built site in {SITE}: run make docs (mkdocs build --strict)")
     return _serve(str(SITE))
 
 
@@ -99,16 +86,7 @@ def gallery_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed: pip install -r requirements-docs.txt")
-    with sync_playwright() as playwright:
-        # --no-sandbox: Chromium's sandbox refuses to start as root (CI runs as root).
-        chromium = playwright.chromium.launch(executable_path=_chromium(),
-                                              args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
+    yield from launched_chromium()
 
 
 class _Tab:
@@ -173,23 +151,6 @@ def tab(browser: object) -> Iterator[_Tab]:
     opened.close()
 
 
-def _keep_screenshot(page: object, name: str, **options: object) -> Path:
-    """Screenshot into build/screenshots; copied to docs/images when it changed."""
-    from PIL import Image
-
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    shot = SHOTS / name
-    page.screenshot(path=str(shot), **options)  # type: ignore[attr-defined]
-    kept = IMAGES / name
-    new = np.asarray(Image.open(shot).convert("RGB"), dtype=np.int16)
-    if kept.is_file():
-        old = np.asarray(Image.open(kept).convert("RGB"), dtype=np.int16)
-        if old.shape == new.shape and np.abs(old - new).mean() <= CHANGED:
-            return kept
-    shutil.copyfile(shot, kept)
-    return kept
-
-
 def test_every_site_page_loads_cleanly(site_url: str, tab: _Tab) -> None:
     pages = _pages(SITE)
     assert len(pages) >= 20, f"only {len(pages)} pages in {SITE}"
@@ -199,7 +160,7 @@ def test_every_site_page_loads_cleanly(site_url: str, tab: _Tab) -> None:
         problems = tab.open(site_url + rel)
         images += tab.count("img")
         if rel == "index.html":
-            _keep_screenshot(tab.page, "site_home.png")
+            keep_screenshot(tab.page, "site_home.png")
         if problems:
             failures[rel] = problems
     assert not failures, "\n".join(f"{rel}: {p}" for rel, ps in failures.items() for p in ps)
@@ -223,4 +184,4 @@ def test_demo_gallery_loads_cleanly(gallery_url: str, tab: _Tab) -> None:
     problems = tab.open(gallery_url + "index.html")
     assert not problems, problems
     assert tab.count("img") >= 8 * 2, f"the gallery shows {tab.count('img')} images"
-    _keep_screenshot(tab.page, "gallery.png")
+    keep_screenshot(tab.page, "gallery.png")

@@ -387,8 +387,15 @@ def test_unreadable_image_is_404(folders, tmp_path):
     pq.write_table(table.set_column(table.schema.get_field_index("path"), "path",
                                     __import__("pyarrow").array(paths)), copy / "results.parquet")
     with BackgroundServer([copy]) as url:
-        status, _, body = Client(url).raw(f"/api/image?id={quote(table['id'][0].as_py())}")
+        id_ = quote(table['id'][0].as_py(), safe="")
+        status, _, body = Client(url).raw(f"/api/image?id={id_}")
         assert status == 404 and b"cannot be read" in body
+        # the detail names the missing file and offers the overlay instead of a broken image
+        detail = json.loads(Client(url).raw(f"/api/row?id={id_}")[2])
+        assert detail["image"] is None and detail["image_missing"] == paths[0]
+        assert detail["overlay"] and detail["map"]
+        kept = json.loads(Client(url).raw(f"/api/row?id={quote(table['id'][1].as_py(), safe='')}")[2])
+        assert kept["image"] and kept["image_missing"] is None
 
 
 # -- files under the folder only -----------------------------------------------------------

@@ -22,7 +22,6 @@ the tests skip. ``INTERP_CHROMIUM`` overrides the browser binary.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 import urllib.request
@@ -31,26 +30,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlparse
 
-import numpy as np
 import pytest
+
+from tests.browser_support import (
+    REQUIRED,
+    ROOT,
+    VIEWPORT,
+    keep_screenshot,
+    launched_chromium,
+    unavailable,
+)
 
 pytestmark = pytest.mark.docs
 
-ROOT = Path(__file__).resolve().parents[1]
-SHOTS = ROOT / "build" / "screenshots"
-IMAGES = ROOT / "docs" / "images"
 TUTORIAL_LOG = ROOT / "build" / "tutorials" / "run" / "why_dog_keras" / "runs" / "circle"
-REQUIRED = os.environ.get("INTERP_TEST_DOCS") == "1"
-VIEWPORT = {"width": 1280, "height": 800}
-#: Mean absolute difference (0-255) above which a screenshot counts as changed.
-CHANGED = 1.0
 TIMEOUT = 15.0
-
-
-def _unavailable(reason: str) -> None:
-    if REQUIRED:
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 if not REQUIRED:
@@ -61,17 +55,10 @@ for _module in ("duckdb", "starlette", "uvicorn", "torch"):
     try:
         __import__(_module)
     except ImportError:
-        _unavailable(f"{_module} is not installed: pip install -r requirements-dev.txt")
+        unavailable(f"{_module} is not installed: pip install -r requirements-dev.txt")
 
 from interp_core.view import BackgroundServer  # noqa: E402
 from tests.view_fixtures import NASTY_CLASS, NASTY_GROUP, NASTY_ID  # noqa: E402
-
-
-def _chromium() -> str:
-    path = os.environ.get("INTERP_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).exists():
-        _unavailable(f"no Chromium at {path}: apt-get install chromium (or set INTERP_CHROMIUM)")
-    return path
 
 
 # -- fixtures --------------------------------------------------------------------------------
@@ -106,18 +93,7 @@ def training_url(folders: dict[str, Path]) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed: pip install -r requirements-docs.txt")
-    with sync_playwright() as playwright:
-        # --no-sandbox: Chromium's sandbox refuses to start as root (CI runs as root).
-        chromium = playwright.chromium.launch(executable_path=_chromium(),
-                                              args=["--no-sandbox"])
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    yield from launched_chromium()
 
 
 class _Tab:
@@ -238,23 +214,6 @@ def tab(browser: Any, compare_url: str) -> Iterator[_Tab]:
         opened.close()
 
 
-def _keep_screenshot(page: Any, name: str) -> Path:
-    """Screenshot into build/screenshots; copied to docs/images when it changed."""
-    from PIL import Image
-
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    shot = SHOTS / name
-    page.screenshot(path=str(shot))
-    kept = IMAGES / name
-    new = np.asarray(Image.open(shot).convert("RGB"), dtype=np.int16)
-    if kept.is_file():
-        old = np.asarray(Image.open(kept).convert("RGB"), dtype=np.int16)
-        if old.shape == new.shape and np.abs(old - new).mean() <= CHANGED:
-            return kept
-    shutil.copyfile(shot, kept)
-    return kept
-
-
 def _pager(total: int, offset: int, shown: int) -> str:
     first = offset + 1 if total else 0
     return f"rows {first:,}\N{EN DASH}{offset + shown:,} of {total:,}"
@@ -286,7 +245,7 @@ def test_overview_charts_every_class_and_group_with_flags(tab: _Tab) -> None:
                           + tab.texts("#overview-by_group td a"))
     assert NASTY_CLASS in table_text and NASTY_GROUP in table_text
     assert tab.count("img[src='x'], b[onmouseover]") == 0
-    _keep_screenshot(tab.page, "view_overview.png")
+    keep_screenshot(tab.page, "view_overview.png")
     tab.clean()
 
 
@@ -298,7 +257,7 @@ def test_grid_filters_sort_search_paging_and_history(tab: _Tab) -> None:
     assert tab.attrs("#cards .card", "data-id") == [r["id"] for r in everything["rows"]]
     thumbs = tab.attrs("#cards .card img", "src")
     assert thumbs == [r["thumb"] for r in everything["rows"] if r["thumb"]]
-    _keep_screenshot(tab.page, "view_grid.png")
+    keep_screenshot(tab.page, "view_grid.png")
 
     # one filter of each kind, then a sort: what is shown is what the API answers
     tab.act(lambda: tab.page.select_option("#f-label", "circle"))
@@ -388,7 +347,7 @@ def test_detail_shows_image_map_box_row_and_other_source(tab: _Tab) -> None:
     # the other audit's map of the same id, side by side
     assert [o["map"] for o in row["others"]] == tab.attrs("#others .stage .map", "src")
     assert len(row["others"]) == 1
-    _keep_screenshot(tab.page, "view_detail.png")
+    keep_screenshot(tab.page, "view_detail.png")
     # prev / next within the filtered list
     assert tab.texts("#row-position") == [f"{at + 1} of {len(first)}"]
     tab.act(lambda: tab.page.click("#next-row"))
@@ -451,7 +410,7 @@ def test_compare_shows_changed_rows_as_the_api_does(tab: _Tab) -> None:
         assert {k: int(v) for k, v in counts.items()} == data["counts"]
         if changed == "any":
             assert data["counts"]["only_a"] == 3
-            _keep_screenshot(tab.page, "view_compare.png")
+            keep_screenshot(tab.page, "view_compare.png")
     # a filter on A narrows the pairs too
     tab.act(lambda: tab.page.select_option("#f-label", "triangle"))
     data = tab.api("/api/compare", changed="pointing", label="triangle")
@@ -494,7 +453,7 @@ def test_training_epoch_slider_and_play(browser: Any, training_url: str) -> None
         # the slider of all samples
         tab.page.fill("#epoch-all", str(len(steps) - 1))
         assert set(tab.texts("#samples .epoch-label")) == {f"epoch {steps[-1] + 1}"}
-        _keep_screenshot(tab.page, "view_training.png")
+        keep_screenshot(tab.page, "view_training.png")
         tab.clean()
     finally:
         tab.close()
@@ -520,6 +479,35 @@ def test_explain_folder_grid_detail_and_counts(browser: Any, folders: dict[str, 
         assert row["map"] is None  # explain keeps no map: its overlay goes over the image
         assert tab.attrs("#detail-image", "src") == [row["image"]]
         assert tab.attrs("#detail-map", "src") == [row["overlay"]]
+        tab.clean()
+    finally:
+        tab.close()
+        server.stop()
+
+
+def test_detail_without_the_original_image_shows_the_overlay(browser: Any, folders: dict[str, Path],
+                                                             tmp_path: Path) -> None:
+    """An audit whose images moved (or were never copied along): no broken picture."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    copy = tmp_path / "moved"
+    shutil.copytree(folders["a"], copy)
+    table = pq.read_table(copy / "results.parquet")
+    paths = [str(tmp_path / "elsewhere" / Path(p).name) for p in table.column("path").to_pylist()]
+    column = table.schema.get_field_index("path")
+    pq.write_table(table.set_column(column, "path", pa.array(paths)), copy / "results.parquet")
+    server = BackgroundServer([copy])
+    tab = _Tab(browser, server.start())
+    try:
+        id_ = table.column("id")[0].as_py()
+        row = tab.api("/api/row", id=id_)
+        assert row["image"] is None and row["image_missing"] == paths[0]
+        tab.open(f"#/detail/0/{quote(id_, safe='')}")
+        assert paths[0] in tab.texts("#image-missing")[0]
+        assert tab.attrs("#detail-image", "src") == [row["overlay"]]
+        assert tab.js("document.querySelector('#detail-image').naturalWidth") > 0
+        assert tab.count("#detail-map") == 0  # the overlay already holds the map
         tab.clean()
     finally:
         tab.close()

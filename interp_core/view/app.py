@@ -181,9 +181,13 @@ class Viewer:
                            "overlay": self.file_url(other, match.get("overlay")),
                            "row": match})
         image_path = row.get("path") or row.get("file")
+        # An audit copied to another machine names images that are not there: say so, and
+        # the page shows the stored overlay instead of a broken picture.
+        image_found = bool(image_path) and os.path.isfile(str(image_path))
         return {
             "row": row,
-            "image": self.api_url("image", source, id_) if image_path else None,
+            "image": self.api_url("image", source, id_) if image_found else None,
+            "image_missing": str(image_path) if image_path and not image_found else None,
             "map": self.api_url("map.png", source, id_) if has_map else None,
             "overlay": self.file_url(source, row.get("overlay")),
             "mask": self.api_url("mask.png", source, id_) if row.get("mask") else None,

@@ -128,6 +128,14 @@ def parse_filters(params: Any) -> Filters:
     )
 
 
+def _order_by(column: str, direction: str, prefix: str = "") -> str:
+    """``ORDER BY`` terms: ``column`` (nulls last), then ``index`` so that pages are stable."""
+    terms = f"{prefix}{ident(column)} {direction} NULLS LAST"
+    if column != "index":
+        terms += f", {prefix}{ident('index')} {direction}"
+    return terms
+
+
 class Table:
     """One source's rows as DuckDB sees them: its view name, columns and types."""
 
@@ -361,9 +369,7 @@ class Database:
         offset, limit = _page(offset, limit)
         where, params = table.where(filters)
         total = int(self.query(f"SELECT count(*) FROM {table.sql}{where}", params)[1][0][0])
-        order_by = f"{ident(column)} {direction} NULLS LAST"
-        if column != "index":
-            order_by += f", {ident('index')} {direction}"
+        order_by = _order_by(column, direction)
         _, found = self.query(
             f"SELECT {ident('index')} FROM {table.sql}{where} ORDER BY {order_by} "
             "LIMIT ? OFFSET ?", [*params, limit, offset])
@@ -518,9 +524,7 @@ class Database:
         kept_a = (self.count(a) if not where else
                   int(self.query(f"SELECT count(*) FROM {a.sql} AS a{where}", params)[1][0][0]))
         filtered = where + (f" AND ({condition})" if where else f" WHERE ({condition})")
-        order_by = f"a.{ident(column)} {direction} NULLS LAST"
-        if column != "index":
-            order_by += f", a.{ident('index')} {direction}"
+        order_by = _order_by(column, direction, "a.")
         _, pairs = self.query(
             f"SELECT p.ai, p.bi, p.pc, p.gc {join}{filtered} ORDER BY {order_by} "
             "LIMIT ? OFFSET ?", [*params, limit, offset])

@@ -626,8 +626,10 @@
     if (stale(token)) return;
     const row = data.row;
     const info = sourceInfo(source);
-    const layer = data.map || (data.image ? data.overlay : null);
-    const image = data.image || (!data.map ? data.overlay : null);
+    // Without the original image (moved, or an audit copied elsewhere) the stored overlay,
+    // which already holds the map, is shown instead, with a note saying why.
+    const layer = data.image ? data.map || data.overlay : (data.overlay ? null : data.map);
+    const image = data.image || data.overlay;
     const view = stage(image, layer, data.box, data.mask, data.width, data.height, "detail");
     const opacity = el("input", { type: "range", id: "opacity", min: 0, max: 100, value: 60, "aria-label": "map opacity" });
     const opacityText = el("output", { id: "opacity-value", text: "60%" });
@@ -647,7 +649,7 @@
     if (data.box) toggle("box", ".stage .box", "show-box");
     if (data.mask) toggle("mask", ".stage .mask", "show-mask");
     const others = (data.others || []).map((o) => el("figure", { class: "other" },
-      stage(data.image, o.map, data.box, null, data.width, data.height, null),
+      stage(data.image || o.overlay, data.image ? o.map : (o.overlay ? null : o.map), data.box, null, data.width, data.height, null),
       el("figcaption", {},
         el("a", { href: detailHref(o.source, row.id), text: `${"AB"[o.source] || o.source}: ${o.name}` }),
         el("span", { class: "muted", text: [o.method, o.layer && `layer ${o.layer}`].filter(Boolean).join(" · ") }),
@@ -665,6 +667,8 @@
       el("div", { class: "toolbar" }, el("a", { href: backHref(source), class: "button secondary", id: "back", text: "← Grid" }),
         title, el("span", { class: "spacer" }), nav),
       summary,
+      data.image_missing ? el("p", { class: "muted", id: "image-missing",
+        text: `The original image is not at ${data.image_missing}; ${data.overlay ? "showing the stored overlay" : "showing the map alone"}.` }) : null,
       el("div", { class: `detail-layout${others.length ? " with-others" : ""}` },
         el("div", { class: "detail-main" },
           el("figure", { class: "main-figure" }, view,
