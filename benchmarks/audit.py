@@ -29,10 +29,11 @@ second per CPU for the local engine (1 CPU), Ray on one node (``ray start --head
 --num-cpus=1``) and Ray on two nodes (a head and a worker node, 1 CPU each; both on this
 machine, :mod:`tests.ray_cluster`), each in a fresh driver process that joins the cluster
 through ``RAY_ADDRESS``. Steady state: the images over the time from the first batch's start
-to the last batch's end in the workers (no start-up, no merge), divided by the CPUs. Ray's
-start-up is reported separately: starting the nodes (``ray start``), and from the audit call
-to the first batch (joining, the set-up check, the actor pool). Goal: Ray's steady-state
-images/s/CPU >= 0.8x local's.
+to the last batch's end in the workers (no start-up, no merge), divided by the CPUs; also the
+rate while every actor is at work, and the CPU each cluster process used (in all, and in the
+steady state). Ray's start-up is reported separately: starting the nodes (``ray start``),
+and from the audit call to the first batch (joining, the set-up check, the actor pool).
+Goal: Ray's steady-state images/s/CPU >= 0.8x local's.
 
     python benchmarks/audit.py --cluster [--cluster-images 20000]
 """
@@ -138,12 +139,29 @@ def traced(cls: type, path: str) -> type:
 
 
 def steady_state(path: Path) -> dict[str, float]:
-    """Images/s from the first batch's start to the last batch's end, and CPU s per image."""
+    """Images/s from the first batch's start to the last batch's end, and CPU s per image.
+
+    Also ``busy_rate``: images/s while every worker was at work, from the last worker's
+    first batch to the first worker's last batch (images of the batches that straddle either
+    end counted by the share of their time inside): the rate without the workers' staggered
+    start-up and the tail where some have nothing left.
+    """
     records = [json.loads(line) for line in path.read_text().splitlines()]
-    window = max(r[2] for r in records) - min(r[1] for r in records)
+    first, last = min(r[1] for r in records), max(r[2] for r in records)
+    window = last - first
     images = sum(r[4] for r in records)
+    pids = {r[0] for r in records}
+    start = max(min(r[1] for r in records if r[0] == p) for p in pids)
+    end = min(max(r[2] for r in records if r[0] == p) for p in pids)
+    busy = 0.0
+    for _, a, b, _, n in records:
+        inside = min(b, end) - max(a, start)
+        if inside > 0:
+            busy += n * inside / (b - a)
     return {"steady_rate": images / window, "cpu_per_image": sum(r[3] for r in records) / images,
-            "workers": len({r[0] for r in records})}
+            "workers": len(pids), "first": first, "last": last,
+            "busy_rate": busy / (end - start) if end > start else 0.0,
+            "busy_seconds": max(0.0, end - start)}
 
 
 def child(kind: str, manifest: Path, out: Path, size: int) -> dict[str, object]:
@@ -242,14 +260,14 @@ def make_many(root: Path, n: int, size: int = 64, chunk: int = 2000) -> Path:
 class CPUSampler:
     """CPU seconds used by a cluster's processes (Ray's own and the workers), sampled from
     ``/proc`` every ``every`` seconds while a run goes on (the last sample of a process that
-    ends is kept)."""
+    ends is kept), in all and within a time window (:meth:`by_name`)."""
 
     def __init__(self, cluster: object, every: float = 0.25) -> None:
         import threading
 
         self.cluster = cluster
         self.every = every
-        self.seen: dict[int, float] = {}
+        self.series: dict[int, list[tuple[float, float]]] = {}
         self.names: dict[int, str] = {}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -257,13 +275,16 @@ class CPUSampler:
 
     def _run(self) -> None:
         while not self.stop.is_set():
+            now = time.time()
             for pid in self.cluster.processes():  # type: ignore[attr-defined]
                 try:
                     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 except OSError:
                     continue
-                self.seen[pid] = (int(fields[11]) + int(fields[12])) / self.tick
-                if not self.names.get(pid, "").startswith("ray::"):  # retitled once started
+                cpu = (int(fields[11]) + int(fields[12])) / self.tick
+                self.series.setdefault(pid, []).append((now, cpu))
+                name = self.names.get(pid, "")
+                if not name.startswith("ray::") or name == "ray::IDLE":  # retitled later
                     with contextlib.suppress(OSError):
                         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
                         words = [w.decode() for w in cmd if w][:3]
@@ -283,13 +304,27 @@ class CPUSampler:
 
     @property
     def seconds(self) -> float:
-        return sum(self.seen.values())
+        return sum(points[-1][1] for points in self.series.values())
 
-    def by_name(self, top: int = 6) -> str:
-        """The largest CPU users, by process name."""
+    def used(self, start: float | None = None, end: float | None = None) -> dict[int, float]:
+        """CPU seconds of each process between wall-clock times ``start`` and ``end`` (the
+        samples at or before each; None: the whole run)."""
+
+        def at(points: list[tuple[float, float]], when: float | None) -> float:
+            if when is None:
+                return points[-1][1]
+            before = [c for t, c in points if t <= when]
+            return before[-1] if before else 0.0  # not started yet
+
+        return {pid: at(points, end) - (0.0 if start is None else at(points, start))
+                for pid, points in self.series.items()}
+
+    def by_name(self, top: int = 6, start: float | None = None, end: float | None = None
+                ) -> str:
+        """The largest CPU users, by process name (in a window, if given)."""
         totals: dict[str, float] = {}
         counts: dict[str, int] = {}
-        for pid, cpu in self.seen.items():
+        for pid, cpu in self.used(start, end).items():
             name = self.names.get(pid, "?")
             totals[name] = totals.get(name, 0.0) + cpu
             counts[name] = counts.get(name, 0) + 1
@@ -311,6 +346,7 @@ def cluster_mode(n: int, size: int) -> None:
               f"process/actor; cores: {os.cpu_count()}; load average before: "
               f"{os.getloadavg()[0]:.1f}")
         rates: dict[str, float] = {}
+        busy: dict[str, float] = {}
         local = run_child("local", manifest, root / "out-local", size)
         rates["local"] = local["steady_rate"]
         print(f"  local, 1 CPU:        {local['steady_rate']:6.1f} images/s/CPU steady "
@@ -323,7 +359,10 @@ def cluster_mode(n: int, size: int) -> None:
                 found = run_child("ray-cluster", manifest, root / f"out-{cpus}", size,
                                   env_extra=cluster.env)
             everything = found["cpu"] + used.seconds  # the driver's, and the cluster's
+            window = found["last"] - found["first"]
+            in_window = sum(used.used(found["first"], found["last"]).values())
             rates[label] = found["steady_rate"] / cpus
+            busy[label] = found["busy_rate"] / cpus
             print(f"  {label + ',':<13} {cpus} CPU: {rates[label]:6.1f} images/s/CPU steady "
                   f"({found['steady_rate']:6.1f} images/s, {found['workers']} actors; "
                   f"{n / found['seconds']:6.1f} images/s end to end, {found['seconds']:.1f} s)"
@@ -331,11 +370,16 @@ def cluster_mode(n: int, size: int) -> None:
                   f", {n / everything:6.1f} in all (driver {found['cpu']:.1f} s, cluster "
                   f"{used.seconds:.1f} s of CPU, start-up included)"
                   f"; start-up: nodes {cluster.start_seconds:.1f} s, audit call to first "
-                  f"batch {found['ray_init']:.1f} s\n      cluster CPU by process: "
-                  f"{used.by_name()}")
+                  f"batch {found['ray_init']:.1f} s\n      all {found['workers']} actors "
+                  f"at work: {found['busy_rate'] / cpus:6.1f} images/s/CPU over "
+                  f"{found['busy_seconds']:.1f} s of the {found['last'] - found['first']:.1f} s"
+                  f"\n      cluster CPU by process, whole run: {used.by_name()}"
+                  f"\n      ... in the steady state ({window:.1f} s, {cpus} CPUs: "
+                  f"{cpus * window:.1f} CPU-s; cluster {in_window:.1f} s): "
+                  f"{used.by_name(8, found['first'], found['last'])}")
         for label in ("Ray, 1 node", "Ray, 2 nodes"):
             print(f"{label} / local, steady images/s/CPU: {rates[label] / rates['local']:.2f} "
-                  "(goal >= 0.8)")
+                  f"(goal >= 0.8); all actors at work: {busy[label] / rates['local']:.2f}")
         print(f"load average after: {os.getloadavg()[0]:.1f}")
     finally:
         shutil.rmtree(root, ignore_errors=True)

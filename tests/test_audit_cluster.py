@@ -317,7 +317,7 @@ def test_an_interrupted_driver_resumes_on_the_same_cluster(cluster, data, tmp_pa
     assert_each_image_once(job)
 
 
-SINK_SCRIPT = '''
+RETRY_SCRIPT = '''
 import importlib
 import os
 
@@ -328,39 +328,40 @@ engine = importlib.import_module("interp_core.audit.engine_ray")
 MARKER = {marker!r}
 
 
-class CrashAfterWriting(engine.PartsDatasink):
-    """Writes its part, then its process dies, once: Ray retries the write task."""
+class CrashAfterWriting(engine.RayBatchWorker):
+    """Writes its block's part, then its process dies, once: Ray restarts the actor and
+    retries the block, whose part is written a second time."""
 
-    def write(self, blocks, ctx):
-        rows = super().write(blocks, ctx)
+    def __call__(self, block):
+        status = super().__call__(block)
         try:
             fd = os.open(MARKER, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            return rows
-        os.write(fd, str(rows).encode())
+            return status
+        os.write(fd, str(status.column("rows")[0].as_py()).encode())
         os.close(fd)
         os._exit(1)
 
 
-engine.run_ray.__kwdefaults__["sink_class"] = CrashAfterWriting
+engine.run_ray.__kwdefaults__["worker_class"] = CrashAfterWriting
 audit("faultmodel:build", {manifest!r}, {out!r}, engine="ray", ray_address={address!r},
       layer="block3", size=64, classes={classes!r}, batch_size={batch}, part_size={batch},
       progress=False, report=False)
 '''
 
 
-def test_a_retried_write_adds_no_duplicate_rows(cluster, data, tmp_path):
+def test_a_retried_block_adds_no_duplicate_rows(cluster, data, tmp_path):
     job = Job(cluster, data, tmp_path)
     marker = tmp_path / "crashed"
-    code = SINK_SCRIPT.format(marker=str(marker), manifest=job.manifest, out=str(job.out),
-                              address=cluster.address, classes=CLASSES.split(","),
-                              batch=BATCH)
+    code = RETRY_SCRIPT.format(marker=str(marker), manifest=job.manifest, out=str(job.out),
+                               address=cluster.address, classes=CLASSES.split(","),
+                               batch=BATCH)
     done = subprocess.run([sys.executable, "-c", code], cwd=job.work, env=job.env,
                           capture_output=True, text=True, timeout=limit(RUN_TIMEOUT))
     assert done.returncode == 0, done.stderr[-3000:]
-    assert marker.exists()  # a write task died after writing its part
+    assert marker.exists()  # an actor died after writing its block's part
     in_parts = sum(pq.read_metadata(p).num_rows for p in job.parts())
-    assert in_parts == N + 2 + int(marker.read_text())  # that part's rows twice in the parts
+    assert in_parts == N + 2 + int(marker.read_text())  # that block's rows twice in the parts
     assert_each_image_once(job)  # once in the results
 
 

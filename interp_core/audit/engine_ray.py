@@ -1,19 +1,21 @@
-"""The Ray engine: Ray Data ``map_batches`` over a pool of actors, Parquet parts written by Ray.
+"""The Ray engine: Ray Data ``map_batches`` over a pool of actors that write the Parquet parts.
 
 Imported only when ``engine="ray"`` is chosen (Ray is the optional extra
 ``interp-core[ray]``). Each actor is a :class:`~interp_core.audit.worker.BatchWorker` that
 builds the model once from the config; batches are the same consecutive slices the local
-engine uses, so both engines give the same rows. Ray's write tasks store each bundle of rows
-with :func:`~interp_core.audit.results.write_part` (temporary name, then rename), so a killed
-run keeps every part already written and ``resume`` redoes only the rest.
+engine uses, so both engines give the same rows. The actors read the images themselves (the
+blocks hold only the manifest's rows) and store their rows with
+:func:`~interp_core.audit.results.write_part` (temporary name, then rename) as they go, so a
+killed run keeps every part already written and ``resume`` redoes only the rest; only a
+one-row status per block goes back through Ray.
 
-Faults: Ray restarts an actor that dies and retries its batch (Ray Data's actor pools set
+Faults: Ray restarts an actor that dies and retries its block (Ray Data's actor pools set
 ``max_restarts=-1`` and ``max_task_retries=-1``; passing them ourselves goes through
 ``**ray_remote_args``, deprecated in Ray 2.60 and removed in 2.64). Where Ray Data
 gives up on the whole run (a node that leaves takes the blocks it held), the engine submits
-what has no part yet again, up to :data:`ATTEMPTS` times. A batch done twice (a write task
-retried after its part was written) gives two rows for its ids in the parts; the merge keeps
-one. Each row records the node that explained it (the part-only ``node`` column).
+what has no part yet again, up to :data:`ATTEMPTS` times. A block done twice (an actor that
+died after writing a part, its block retried) gives two rows for those ids in the parts; the
+merge keeps one. Each row records the node that explained it (the part-only ``node`` column).
 
 Cluster: ``address`` (``ray_address=``, ``--ray-address``) or ``RAY_ADDRESS`` is joined
 (never a Ray of our own: an unreachable cluster is an error); otherwise an already-initialised
@@ -40,18 +42,19 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
-from ray.data import ActorPoolStrategy, Datasink
-from ray.data.block import BlockAccessor
+from ray.data import ActorPoolStrategy
 
 from interp_core.audit.config import AuditConfig, is_demo_spec, is_factory, thread_env
 from interp_core.audit.results import finished_ids, write_part
 from interp_core.audit.worker import BatchWorker
 
-#: The most batches in one input block (one actor task). Blocks shrink so that each actor
-#: gets at least :data:`BLOCKS_PER_ACTOR` of them (a short list still spreads over all nodes);
-#: large lists get large blocks, whose per-task cost (scheduling, object store, the part
-#: write) is spread over more images.
-BATCHES_PER_BLOCK = 32
+#: The most batches in one input block (one actor call, at most one part file per
+#: ``part_size`` rows). Blocks shrink so that each actor gets at least
+#: :data:`BLOCKS_PER_ACTOR` of them (a short list still spreads over all nodes). With no
+#: result rows going back through Ray, a block costs little (a task and a one-row status),
+#: so blocks stay small: an actor that starts late or finishes early idles for less than
+#: one block (8 batches of 32 images: about half a second on one CPU).
+BATCHES_PER_BLOCK = 8
 BLOCKS_PER_ACTOR = 4
 #: Runs of the Ray Data pipeline before the engine gives up: the first, then re-submissions
 #: of what has no part yet after Ray Data failed (a lost node, lost blocks).
@@ -67,24 +70,58 @@ LOST = ("ActorDiedError", "ActorUnavailableError", "ActorUnschedulableError",
 
 
 class RayBatchWorker(BatchWorker):
-    """A :class:`BatchWorker` in a Ray actor: the process is ours, so the thread variables
-    of frameworks that read them at start-up (TensorFlow) are set before the model is built.
-    Ray itself sets ``OMP_NUM_THREADS`` to the actor's CPUs (OpenMP, MKL and OpenBLAS follow
-    it) and the worker holds torch to ``config.threads``."""
+    """A :class:`BatchWorker` in a Ray actor that writes its own parts.
+
+    Each call gets one input block (a few whole batches), explains it batch by batch (the
+    same ``batch_size`` slices as the local engine) and writes the rows as atomic part files
+    of about ``part_size`` rows (:func:`~interp_core.audit.results.write_part`) in
+    ``parts_dir``, which every node must reach (a shared folder). It returns only a
+    one-row status (rows written, node), so no result rows travel through Ray's object store
+    and no write tasks run.
+
+    The process is ours, so the thread variables of frameworks that read them at start-up
+    (TensorFlow) are set before the model is built. Ray itself sets ``OMP_NUM_THREADS`` to the
+    actor's CPUs (OpenMP, MKL and OpenBLAS follow it) and the worker holds torch to
+    ``config.threads``."""
 
     raise_setup_errors = False  # check_setup did, on one row
 
-    def __init__(self, config: AuditConfig) -> None:
+    def __init__(self, config: AuditConfig, parts_dir: str | None = None,
+                 part_size: int = 1024) -> None:
         for name, value in thread_env(config.threads).items():
             os.environ.setdefault(name, value)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         super().__init__(config)
         self.node = ray.get_runtime_context().get_node_id()
+        self.parts_dir = parts_dir
+        self.part_size = max(1, part_size)
 
-    def __call__(self, batch: Any) -> Any:
-        rows = super().__call__(batch)
+    def explain(self, batch: Any) -> Any:
+        """The result rows of one batch, with the ``node`` that explained them."""
+        rows = BatchWorker.__call__(self, batch)
         at = rows.schema.get_field_index("node")
         return rows.set_column(at, "node", pa.array([self.node] * rows.num_rows, pa.string()))
+
+    def __call__(self, block: Any) -> Any:
+        if self.parts_dir is None:
+            raise ValueError("RayBatchWorker(parts_dir=None) has nowhere to write its parts: "
+                             "give the audit's parts folder")
+        size = self.config.batch_size
+        pending: list[Any] = []
+        count = written = 0
+        for start in range(0, block.num_rows, size):
+            rows = self.explain(block.slice(start, size))
+            pending.append(rows)
+            count += rows.num_rows
+            if count >= self.part_size:
+                write_part(pa.concat_tables(pending), self.parts_dir)
+                written += count
+                pending, count = [], 0
+        if count:
+            write_part(pa.concat_tables(pending), self.parts_dir)
+            written += count
+        return pa.table({"rows": pa.array([written], pa.int64()),
+                         "node": pa.array([self.node], pa.string())})
 
 
 def check_setup(todo: Any, config: AuditConfig, threads: int) -> None:
@@ -118,34 +155,9 @@ def _run_first_row(config: AuditConfig, first: Any) -> None:
     worker = RayBatchWorker(config)
     worker.raise_setup_errors = True
     try:
-        worker(first)  # the row is discarded: the pool explains it again
+        worker.explain(first)  # the row is discarded: the pool explains it again
     finally:
         worker.close()
-
-
-class PartsDatasink(Datasink):
-    """Writes each bundle of result rows as one atomic part file (on the worker's node; the
-    output folder must be shared by all nodes)."""
-
-    def __init__(self, parts_dir: Path, part_size: int) -> None:
-        self.parts_dir = str(parts_dir)
-        self.part_size = part_size
-
-    def write(self, blocks: Any, ctx: Any) -> int:
-        tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
-        tables = [t for t in tables if t.num_rows]
-        if not tables:
-            return 0
-        table = pa.concat_tables(tables, promote_options="permissive")
-        write_part(table, self.parts_dir)
-        return table.num_rows
-
-    @property
-    def min_rows_per_write(self) -> int:
-        return self.part_size
-
-    def get_name(self) -> str:
-        return "AuditParts"
 
 
 def connect(address: str | None = None, runtime_env: dict[str, Any] | None = None) -> bool:
@@ -314,7 +326,7 @@ def plan_resources(workers: int | None, threads: int | None, gpus: float | None
 def run_ray(todo: Any, config: AuditConfig, parts_dir: Path, *, workers: int | None = None,
             threads: int | None = None, gpus: float | None = None, part_size: int = 1024,
             progress: bool = True, worker_class: type = RayBatchWorker,
-            address: str | None = None, sink_class: type[PartsDatasink] = PartsDatasink) -> int:
+            address: str | None = None) -> int:
     """Explain every row of ``todo`` on Ray; returns the rows written.
 
     Parameters
@@ -326,12 +338,14 @@ def run_ray(todo: Any, config: AuditConfig, parts_dir: Path, *, workers: int | N
         is given.
     gpus : float, optional
         GPUs per actor; default one (or a share) when the cluster has GPUs, else none.
+    part_size : int
+        Rows per part file (an actor writes a part when it has this many, and at the end of
+        each block).
     worker_class : type
-        The actor: :class:`RayBatchWorker` or a subclass (to trace or extend each batch).
+        The actor: :class:`RayBatchWorker` or a subclass (to trace or extend each block);
+        built with ``config``, ``parts_dir`` and ``part_size``.
     address : str, optional
         The Ray cluster to join (default ``RAY_ADDRESS``; see :func:`connect`).
-    sink_class : type
-        What writes the parts: :class:`PartsDatasink` or a subclass.
     """
     total = todo.num_rows
     if total == 0:
@@ -356,8 +370,7 @@ def run_ray(todo: Any, config: AuditConfig, parts_dir: Path, *, workers: int | N
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 _execute(todo, actor_config, parts_dir, workers=workers, threads=threads,
-                         gpus=gpus, part_size=part_size, worker_class=worker_class,
-                         sink_class=sink_class)
+                         gpus=gpus, part_size=part_size, worker_class=worker_class)
                 break
             except Exception as exc:
                 lost = _lost(exc)
@@ -396,26 +409,30 @@ def _lost(exc: BaseException) -> str | None:
 
 
 def _execute(todo: Any, config: AuditConfig, parts_dir: Path, *, workers: int, threads: int,
-             gpus: float, part_size: int, worker_class: type,
-             sink_class: type[PartsDatasink]) -> None:
-    """One run of the Ray Data pipeline over ``todo``."""
+             gpus: float, part_size: int, worker_class: type) -> int:
+    """One run of the Ray Data pipeline over ``todo``; returns the rows the actors wrote."""
     bs = config.batch_size
-    # Input blocks of a few whole batches: Ray cuts them into the same batches as the
-    # local engine (boundaries at multiples of batch_size) with less per-block overhead.
+    # Input blocks of a few whole batches (boundaries at multiples of batch_size, so the
+    # actors cut them into the same batches as the local engine): one actor task each,
+    # whose per-task cost (scheduling, object store) is spread over more images.
     batches = -(-todo.num_rows // bs)
     workers = max(1, min(workers, batches))  # no idle actors on a short list
     rows = bs * max(1, min(BATCHES_PER_BLOCK, batches // (workers * BLOCKS_PER_ACTOR)))
     blocks = [todo.slice(start, rows) for start in range(0, todo.num_rows, rows)]
-    dataset = ray.data.from_arrow(blocks).map_batches(
+    # from_blocks keeps the blocks as they are and reads their metadata here (from_arrow
+    # starts a Ray task, a worker process, for that).
+    dataset = ray.data.from_blocks(blocks).map_batches(
         worker_class,
-        fn_constructor_kwargs={"config": config},
+        fn_constructor_kwargs={"config": config, "parts_dir": os.fspath(parts_dir),
+                               "part_size": part_size},
         compute=ActorPoolStrategy(size=workers),
-        batch_size=bs,
+        batch_size=None,  # a whole block per call: the actor cuts it into batches
         batch_format="pyarrow",
+        zero_copy_batch=True,
         num_cpus=threads,
         num_gpus=gpus or None,
     )
-    sink = sink_class(parts_dir, part_size)
-    # Write tasks take no CPU slot: the actors hold them all, and parts must be written
-    # while the run goes on (not after it), so that a killed run keeps them.
-    dataset.write_datasink(sink, ray_remote_args={"num_cpus": 0})
+    # The actors write their parts as they go (a killed run keeps them); what comes back is
+    # one status row per block.
+    return sum(sum(status.column("rows").to_pylist())
+               for status in dataset.iter_batches(batch_size=None, batch_format="pyarrow"))
