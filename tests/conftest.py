@@ -39,3 +39,23 @@ def require_framework(backend: str, module: str) -> ModuleType:
             ) from exc
         pytest.skip(f"{module} is not installed", allow_module_level=True)
         raise  # unreachable
+
+
+def require_ray() -> ModuleType:
+    """Import Ray (with Ray Data) for the audit's Ray tests.
+
+    Where ``INTERP_TEST_RAY`` is set, a failed import fails the run; elsewhere the tests skip.
+    """
+    try:
+        importlib.import_module("ray.data")
+        return importlib.import_module("ray")
+    except ImportError as exc:
+        if os.environ.get("INTERP_TEST_RAY"):
+            raise RuntimeError(
+                f"INTERP_TEST_RAY is set but Ray Data does not import: {exc}"
+            ) from exc
+        pytest.skip(
+            f"Ray Data is not installed ({exc}); pip install 'interp-core[ray]'",
+            allow_module_level=True,
+        )
+        raise  # unreachable

@@ -7,34 +7,17 @@ fails the run (CI sets it).
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import require_framework
+from tests.conftest import require_framework, require_ray
 
 require_framework("torch", "torch")
-
-
-def _import_ray():
-    try:
-        importlib.import_module("ray.data")
-        return importlib.import_module("ray")
-    except ImportError as exc:
-        if os.environ.get("INTERP_TEST_RAY"):
-            raise RuntimeError(f"INTERP_TEST_RAY is set but Ray Data does not import: {exc}"
-                               ) from exc
-        pytest.skip(f"Ray Data is not installed ({exc}); pip install 'interp-core[ray]'",
-                    allow_module_level=True)
-        raise  # unreachable
-
-
-ray = _import_ray()
+ray = require_ray()
 pq = pytest.importorskip("pyarrow.parquet")
 
 from interp_core.audit import audit  # noqa: E402
