@@ -11,11 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import require_framework
-from tests.test_audit_ray import _import_ray
+from tests.conftest import require_framework, require_ray
 
 require_framework("torch", "torch")
-ray = _import_ray()
+ray = require_ray()
 pq = pytest.importorskip("pyarrow.parquet")
 
 from interp_core import cli  # noqa: E402
