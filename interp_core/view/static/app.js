@@ -514,6 +514,24 @@
       el("span", { class: "spacer" }), prev, next);
   }
 
+  // A page of a list (grid or compare): remember it for the detail's previous/next, clear the
+  // results box and put a pager on top; pagerHere() makes another (for the bottom) that keeps
+  // the list's filters.
+  function listPage(view, params, source, page, selector) {
+    state.list = { view, params: new URLSearchParams(params), source, offset: page.offset, total: page.total,
+      ids: page.rows.map((r) => r.id) };
+    const onPage = (offset) => {
+      const next = new URLSearchParams(params);
+      if (offset) next.set("offset", String(offset));
+      else next.delete("offset");
+      go(view, next);
+    };
+    const pagerHere = () => pager(page.total, page.offset, page.rows.length, onPage);
+    const results = clear($(selector));
+    results.append(pagerHere());
+    return { results, pagerHere };
+  }
+
   function badge(text, kind, title) {
     return el("span", { class: `badge ${kind}`, title, text });
   }
@@ -570,21 +588,12 @@
     } else {
       syncForm(params);
     }
-    state.list = { view: "grid", params: new URLSearchParams(params), source, offset: page.offset, total: page.total,
-      ids: page.rows.map((r) => r.id) };
-    const results = clear($("#grid-results"));
-    const onPage = (offset) => {
-      const next = new URLSearchParams(params);
-      if (offset) next.set("offset", String(offset));
-      else next.delete("offset");
-      go("grid", next);
-    };
-    results.append(pager(page.total, page.offset, page.rows.length, onPage));
+    const { results, pagerHere } = listPage("grid", params, source, page, "#grid-results");
     if (!page.rows.length) {
       results.append(el("p", { class: "empty", text: "No rows match these filters." }));
     }
     results.append(el("div", { class: "cards-grid", id: "cards" }, page.rows.map((row) => card(row, source))));
-    if (page.rows.length > 12) results.append(pager(page.total, page.offset, page.rows.length, onPage));
+    if (page.rows.length > 12) results.append(pagerHere());
   }
 
   function syncForm(params) {
@@ -754,16 +763,7 @@
       counts.append(el("div", { class: `stat${key.endsWith("changed") && c[key] ? " warn" : ""}`, dataset: { count: key } },
         el("div", { class: "stat-label", text: label }), el("div", { class: "stat-value", text: c[key].toLocaleString() })));
     }
-    state.list = { view: "compare", params: new URLSearchParams(params), source: "0", offset: page.offset, total: page.total,
-      ids: page.rows.map((r) => r.id) };
-    const results = clear($("#compare-results"));
-    const onPage = (offset) => {
-      const next = new URLSearchParams(params);
-      if (offset) next.set("offset", String(offset));
-      else next.delete("offset");
-      go("compare", next);
-    };
-    results.append(pager(page.total, page.offset, page.rows.length, onPage));
+    const { results, pagerHere } = listPage("compare", params, "0", page, "#compare-results");
     if (!page.rows.length) results.append(el("p", { class: "empty", text: "No ids in both audits match." }));
     const side = (row, source) => el("a", { class: "side", href: detailHref(source, row.id) },
       thumbnail(row.thumb, `${"AB"[source]} overlay`, 112),
@@ -780,7 +780,7 @@
           el("span", { class: "spacer" }),
           item.changed.length ? item.changed.map((what) => badge(`${what} changed`, "warn")) : badge("unchanged", "neutral")),
         el("div", { class: "compare-sides" }, side(item.a, 0), side(item.b, 1))))));
-    if (page.rows.length > 6) results.append(pager(page.total, page.offset, page.rows.length, onPage));
+    if (page.rows.length > 6) results.append(pagerHere());
   }
 
   // -- training -----------------------------------------------------------------------------
