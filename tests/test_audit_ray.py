@@ -102,6 +102,8 @@ def test_ray_engine_gives_the_local_engine_rows(local_run, ray_run):
     overlays = pq.read_table(ray_run.results, columns=["overlay"]).column(0).to_pylist()
     assert all((ray_run.out / o).is_file() for o in overlays)
     assert json.loads((ray_run.out / "audit.json").read_text())["engine"] == "ray"
+    # One Ray node here; every kept row (results and the error) counted once for it.
+    assert list(ray_run.nodes.values()) == [N + 1] and local_run.nodes == {}
 
 
 def test_ray_resume_redoes_only_lost_parts(data, local_run, ray_run):

@@ -51,8 +51,8 @@ plus ``error``, the reason an image has no result, and ``node``, the id of the R
 explained it, null on the local engine) to a temporary name and rename it, so a part is
 either complete or absent; :func:`finalise` merges the parts, keeps one row per id (a batch
 done twice, by a retry or a resumed run, adds nothing) and writes ``results.parquet`` and
-``errors.jsonl`` the same way. ``node`` stays in the parts: :func:`rows_per_node` counts the
-merged rows per node, and ``results.parquet`` keeps schema version 3.
+``errors.jsonl`` the same way. ``node`` stays in the parts (:func:`finalise` counts the
+merged rows per node as it goes), and ``results.parquet`` keeps schema version 3.
 """
 
 from __future__ import annotations
@@ -60,11 +60,11 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -182,12 +182,11 @@ def finished_ids(parts_dir: str | os.PathLike[str]) -> Any:
 
 
 # -- the final merge -----------------------------------------------------------------------
-def _merge_keys(files: Sequence[Path], wanted_ids: Any, nodes: bool = False) -> Any:
+def _merge_keys(files: Sequence[Path], wanted_ids: Any) -> Any:
     """One row per id to keep: (part, row) sorted by source index.
 
     Where an id has several rows (a resumed run redid a batch), a result beats an error and
-    a later part beats an earlier one. Ids not in ``wanted_ids`` are dropped. With
-    ``nodes``, the keys hold the ``node`` column too (null in parts written before it).
+    a later part beats an earlier one. Ids not in ``wanted_ids`` are dropped.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -195,22 +194,18 @@ def _merge_keys(files: Sequence[Path], wanted_ids: Any, nodes: bool = False) -> 
 
     pieces = []
     for k, path in enumerate(files):
-        columns = ["id", "index", "error", *(["node"] if nodes else [])]
-        t = pq.read_table(path, schema=part_schema()).select(columns) if nodes else (
-            pq.read_table(path, columns=columns))
+        t = pq.read_table(path, columns=["id", "index", "error"])
         n = t.num_rows
         pieces.append(pa.table({
             "id": t.column("id"), "index": t.column("index"),
             "ok": pc.cast(pc.is_null(t.column("error")), pa.int8()),
             "part": pa.array(np.full(n, k, dtype=np.int32)),
             "row": pa.array(np.arange(n, dtype=np.int64)),
-            **({"node": t.column("node")} if nodes else {}),
         }))
     keys = pa.concat_tables(pieces) if pieces else pa.table({
         "id": pa.array([], pa.string()), "index": pa.array([], pa.int64()),
         "ok": pa.array([], pa.int8()), "part": pa.array([], pa.int32()),
-        "row": pa.array([], pa.int64()),
-        **({"node": pa.array([], pa.string())} if nodes else {})})
+        "row": pa.array([], pa.int64())})
     if wanted_ids is not None:
         keys = keys.filter(pc.is_in(keys.column("id"), value_set=wanted_ids))
     order = pc.sort_indices(keys, sort_keys=[("id", "ascending"), ("ok", "descending"),
@@ -224,26 +219,6 @@ def _merge_keys(files: Sequence[Path], wanted_ids: Any, nodes: bool = False) -> 
         keys = keys.filter(pa.array(first))
     return keys.take(pc.sort_indices(keys, sort_keys=[("index", "ascending"),
                                                       ("id", "ascending")]))
-
-
-def rows_per_node(parts_dir: str | os.PathLike[str], wanted_ids: Any = None
-                  ) -> dict[str, int]:
-    """Rows (results and errors) per Ray node id, counted as the merge keeps them (one per
-    id); rows of the local engine (no node) are not counted.
-
-    Parameters
-    ----------
-    parts_dir : path
-        The audit's ``parts`` folder.
-    wanted_ids : pyarrow array, optional
-        Count only these ids (the current source); None counts every id.
-    """
-    import pyarrow.compute as pc
-
-    keys = _merge_keys(part_files(parts_dir), wanted_ids, nodes=True)
-    counts = pc.value_counts(keys.column("node").drop_null()).to_pylist()
-    return {c["values"]: int(c["counts"]) for c in sorted(
-        counts, key=lambda c: (-c["counts"], c["values"]))}
 
 
 class _PartCache:
@@ -267,8 +242,16 @@ class _PartCache:
         return table
 
 
+class Merged(NamedTuple):
+    """What :func:`finalise` wrote."""
+
+    results: int  #: rows in ``results.parquet``
+    errors: int  #: lines in ``errors.jsonl``
+    nodes: dict[str, int]  #: rows kept per Ray node id (most first); empty for the local engine
+
+
 def finalise(out: str | os.PathLike[str], wanted_ids: Any = None,
-             config: dict[str, Any] | None = None) -> tuple[int, int]:
+             config: dict[str, Any] | None = None) -> Merged:
     """Merge the parts of ``out`` into ``results.parquet`` and ``errors.jsonl``.
 
     Memory holds the merge keys (id, index; a few dozen bytes a row) and a few parts, never
@@ -285,8 +268,9 @@ def finalise(out: str | os.PathLike[str], wanted_ids: Any = None,
 
     Returns
     -------
-    (int, int)
-        Result rows and error rows written.
+    Merged
+        Result rows and error rows written, and the rows kept per Ray node (the parts'
+        ``node`` column, counted in the same pass).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -304,6 +288,7 @@ def finalise(out: str | os.PathLike[str], wanted_ids: Any = None,
     errors_tmp = out / f"{TMP_PREFIX}errors.jsonl"
     cache = _PartCache(files)
     n_ok = n_err = 0
+    nodes: Counter[str] = Counter()
     part = keys.column("part").to_numpy()
     row = keys.column("row").to_numpy()
     try:
@@ -327,12 +312,14 @@ def finalise(out: str | os.PathLike[str], wanted_ids: Any = None,
                     errors.write(json.dumps(item) + "\n")
                 n_ok += good.num_rows
                 n_err += bad.num_rows
+                for count in pc.value_counts(window.column("node").drop_null()).to_pylist():
+                    nodes[count["values"]] += int(count["counts"])
         os.replace(results_tmp, out / "results.parquet")
         os.replace(errors_tmp, out / "errors.jsonl")
     finally:
         results_tmp.unlink(missing_ok=True)
         errors_tmp.unlink(missing_ok=True)
-    return n_ok, n_err
+    return Merged(n_ok, n_err, dict(sorted(nodes.items(), key=lambda kv: (-kv[1], kv[0]))))
 
 
 def read_config(results: str | os.PathLike[str]) -> dict[str, Any]:

@@ -283,18 +283,12 @@ def _finish(folder: OutputFolder, work: Any, config: AuditConfig, resumed: int,
             start: float, *, report: bool, wandb: bool, wandb_project: str | None,
             wandb_rows: int) -> AuditResult:
     from interp_core.audit.report import load_report_data, write_report
-    from interp_core.audit.results import (
-        PARTS,
-        SCHEMA_VERSION,
-        finalise,
-        layers_used,
-        rows_per_node,
-    )
+    from interp_core.audit.results import SCHEMA_VERSION, finalise, layers_used
     from interp_core.audit.stats import summarise
 
     out = folder.path
     described = config.describe()
-    n_ok, n_err = finalise(out, wanted_ids=work.column("id"), config=described)
+    n_ok, n_err, nodes = finalise(out, wanted_ids=work.column("id"), config=described)
     if n_ok + n_err != work.num_rows:
         raise RuntimeError(
             f"the audit of {work.num_rows} images ended with {n_ok} results and {n_err} "
@@ -304,7 +298,6 @@ def _finish(folder: OutputFolder, work: Any, config: AuditConfig, resumed: int,
     data = load_report_data(results)
     summary = summarise(data.metrics, data.by)
     layers = layers_used(results)
-    nodes = rows_per_node(out / PARTS, work.column("id"))
     report_path = None
     if report:
         report_path = write_report(out, data, summary, described,
