@@ -44,6 +44,8 @@ from tests.test_audit import write_dataset  # noqa: E402
 pytestmark = [pytest.mark.cluster,
               pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")]
 ROOT = Path(__file__).resolve().parents[1]
+#: The drivers' PYTHONPATH: the project and its torch adapter, as an installed one would be.
+DRIVER_PATH = os.pathsep.join(str(ROOT / p) for p in ("", "backends/torch"))
 N = 96  # readable images; with the two broken ones, 98 rows
 BATCH = 8
 RUN_TIMEOUT = 150  # seconds for one audit run
@@ -133,9 +135,7 @@ class Job:
             MODEL.format(events=str(self.events), pause=pause)))
         self.out = folder / "out"
         self.manifest = str(data["manifest"])
-        self.env = {**os.environ, **cluster.env,
-                    "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in
-                                                  ("", "backends/torch"))}
+        self.env = {**os.environ, **cluster.env, "PYTHONPATH": DRIVER_PATH}
         self.env.pop("RAY_ADDRESS")  # the address is given on the command line
 
     def command(self, *extra: str) -> list[str]:
@@ -239,8 +239,7 @@ def test_an_address_where_no_cluster_answers_is_an_error_not_a_ray_of_our_own(da
          "--out", str(tmp_path / "out"), "--engine", "ray", "--ray-address",
          f"127.0.0.1:{free_port()}", "--no-progress"],
         capture_output=True, text=True, timeout=60, cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(
-            str(ROOT / p) for p in ("", "backends/torch"))})
+        env={**os.environ, "PYTHONPATH": DRIVER_PATH})
     assert done.returncode == 2
     assert "no Ray cluster answers at ray_address='127.0.0.1:" in done.stderr
     assert "Traceback" not in done.stderr

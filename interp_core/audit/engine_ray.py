@@ -190,10 +190,7 @@ def connect(address: str | None = None, runtime_env: dict[str, Any] | None = Non
         try:
             ray.init(address=address, **quiet)
         except (ConnectionError, RuntimeError) as exc:
-            raise ConnectionError(
-                f"no Ray cluster answers at ray_address={address!r} ({_first_line(exc)}): "
-                "start one with `ray start --head`, or check the address (host:port of the "
-                "head node's GCS, or 'auto' on a node of the cluster)") from None
+            raise _unreachable(address, _first_line(exc)) from None
         return True
     try:  # a cluster started on this machine with `ray start`
         ray.init(address="auto", **quiet)
@@ -210,10 +207,14 @@ def _check_reachable(address: str, timeout: float = 10.0) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as exc:
-        raise ConnectionError(
-            f"no Ray cluster answers at ray_address={address!r} ({exc.strerror or exc}): "
-            "start one with `ray start --head`, or check the address (host:port of the head "
-            "node's GCS, or 'auto' on a node of the cluster)") from None
+        raise _unreachable(address, str(exc.strerror or exc)) from None
+
+
+def _unreachable(address: str, why: str) -> ConnectionError:
+    return ConnectionError(
+        f"no Ray cluster answers at ray_address={address!r} ({why}): start one with "
+        "`ray start --head`, or check the address (host:port of the head node's GCS, or "
+        "'auto' on a node of the cluster)")
 
 
 def _same_address(a: str, b: str) -> bool:
