@@ -59,28 +59,50 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 # -- data ---------------------------------------------------------------------------------
-def make_data(root: Path, n: int, repeats: int, size: int = 64) -> tuple[Path, Path]:
-    """``n`` shapes PNGs; a manifest of them and one listing them ``repeats`` times."""
+def shape_rows(root: Path, n: int, size: int, seed: int, first: int = 0) -> list[dict]:
+    """``n`` shapes PNGs ``images/<first + i>.png`` under ``root``, and their manifest rows
+    (id, path, label, group, box)."""
     from interp_core.datasets import CLASSES, make_shapes
     from interp_core.viz import save_png
 
-    data = make_shapes(n, size=size, seed=11)
+    data = make_shapes(n, size=size, seed=seed)
     rows = []
-    for i in range(n):
-        path = root / "images" / f"{i:05d}.png"
-        save_png(path, data.images[i])
-        y0, x0, y1, x1 = (int(v) for v in data.boxes[i])
-        rows.append({"id": f"{i:05d}", "path": f"images/{i:05d}.png",
-                     "label": CLASSES[int(data.labels[i])], "group": "ab"[i % 2],
+    for j in range(n):
+        name = f"{first + j:05d}"
+        save_png(root / "images" / f"{name}.png", data.images[j])
+        y0, x0, y1, x1 = (int(v) for v in data.boxes[j])
+        rows.append({"id": name, "path": f"images/{name}.png",
+                     "label": CLASSES[int(data.labels[j])], "group": "ab"[(first + j) % 2],
                      "x0": x0, "y0": y0, "x1": x1, "y1": y1})
-    small, big = root / "manifest.csv", root / "manifest_big.csv"
-    for target, copies in ((small, 1), (big, repeats)):
-        with open(target, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            for k in range(copies):
-                writer.writerows({**r, "id": f"{k}-{r['id']}"} for r in rows)
-    return small, big
+    return rows
+
+
+def write_manifest(path: Path, rows: list[dict]) -> Path:
+    """``rows`` as the CSV manifest ``path``."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def make_data(root: Path, n: int, repeats: int, size: int = 64) -> tuple[Path, Path]:
+    """``n`` shapes PNGs; a manifest of them and one listing them ``repeats`` times."""
+    rows = shape_rows(root, n, size, seed=11)
+
+    def copies(k: int) -> list[dict]:
+        return [{**r, "id": f"{i}-{r['id']}"} for i in range(k) for r in rows]
+
+    return (write_manifest(root / "manifest.csv", copies(1)),
+            write_manifest(root / "manifest_big.csv", copies(repeats)))
+
+
+def make_many(root: Path, n: int, size: int = 64, chunk: int = 2000) -> Path:
+    """``n`` distinct shapes PNGs (made ``chunk`` at a time) and their manifest."""
+    rows = []
+    for start in range(0, n, chunk):
+        rows += shape_rows(root, min(chunk, n - start), size, seed=100 + start, first=start)
+    return write_manifest(root / "manifest.csv", rows)
 
 
 # -- the variants (each in its own process) ------------------------------------------------
@@ -231,30 +253,6 @@ def run_child(kind: str, manifest: Path, out: Path, size: int,
     if proc.returncode != 0:
         raise RuntimeError(f"{kind} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def make_many(root: Path, n: int, size: int = 64, chunk: int = 2000) -> Path:
-    """``n`` distinct shapes PNGs (made ``chunk`` at a time) and their manifest."""
-    from interp_core.datasets import CLASSES, make_shapes
-    from interp_core.viz import save_png
-
-    rows = []
-    for start in range(0, n, chunk):
-        count = min(chunk, n - start)
-        data = make_shapes(count, size=size, seed=100 + start)
-        for j in range(count):
-            i = start + j
-            save_png(root / "images" / f"{i:05d}.png", data.images[j])
-            y0, x0, y1, x1 = (int(v) for v in data.boxes[j])
-            rows.append({"id": f"{i:05d}", "path": f"images/{i:05d}.png",
-                         "label": CLASSES[int(data.labels[j])], "group": "ab"[i % 2],
-                         "x0": x0, "y0": y0, "x1": x1, "y1": y1})
-    manifest = root / "manifest.csv"
-    with open(manifest, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return manifest
 
 
 class CPUSampler:
