@@ -61,6 +61,12 @@ def _normal_quantile(p: float) -> float:
     return (lo + hi) / 2
 
 
+def t_half_width(sd: float, n: int) -> float:
+    """Half the width of the 95% t interval of a mean of ``n`` (>= 2) values whose sample
+    standard deviation (ddof 1) is ``sd``."""
+    return t_quantile(0.975, n - 1) * sd / math.sqrt(n)
+
+
 def mean_interval(values: np.ndarray) -> tuple[float, float, float, int]:
     """``(mean, low, high, n)`` of the finite values with a 95% t interval."""
     v = np.asarray(values, dtype=np.float64)
@@ -71,7 +77,7 @@ def mean_interval(values: np.ndarray) -> tuple[float, float, float, int]:
     mean = float(v.mean())
     if n == 1:
         return mean, math.nan, math.nan, 1
-    half = t_quantile(0.975, n - 1) * float(v.std(ddof=1)) / math.sqrt(n)
+    half = t_half_width(float(v.std(ddof=1)), n)
     return mean, mean - half, mean + half, n
 
 

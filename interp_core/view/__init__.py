@@ -73,6 +73,18 @@ def _socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _app_and_server(paths: Sequence[str | os.PathLike[str]], host: str) -> tuple[Any, Any]:
+    """The app for ``paths`` (answering only loopback ``Host`` names when bound to loopback)
+    and the uvicorn server that runs it."""
+    import uvicorn
+
+    from interp_core.view.app import LOOPBACK_HOSTS
+
+    app = create_app(paths, allowed_hosts=LOOPBACK_HOSTS if is_loopback(host) else None)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    return app, server
+
+
 def _url(host: str, port: int) -> str:
     shown = f"[{host.strip('[]')}]" if ":" in host else host
     return f"http://{shown}:{port}/"
@@ -94,15 +106,10 @@ class BackgroundServer:
 
     def __init__(self, paths: Sequence[str | os.PathLike[str]], host: str = "127.0.0.1",
                  port: int = 0) -> None:
-        import uvicorn
-
-        self.app = create_app(paths, allowed_hosts=None if not is_loopback(host) else
-                              ("127.0.0.1", "localhost", "::1"))
+        self.app, self.server = _app_and_server(paths, host)
         self.sock = _socket(host, port)
         self.port = int(self.sock.getsockname()[1])
         self.url = _url(host, self.port)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning",
-                                                    lifespan="off"))
         self.thread = threading.Thread(target=self.server.run,
                                        kwargs={"sockets": [self.sock]}, daemon=True,
                                        name="interp-view")
@@ -169,18 +176,13 @@ def serve(paths: Sequence[str | os.PathLike[str]], host: str = "127.0.0.1", port
         The ``view`` extra is missing (the message names the install command).
     """
     require_extras()
-    import uvicorn
-
-    loopback = is_loopback(host)
-    app = create_app(paths, allowed_hosts=("127.0.0.1", "localhost", "::1") if loopback
-                     else None)
+    app, server = _app_and_server(paths, host)
     viewer = app.state.viewer
     try:
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
         sock = _socket(host, port)
         url = _url(host, int(sock.getsockname()[1]))
         try:
-            if not loopback:
+            if not is_loopback(host):
                 print(f"interp view: warning: --host {host} serves the viewed folders to "
                       "every machine that can reach this one, without a password; use "
                       "127.0.0.1 unless you mean it", file=sys.stderr)

@@ -180,14 +180,14 @@ class Viewer:
                            "map": self.api_url("map.png", other, id_),
                            "overlay": self.file_url(other, match.get("overlay")),
                            "row": match})
-        image_path = row.get("path") or row.get("file")
+        image_path = _image_path(row)
         # An audit copied to another machine names images that are not there: say so, and
         # the page shows the stored overlay instead of a broken picture.
-        image_found = bool(image_path) and os.path.isfile(str(image_path))
+        image_found = image_path is not None and os.path.isfile(image_path)
         return {
             "row": row,
             "image": self.api_url("image", source, id_) if image_found else None,
-            "image_missing": str(image_path) if image_path and not image_found else None,
+            "image_missing": image_path if image_path and not image_found else None,
             "map": self.api_url("map.png", source, id_) if has_map else None,
             "overlay": self.file_url(source, row.get("overlay")),
             "mask": self.api_url("mask.png", source, id_) if row.get("mask") else None,
@@ -231,12 +231,11 @@ class Viewer:
 
         source = self.source(request)
         id_ = _required(request, "id")
-        row = self.db.row(source.index, id_)
-        path = row.get("path") or row.get("file")
+        path = _image_path(self.db.row(source.index, id_))
         if not path:
             raise NotFoundError(f"the row of id {id_!r} names no image file")
         try:
-            return image_png(str(path))
+            return image_png(path)
         except FileReadError as exc:
             raise NotFoundError(f"the image of id {id_!r} cannot be read: {exc.reason}") from None
 
@@ -309,6 +308,12 @@ def safe_path(root: Path, rel: str) -> Path | None:
     except (OSError, ValueError, RuntimeError):
         return None
     return found if found.is_file() else None
+
+
+def _image_path(row: dict[str, Any]) -> str | None:
+    """The image file a row names: an audit's ``path``, an explain run's ``file``."""
+    path = row.get("path") or row.get("file")
+    return str(path) if path else None
 
 
 def _required(request: Any, name: str) -> str:

@@ -33,11 +33,11 @@ import math
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import astuple, dataclass
 from typing import Any
 
-from interp_core.audit.stats import t_quantile, wilson
+from interp_core.audit.stats import t_half_width, wilson
 from interp_core.view.folders import Source, ViewError, read_only_config
 
 NULL = "__null__"  # a filter value meaning "no value"
@@ -193,15 +193,12 @@ class Table:
                 raise ViewError(f"filter {column}= does not apply: this {self.kind} table "
                                 f"has no {column} column")
             parts = []
-            wanted = [v for v in values if v != NULL]
+            wanted: list[Any] = [v for v in values if v != NULL]
             if wanted:
                 if self.column_kind(column) == "number":
-                    wanted_numbers = [self._class_number(column, v) for v in wanted]
-                    parts.append(f"{p}{ident(column)} IN ({', '.join('?' * len(wanted))})")
-                    params.extend(wanted_numbers)
-                else:
-                    parts.append(f"{p}{ident(column)} IN ({', '.join('?' * len(wanted))})")
-                    params.extend(wanted)
+                    wanted = [self._class_number(column, v) for v in wanted]
+                parts.append(f"{p}{ident(column)} IN ({', '.join('?' * len(wanted))})")
+                params.extend(wanted)
             if NULL in values:
                 parts.append(f"{p}{ident(column)} IS NULL")
             clauses.append("(" + " OR ".join(parts) + ")")
@@ -588,7 +585,7 @@ class Aggregate:
     energy_squares: float = 0.0
 
     def __sub__(self, other: Aggregate) -> Aggregate:
-        return Aggregate(*(x - y for x, y in zip(_fields(self), _fields(other), strict=True)))
+        return Aggregate(*(x - y for x, y in zip(astuple(self), astuple(other), strict=True)))
 
     def stats(self) -> dict[str, Any]:
         """``{"n", "accuracy", "pointing_game", "energy_in_box"}``, each a stat or None."""
@@ -597,11 +594,6 @@ class Aggregate:
                 "pointing_game": proportion(int(self.hits), int(self.n_pointing)),
                 "energy_in_box": mean_from_sums(int(self.n_energy), float(self.energy_sum),
                                                 float(self.energy_squares))}
-
-
-def _fields(a: Aggregate) -> Iterable[Any]:
-    return (a.n, a.n_correct, a.correct, a.n_pointing, a.hits, a.n_energy, a.energy_sum,
-            a.energy_squares)
 
 
 def proportion(successes: int, n: int) -> dict[str, Any] | None:
@@ -622,7 +614,7 @@ def mean_from_sums(n: int, total: float, squares: float) -> dict[str, Any] | Non
     if n == 1:
         return {"value": mean, "low": None, "high": None, "n": 1}
     variance = max(0.0, (squares - total * total / n) / (n - 1))
-    half = t_quantile(0.975, n - 1) * math.sqrt(variance) / math.sqrt(n)
+    half = t_half_width(math.sqrt(variance), n)
     return {"value": mean, "low": mean - half, "high": mean + half, "n": n}
 
 

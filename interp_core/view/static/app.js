@@ -324,7 +324,7 @@
     );
   }
 
-  function grdHref(column, key, source) {
+  function gridHref(column, key, source) {
     const params = new URLSearchParams();
     if (source !== "0") params.set("source", source);
     params.set(column, key === null ? NULL : key);
@@ -355,7 +355,7 @@
       const y = top + i * rowHeight + rowHeight / 2;
       const flagged = item.flags.includes(metric);
       const name = item.key === null ? "(none)" : className(source, column === "target" ? Number(item.key) : item.key);
-      const row = svg("a", { href: grdHref(column, item.key, source), class: `chart-row${flagged ? " flagged" : ""}`,
+      const row = svg("a", { href: gridHref(column, item.key, source), class: `chart-row${flagged ? " flagged" : ""}`,
         dataset: { key: item.key === null ? NULL : item.key } });
       row.append(svg("title", { text: `${name}: ${stat ? fmt(stat.value) : "no value"} ${interval(stat, false)} (n=${stat ? stat.n : 0})${flagged ? " — differs from the rest" : ""}` }));
       row.append(svg("rect", { x: 0, y: y - rowHeight / 2, width, height: rowHeight, class: "row-hit" }));
@@ -387,7 +387,7 @@
       const y = i * rowHeight + 4;
       const name = item.key === null ? "(none)" : item.key;
       const bar = ((width - labelWidth - 50) * item.n) / most;
-      chart.append(svg("a", { href: grdHref(column, item.key, source), class: "chart-row" },
+      chart.append(svg("a", { href: gridHref(column, item.key, source), class: "chart-row" },
         svg("text", { x: labelWidth - 8, y: y + 15, "text-anchor": "end", class: "row-label", text: short(name, 20) }),
         svg("rect", { x: labelWidth, y: y + 4, width: bar, height: rowHeight - 8, class: "bar" }),
         svg("text", { x: labelWidth + bar + 6, y: y + 15, class: "tick", text: String(item.n) })));
@@ -400,7 +400,7 @@
     const head = el("tr", {}, el("th", { text: column === "label" ? "class" : column }), el("th", { class: "num", text: "n" }),
       metrics.map(([, t]) => el("th", { class: "num", text: t })), metrics.length ? el("th", { text: "differs on" }) : null);
     const body = items.map((item) => el("tr", { class: item.flags.length ? "flagged" : "" },
-      el("td", {}, el("a", { href: grdHref(column, item.key, source),
+      el("td", {}, el("a", { href: gridHref(column, item.key, source),
         text: item.key === null ? "(none)" : className(source, column === "target" ? Number(item.key) : item.key) })),
       el("td", { class: "num", text: item.n }),
       metrics.map(([m]) => {
