@@ -699,6 +699,20 @@ def test_cli_refuses_a_bad_port(capsys):
     assert "between 0" in capsys.readouterr().err
 
 
+def test_a_port_in_use_is_our_error_and_leaves_no_database_behind(folders, monkeypatch,
+                                                                  tmp_path):
+    import socket
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # DuckDB's spill folder goes here
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        with pytest.raises(ViewError, match=r"cannot listen on 127\.0\.0\.1"):
+            BackgroundServer([folders["a"]], port=taken.getsockname()[1])
+    assert not list(tmp_path.glob("interp-view-duckdb-*"))
+
+
 def test_importing_the_viewer_loads_no_extra():
     code = ("import sys, interp_core, interp_core.cli.command, interp_core.view, "
             "interp_core.view.folders; "

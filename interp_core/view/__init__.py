@@ -107,7 +107,11 @@ class BackgroundServer:
     def __init__(self, paths: Sequence[str | os.PathLike[str]], host: str = "127.0.0.1",
                  port: int = 0) -> None:
         self.app, self.server = _app_and_server(paths, host)
-        self.sock = _socket(host, port)
+        try:
+            self.sock = _socket(host, port)
+        except BaseException:
+            self.app.state.viewer.close()  # its DuckDB database and temporary folder
+            raise
         self.port = int(self.sock.getsockname()[1])
         self.url = _url(host, self.port)
         self.thread = threading.Thread(target=self.server.run,
